@@ -1,0 +1,152 @@
+"""The versioned model artifact: what the trainer publishes and every server replica loads.
+
+An artifact is a directory holding
+- ``encoder.keras``: the tower, rebuilt and traced by each server on its own device
+  (Keras picks the cuDNN LSTM kernel when it traces on a GPU, so a graph traced on
+  the trainer's CPU would not use it);
+- ``saved_model/``: the same tower as a TensorFlow SavedModel with a
+  ``serving_default`` signature, for TF-Serving-compatible tools;
+- ``metadata.json``: version, input spec, embedding size, distance threshold,
+  feature names and the training record.
+It travels between processes as a gzip'd tar with its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ARTIFACT_FORMAT = 1
+METADATA_FILE = "metadata.json"
+KERAS_FILE = "encoder.keras"
+SAVED_MODEL_DIR = "saved_model"
+
+
+class ArtifactError(Exception):
+    """An artifact is missing, corrupt, or does not describe a usable encoder."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a server must know about a model before it serves it."""
+
+    # Unique version name, such as "20261121-101500-3f2a".
+    version: str
+    # Minutes per window.
+    steps: int
+    # Statistics per minute.
+    features: int
+    # Length of an embedding.
+    embedding_size: int
+    # A window farther than this from every reference case is diagnosed as unknown.
+    distance_threshold: float
+    # Name of each statistic, in column order.
+    feature_names: tuple[str, ...]
+    # The TowerConfig the model was built with.
+    tower: dict[str, Any] = field(default_factory=dict)
+    # Hyper-parameters, data description and evaluation figures.
+    training: dict[str, Any] = field(default_factory=dict)
+    # The version this one was trained to replace, if any.
+    parent_version: str | None = None
+    # Seconds since the Unix epoch at export.
+    created_unix_s: float = 0.0
+    artifact_format: int = ARTIFACT_FORMAT
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.version or "/" in self.version or ":" in self.version:
+            problems.append(f"version {self.version!r} must be non-empty without '/' or ':'")
+        if min(self.steps, self.features, self.embedding_size) < 1:
+            problems.append(
+                f"steps, features and embedding_size must be positive, got "
+                f"{self.steps}, {self.features}, {self.embedding_size}"
+            )
+        if len(self.feature_names) != self.features:
+            problems.append(
+                f"{len(self.feature_names)} feature names for {self.features} features"
+            )
+        if not self.distance_threshold > 0:
+            problems.append(f"distance_threshold must be positive, got {self.distance_threshold}")
+        if self.artifact_format != ARTIFACT_FORMAT:
+            problems.append(
+                f"artifact format {self.artifact_format}, this build reads {ARTIFACT_FORMAT}"
+            )
+        if problems:
+            raise ArtifactError("invalid model metadata: " + "; ".join(problems))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        try:
+            raw = json.loads(text)
+            raw["feature_names"] = tuple(raw["feature_names"])
+            return cls(**raw)
+        except ArtifactError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ArtifactError(f"unreadable model metadata: {exc}") from exc
+
+
+def read_metadata(artifact_dir: Path) -> ModelMetadata:
+    """Reads and validates an artifact directory's metadata."""
+    path = Path(artifact_dir) / METADATA_FILE
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ArtifactError(f"no model metadata at {path}: {exc}") from exc
+    return ModelMetadata.from_json(text)
+
+
+def write_artifact(tower: Any, metadata: ModelMetadata, out_dir: Path) -> Path:
+    """Writes the tower and its metadata as an artifact directory; returns it."""
+    import keras
+    import tensorflow as tf
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tower.save(out_dir / KERAS_FILE)
+    archive = keras.export.ExportArchive()
+    archive.track(tower)
+    spec = tf.TensorSpec([None, metadata.steps, metadata.features], tf.float32, name="windows")
+    archive.add_endpoint(
+        "serve", lambda windows: {"embeddings": tower(windows, training=False)}, [spec]
+    )
+    archive.write_out(str(out_dir / SAVED_MODEL_DIR), verbose=False)
+    (out_dir / METADATA_FILE).write_text(metadata.to_json())
+    return out_dir
+
+
+def pack_artifact(artifact_dir: Path) -> bytes:
+    """Packs an artifact directory into gzip'd tar bytes."""
+    read_metadata(artifact_dir)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in (METADATA_FILE, KERAS_FILE, SAVED_MODEL_DIR):
+            tar.add(Path(artifact_dir) / name, arcname=name)
+    return buffer.getvalue()
+
+
+def sha256_hex(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def unpack_artifact(blob: bytes, expected_sha256: str, dest_dir: Path) -> ModelMetadata:
+    """Checks the digest, unpacks into dest_dir and returns the validated metadata."""
+    actual = sha256_hex(blob)
+    if actual != expected_sha256:
+        raise ArtifactError(
+            f"artifact digest mismatch: sha256 {actual[:12]}..., expected {expected_sha256[:12]}..."
+        )
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            tar.extractall(dest_dir, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArtifactError(f"artifact archive is corrupt: {exc}") from exc
+    return read_metadata(dest_dir)

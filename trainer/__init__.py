@@ -1,0 +1,1 @@
+"""The trainer process: simulates or reads P-CSCF traffic, trains and exports the encoder, publishes it."""
