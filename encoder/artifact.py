@@ -67,15 +67,11 @@ class ModelMetadata:
                 f"{self.steps}, {self.features}, {self.embedding_size}"
             )
         if len(self.feature_names) != self.features:
-            problems.append(
-                f"{len(self.feature_names)} feature names for {self.features} features"
-            )
+            problems.append(f"{len(self.feature_names)} feature names for {self.features} features")
         if not self.distance_threshold > 0:
             problems.append(f"distance_threshold must be positive, got {self.distance_threshold}")
         if self.artifact_format != ARTIFACT_FORMAT:
-            problems.append(
-                f"artifact format {self.artifact_format}, this build reads {ARTIFACT_FORMAT}"
-            )
+            problems.append(f"artifact format {self.artifact_format}, this build reads {ARTIFACT_FORMAT}")
         if problems:
             raise ArtifactError("invalid model metadata: " + "; ".join(problems))
 
@@ -115,9 +111,7 @@ def write_artifact(tower: Any, metadata: ModelMetadata, out_dir: Path) -> Path:
     archive = keras.export.ExportArchive()
     archive.track(tower)
     spec = tf.TensorSpec([None, metadata.steps, metadata.features], tf.float32, name="windows")
-    archive.add_endpoint(
-        "serve", lambda windows: {"embeddings": tower(windows, training=False)}, [spec]
-    )
+    archive.add_endpoint("serve", lambda windows: {"embeddings": tower(windows, training=False)}, [spec])
     archive.write_out(str(out_dir / SAVED_MODEL_DIR), verbose=False)
     (out_dir / METADATA_FILE).write_text(metadata.to_json())
     return out_dir

@@ -28,12 +28,8 @@ class FeatureScaler(keras.layers.Layer):
     def __init__(self, features: int, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.features = features
-        self.mean = self.add_weight(
-            name="mean", shape=(features,), initializer="zeros", trainable=False
-        )
-        self.std = self.add_weight(
-            name="std", shape=(features,), initializer="ones", trainable=False
-        )
+        self.mean = self.add_weight(name="mean", shape=(features,), initializer="zeros", trainable=False)
+        self.std = self.add_weight(name="std", shape=(features,), initializer="ones", trainable=False)
 
     def fit(self, windows: np.ndarray) -> None:
         """Fits mean and std on training windows shaped (n, steps, features)."""

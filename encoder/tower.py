@@ -69,9 +69,9 @@ def build_tower(config: TowerConfig) -> keras.Model:
     """Builds the tower: windows (batch, steps, features) -> embeddings (batch, size)."""
     windows = keras.Input(shape=(config.steps, config.features), name="windows")
     x = FeatureScaler(config.features, name="feature_scaler")(windows)
-    x = keras.layers.LSTM(
-        config.lstm_units[0], return_sequences=True, name="lstm_1", **CUDNN_LSTM_SETTINGS
-    )(x)
+    x = keras.layers.LSTM(config.lstm_units[0], return_sequences=True, name="lstm_1", **CUDNN_LSTM_SETTINGS)(
+        x
+    )
     x = keras.layers.LSTM(config.lstm_units[1], name="lstm_2", **CUDNN_LSTM_SETTINGS)(x)
     x = keras.layers.BatchNormalization(name="bn_1")(x)
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)

@@ -207,7 +207,9 @@ def _latency_stats(
     out[:, FEATURE_INDEX[f"lat_{op}_p95_ms"]] = observed + 1.645 * std
 
 
-def _split(rng: np.random.Generator, total: np.ndarray, probs: Sequence[np.ndarray | float]) -> list[np.ndarray]:
+def _split(
+    rng: np.random.Generator, total: np.ndarray, probs: Sequence[np.ndarray | float]
+) -> list[np.ndarray]:
     """Binomial thinning of counts into outcomes with the given probabilities (in order)."""
     parts = []
     remaining = total.astype(np.int64)
@@ -222,7 +224,7 @@ def _split(rng: np.random.Generator, total: np.ndarray, probs: Sequence[np.ndarr
     return parts
 
 
-def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:  # noqa: PLR0915
+def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     """Turns per-minute parameters into the probe's statistics, in catalogue order."""
     steps = p.calls.shape[0]
     out = np.zeros((steps, NUM_FEATURES), dtype=np.float64)

@@ -1,0 +1,218 @@
+"""Typed clients for faultprint.v1, sync and asyncio, over one gRPC channel each.
+
+Windows are sent on the packed float32 fast path. Errors surface as grpc.RpcError
+(grpc.aio.AioRpcError for the async client) with the server's status and message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from faultprint.v1 import (
+    diagnosis_pb2,
+    model_service_pb2,
+    model_service_pb2_grpc,
+    probe_service_pb2,
+    probe_service_pb2_grpc,
+    reference_case_service_pb2,
+    reference_case_service_pb2_grpc,
+    window_pb2,
+)
+
+Diagnosis = diagnosis_pb2.Diagnosis
+ReferenceCase = reference_case_service_pb2.ReferenceCase
+ModelInfo = model_service_pb2.GetModelInfoResponse
+
+# Matches the server's default message limit (16 MiB); a reference case may carry many windows.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+def encode_window(values: np.ndarray) -> window_pb2.Window:
+    """A (steps, features) array as a Window with packed little-endian float32 values."""
+    array = np.ascontiguousarray(values, dtype="<f4")
+    if array.ndim != 2:
+        raise ValueError(f"a window is 2-D (steps, features), got shape {array.shape}")
+    return window_pb2.Window(steps=array.shape[0], features=array.shape[1], packed_values=array.tobytes())
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """One window to diagnose on a stream."""
+
+    network: str
+    node: str
+    window: np.ndarray
+    sequence: int = 0
+    top_k: int = 0
+
+
+def _create_request(
+    network: str, label: str, windows: Sequence[np.ndarray], description: str, case_id: str
+) -> reference_case_service_pb2.CreateReferenceCaseRequest:
+    return reference_case_service_pb2.CreateReferenceCaseRequest(
+        network=network,
+        label=label,
+        description=description,
+        reference_case_id=case_id,
+        windows=[encode_window(w) for w in windows],
+    )
+
+
+def _stream_request(item: StreamItem) -> probe_service_pb2.StreamClassifyWindowsRequest:
+    return probe_service_pb2.StreamClassifyWindowsRequest(
+        sequence=item.sequence,
+        network=item.network,
+        node=item.node,
+        window=encode_window(item.window),
+        top_k=item.top_k,
+    )
+
+
+class _Stubs:
+    def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.probe = probe_service_pb2_grpc.ProbeServiceStub(channel)
+        self.references = reference_case_service_pb2_grpc.ReferenceCaseServiceStub(channel)
+        self.model = model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+class FaultprintClient(_Stubs):
+    """Blocking client. ``with FaultprintClient("127.0.0.1:50051") as fp: fp.classify(...)``."""
+
+    def __init__(self, target: str, timeout_s: float = 30.0) -> None:
+        super().__init__(grpc.insecure_channel(target, options=_CHANNEL_OPTIONS))
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> FaultprintClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def embed(self, window: np.ndarray) -> tuple[np.ndarray, str]:
+        response = self.probe.EmbedWindow(
+            probe_service_pb2.EmbedWindowRequest(window=encode_window(window)), timeout=self.timeout_s
+        )
+        return np.asarray(response.embedding, np.float32), response.model_version
+
+    def classify(self, network: str, node: str, window: np.ndarray, top_k: int = 0) -> Diagnosis:
+        request = probe_service_pb2.ClassifyWindowRequest(
+            network=network, node=node, window=encode_window(window), top_k=top_k
+        )
+        return self.probe.ClassifyWindow(request, timeout=self.timeout_s).diagnosis
+
+    def classify_stream(
+        self, items: Iterable[StreamItem]
+    ) -> Iterable[probe_service_pb2.StreamClassifyWindowsResponse]:
+        return self.probe.StreamClassifyWindows(_stream_request(i) for i in items)  # type: ignore[no-any-return]
+
+    def create_reference_case(
+        self,
+        network: str,
+        label: str,
+        windows: Sequence[np.ndarray],
+        description: str = "",
+        case_id: str = "",
+    ) -> ReferenceCase:
+        request = _create_request(network, label, windows, description, case_id)
+        return self.references.CreateReferenceCase(request, timeout=self.timeout_s).reference_case
+
+    def get_reference_case(self, network: str, case_id: str) -> ReferenceCase:
+        request = reference_case_service_pb2.GetReferenceCaseRequest(
+            network=network, reference_case_id=case_id
+        )
+        return self.references.GetReferenceCase(request, timeout=self.timeout_s).reference_case
+
+    def list_reference_cases(self, network: str) -> list[ReferenceCase]:
+        cases: list[ReferenceCase] = []
+        token = ""
+        while True:
+            page = self.references.ListReferenceCases(
+                reference_case_service_pb2.ListReferenceCasesRequest(network=network, page_token=token),
+                timeout=self.timeout_s,
+            )
+            cases.extend(page.reference_cases)
+            token = page.next_page_token
+            if not token:
+                return cases
+
+    def delete_reference_case(self, network: str, case_id: str) -> None:
+        request = reference_case_service_pb2.DeleteReferenceCaseRequest(
+            network=network, reference_case_id=case_id
+        )
+        self.references.DeleteReferenceCase(request, timeout=self.timeout_s)
+
+    def model_info(self) -> ModelInfo:
+        return self.model.GetModelInfo(model_service_pb2.GetModelInfoRequest(), timeout=self.timeout_s)
+
+    def node_diagnosis(self, network: str, node: str) -> model_service_pb2.NodeDiagnosis:
+        request = model_service_pb2.GetNodeDiagnosisRequest(network=network, node=node)
+        return self.model.GetNodeDiagnosis(request, timeout=self.timeout_s).node_diagnosis
+
+
+class AsyncFaultprintClient(_Stubs):
+    """asyncio client. ``async with AsyncFaultprintClient(target) as fp: await fp.classify(...)``."""
+
+    def __init__(self, target: str, timeout_s: float = 30.0) -> None:
+        super().__init__(grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS))
+        self.timeout_s = timeout_s
+
+    async def __aenter__(self) -> AsyncFaultprintClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()  # type: ignore[misc]
+
+    async def embed(self, window: np.ndarray) -> tuple[np.ndarray, str]:
+        response = await self.probe.EmbedWindow(
+            probe_service_pb2.EmbedWindowRequest(window=encode_window(window)), timeout=self.timeout_s
+        )
+        return np.asarray(response.embedding, np.float32), response.model_version
+
+    async def classify(self, network: str, node: str, window: np.ndarray, top_k: int = 0) -> Diagnosis:
+        request = probe_service_pb2.ClassifyWindowRequest(
+            network=network, node=node, window=encode_window(window), top_k=top_k
+        )
+        return (await self.probe.ClassifyWindow(request, timeout=self.timeout_s)).diagnosis
+
+    def classify_stream(
+        self, items: AsyncIterator[StreamItem]
+    ) -> AsyncIterator[probe_service_pb2.StreamClassifyWindowsResponse]:
+        async def requests() -> AsyncIterator[probe_service_pb2.StreamClassifyWindowsRequest]:
+            async for item in items:
+                yield _stream_request(item)
+
+        return self.probe.StreamClassifyWindows(requests())  # type: ignore[no-any-return]
+
+    async def create_reference_case(
+        self,
+        network: str,
+        label: str,
+        windows: Sequence[np.ndarray],
+        description: str = "",
+        case_id: str = "",
+    ) -> ReferenceCase:
+        request = _create_request(network, label, windows, description, case_id)
+        return (await self.references.CreateReferenceCase(request, timeout=self.timeout_s)).reference_case
+
+    async def delete_reference_case(self, network: str, case_id: str) -> None:
+        request = reference_case_service_pb2.DeleteReferenceCaseRequest(
+            network=network, reference_case_id=case_id
+        )
+        await self.references.DeleteReferenceCase(request, timeout=self.timeout_s)
+
+    async def model_info(self) -> ModelInfo:
+        return await self.model.GetModelInfo(model_service_pb2.GetModelInfoRequest(), timeout=self.timeout_s)

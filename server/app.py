@@ -1,0 +1,151 @@
+"""Assembles a server replica: Redis, model host, batcher, services, health and reflection.
+
+``create_server(settings)`` builds and starts one and returns it with its bound port
+(tests bind port 0); ``serve(settings)`` runs one until SIGINT or SIGTERM.
+Shutdown order: health goes NOT_SERVING, the gRPC server drains, then the batcher,
+the write-behind, the replica sync and the Redis pool close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import redis.asyncio as aioredis
+from faultprint.v1 import (
+    model_service_pb2,
+    model_service_pb2_grpc,
+    probe_service_pb2,
+    probe_service_pb2_grpc,
+    reference_case_service_pb2,
+    reference_case_service_pb2_grpc,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server import telemetry as telemetry_setup
+from server.batch_scheduler import BatchScheduler
+from server.node_state_writer import NodeStateWriter
+from server.redis_layout import RedisLayout
+from server.reference_store import ReferenceStore
+from server.replica_sync import ReplicaSync
+from server.servicers import Encoder, ModelServicer, ProbeServicer, ReferenceCaseServicer
+from server.serving_state import ModelHost
+from server.settings import ServerSettings
+from server.telemetry import ServerTelemetry
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    probe_service_pb2.DESCRIPTOR.services_by_name["ProbeService"].full_name,
+    reference_case_service_pb2.DESCRIPTOR.services_by_name["ReferenceCaseService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
+
+
+def set_health(servicer: health.HealthServicer, serving: bool) -> None:
+    """Reports every faultprint service, and the server as a whole, as serving or not."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", *SERVICE_NAMES):
+        servicer.set(name, status)
+
+
+@dataclass
+class FaultprintServer:
+    """A running replica and the parts it must close in order."""
+
+    settings: ServerSettings
+    grpc_server: grpc.aio.Server
+    health: health.HealthServicer
+    host: ModelHost
+    scheduler: BatchScheduler  # type: ignore[type-arg]
+    writer: NodeStateWriter
+    sync: ReplicaSync
+    redis: aioredis.Redis
+
+    def set_serving(self, serving: bool) -> None:
+        set_health(self.health, serving)
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Waits until the first full sync with Redis is done (tests and the demo use this)."""
+        await asyncio.wait_for(self.sync.synced.wait(), timeout_s)
+
+    async def stop(self) -> None:
+        self.set_serving(False)
+        await self.grpc_server.stop(self.settings.shutdown_grace_s)
+        await self.scheduler.close()
+        await self.writer.close()
+        await self.sync.stop()
+        self.host.close()
+        await self.redis.aclose()
+
+
+async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int]:
+    """Builds and starts a replica; returns it and the port it is bound to."""
+    telemetry_setup.configure(settings.telemetry_exporter)
+    telemetry = ServerTelemetry.create()
+    layout = RedisLayout(settings.redis_prefix)
+    client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    origin = uuid.uuid4().hex
+    store = ReferenceStore(client, layout, origin)
+    options = settings.batch_options()
+    host = ModelHost(store, options.batch_sizes)
+    encoder = Encoder(host, telemetry)
+    scheduler: BatchScheduler = BatchScheduler(encoder.run_batch, options)  # type: ignore[type-arg]
+    encoder.scheduler = scheduler
+    writer = NodeStateWriter(client, layout, settings.node_state_ttl_s)
+
+    follow_registry = settings.model_source == "redis"
+    if not follow_registry:
+        await host.load(Path(settings.model_source))  # a bad artifact stops start-up here
+
+    grpc_server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+    )
+    health_servicer = health.HealthServicer()
+    sync = ReplicaSync(
+        client, layout, host, follow_registry, Path(settings.model_cache_dir),
+        functools.partial(set_health, health_servicer),
+    )  # fmt: skip
+    server = FaultprintServer(settings, grpc_server, health_servicer, host, scheduler, writer, sync, client)
+    probe_service_pb2_grpc.add_ProbeServiceServicer_to_server(
+        ProbeServicer(encoder, writer, settings.default_top_k), grpc_server
+    )
+    reference_case_service_pb2_grpc.add_ReferenceCaseServiceServicer_to_server(
+        ReferenceCaseServicer(encoder), grpc_server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(host, client, layout, telemetry), grpc_server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
+    )
+    port = grpc_server.add_insecure_port(settings.listen_address)
+    server.set_serving(False)
+    await grpc_server.start()
+    scheduler.start()
+    writer.start()
+    server.sync.start()
+    log.info("faultprint server listening on port %d (model source: %s)", port, settings.model_source)
+    return server, port
+
+
+async def serve(settings: ServerSettings) -> None:
+    server, port = await create_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop()

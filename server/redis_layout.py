@@ -1,0 +1,63 @@
+"""The Redis key layout shared by server replicas and the trainer's publisher.
+
+Keys expose faultprint's resources, each under the deployment's prefix:
+  {p}:networks                      set of networks with reference cases
+  {p}:net:{network}:cases           hash case id -> case metadata (JSON)
+  {p}:net:{network}:windows         hash case id -> example windows (packed float32, source of truth)
+  {p}:emb:{version}:{network}       hash case id -> embeddings of the examples under one model version
+  {p}:node:{network}:{node}         hash: a node's latest embedding and diagnosis (with a TTL)
+  {p}:model:{version}:artifact      the packed model artifact
+  {p}:model:{version}:meta          hash: metadata JSON, sha256, publish time
+  {p}:models                        sorted set of published versions by publish time
+  {p}:model:serving                 the promoted version
+  {p}:events                        stream of changes that every replica follows
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Network, node and case ids appear inside keys, so they may not contain ':'.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+# Events kept in the change stream; a replica further behind reloads everything.
+EVENTS_MAX_LEN = 10_000
+
+
+@dataclass(frozen=True)
+class RedisLayout:
+    prefix: str = "faultprint"
+
+    @property
+    def networks(self) -> str:
+        return f"{self.prefix}:networks"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}:models"
+
+    @property
+    def serving_version(self) -> str:
+        return f"{self.prefix}:model:serving"
+
+    def cases(self, network: str) -> str:
+        return f"{self.prefix}:net:{network}:cases"
+
+    def windows(self, network: str) -> str:
+        return f"{self.prefix}:net:{network}:windows"
+
+    def embeddings(self, version: str, network: str) -> str:
+        return f"{self.prefix}:emb:{version}:{network}"
+
+    def node(self, network: str, node: str) -> str:
+        return f"{self.prefix}:node:{network}:{node}"
+
+    def model_artifact(self, version: str) -> str:
+        return f"{self.prefix}:model:{version}:artifact"
+
+    def model_meta(self, version: str) -> str:
+        return f"{self.prefix}:model:{version}:meta"

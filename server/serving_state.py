@@ -1,0 +1,153 @@
+"""The serving state: the model version and the reference index built with it, swapped as one.
+
+A batch reads the state once, so every request in it is embedded and matched under
+one version. A new version is loaded, warmed and used to re-embed every reference
+case off the serving path; only then does the swap happen, in one assignment.
+Batches already running keep the old state until they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from encoder.artifact import ArtifactError
+from server.errors import Unavailable
+from server.model_runner import ModelRunner
+from server.reference_index import CaseEmbeddings, ReferenceIndex
+from server.reference_store import ReferenceStore, StoredCase
+
+log = logging.getLogger(__name__)
+
+# Reference windows are embedded in chunks no larger than this.
+_EMBED_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class ServingState:
+    runner: ModelRunner
+    index: ReferenceIndex
+
+    @property
+    def version(self) -> str:
+        return self.runner.version
+
+
+class ModelHost:
+    """Owns the current ServingState, the encoder's device thread, and every change to either."""
+
+    def __init__(
+        self, store: ReferenceStore, warm_batch_sizes: Iterable[int], device: str | None = None
+    ) -> None:
+        self.store = store
+        self.current: ServingState | None = None
+        # Serialises changes to the state (enrolment, deletion, swaps); never taken by classify.
+        self.lock = asyncio.Lock()
+        self._warm_sizes = tuple(warm_batch_sizes)
+        self._device = device
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+
+    def require(self) -> ServingState:
+        state = self.current
+        if state is None:
+            raise Unavailable("no model is loaded yet; publish one with `faultprint-trainer publish`")
+        return state
+
+    async def embed(self, runner: ModelRunner, windows: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        chunks = [
+            await loop.run_in_executor(self.executor, runner.embed, windows[i : i + _EMBED_CHUNK])
+            for i in range(0, len(windows), _EMBED_CHUNK)
+        ]
+        return np.concatenate(chunks)
+
+    async def load(self, artifact_dir: Path) -> ServingState:
+        """Loads, checks and warms a version, re-embeds every reference case, then swaps."""
+        loop = asyncio.get_running_loop()
+        runner = await loop.run_in_executor(self.executor, ModelRunner, artifact_dir, self._device)
+        async with self.lock:
+            old = self.current
+            if old is not None:
+                self._check_compatible(old.runner, runner)
+            await loop.run_in_executor(self.executor, runner.warm, self._warm_sizes)
+            index = await self._build_index(runner)
+            self.current = ServingState(runner, index)
+        log.info(
+            "serving model %s (was %s), %d networks",
+            runner.version,
+            old and old.version,
+            len(index.networks()),
+        )
+        return self.current
+
+    async def reload_references(self) -> None:
+        """Rebuilds the current version's index from Redis (at start-up and after a lost connection)."""
+        async with self.lock:
+            state = self.current
+            if state is not None:
+                self.current = ServingState(state.runner, await self._build_index(state.runner))
+
+    @staticmethod
+    def _check_compatible(old: ModelRunner, new: ModelRunner) -> None:
+        a, b = old.metadata, new.metadata
+        if (a.steps, a.features, a.feature_names) != (b.steps, b.features, b.feature_names):
+            raise ArtifactError(
+                f"version {b.version} expects ({b.steps} steps, {b.features} features) with other "
+                f"feature names than the serving {a.version} ({a.steps}, {a.features}); probes would break"
+            )
+
+    async def _build_index(self, runner: ModelRunner) -> ReferenceIndex:
+        index = ReferenceIndex(runner.version)
+        for network in await self.store.networks():
+            fresh: dict[str, np.ndarray] = {}
+            for case, windows, embeddings in await self.store.load_network(network, runner.version):
+                if embeddings is None:
+                    embeddings = fresh[case.case_id] = await self.embed(runner, windows)
+                index.put(network, CaseEmbeddings(case.case_id, case.label, embeddings))
+            await self.store.store_embeddings(network, runner.version, fresh)
+        return index
+
+    async def add_stored_case(self, network: str, case_id: str) -> None:
+        """Indexes a case another replica created, embedding it under this replica's version if needed."""
+        async with self.lock:
+            state = self.current
+            if state is None:
+                return
+            case = await self.store.get(network, case_id)
+            for stored, windows, embeddings in await self.store.load_network(network, state.version):
+                if stored.case_id != case.case_id:
+                    continue
+                if embeddings is None:
+                    embeddings = await self.embed(state.runner, windows)
+                    await self.store.store_embeddings(network, state.version, {case_id: embeddings})
+                state.index.put(network, CaseEmbeddings(case_id, case.label, embeddings))
+
+    async def enrol(
+        self, network: str, case_id: str, label: str, description: str, windows: np.ndarray
+    ) -> StoredCase:
+        """Creates a case; it is in this replica's index before this returns."""
+        async with self.lock:
+            state = self.require()
+            embeddings = await self.embed(state.runner, windows)
+            case = await self.store.create(
+                network, case_id, label, description, windows, state.version, embeddings
+            )
+            state.index.put(network, CaseEmbeddings(case.case_id, label, embeddings))
+            return case
+
+    async def remove(self, network: str, case_id: str, *, stored: bool) -> None:
+        """Deletes a case (from Redis too unless another replica already did)."""
+        async with self.lock:
+            if not stored:
+                await self.store.delete(network, case_id)
+            if self.current is not None:
+                self.current.index.remove(network, case_id)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)

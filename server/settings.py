@@ -1,0 +1,121 @@
+"""Typed server settings, read from command-line flags with environment-variable defaults.
+
+Every flag --foo-bar has the variable FAULTPRINT_FOO_BAR; REDIS_URL is also read.
+A bad value stops start-up with a message naming the setting and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+from server.batch_scheduler import BatchSchedulerOptions
+
+TELEMETRY_EXPORTERS = ("none", "console", "otlp")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot start with."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything a server replica needs to start."""
+
+    # host:port to listen on; port 0 picks a free port.
+    listen_address: str = "127.0.0.1:50051"
+    # Redis shared by all replicas.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Prefix of every Redis key this deployment owns.
+    redis_prefix: str = "faultprint"
+    # An artifact directory to serve, or "redis" to serve the registry's promoted version
+    # and follow every later promotion.
+    model_source: str = "redis"
+    # Largest batch sent to the encoder.
+    max_batch_size: int = 64
+    # Longest a request waits for a batch to fill while the encoder is busy, in ms.
+    max_queue_delay_ms: float = 5.0
+    # Requests queued before new ones are rejected with RESOURCE_EXHAUSTED.
+    max_queue_size: int = 2048
+    # Batch sizes the encoder is warmed for; batches are padded up to one of them.
+    # Empty means powers of two up to max_batch_size.
+    allowed_batch_sizes: tuple[int, ...] = ()
+    # Largest gRPC message accepted, in bytes.
+    max_message_bytes: int = 16 * 1024 * 1024
+    # Neighbours returned when a request asks for none.
+    default_top_k: int = 3
+    # How long a node's latest diagnosis is kept in Redis, in seconds.
+    node_state_ttl_s: int = 24 * 3600
+    # Where model artifacts fetched from the registry are unpacked.
+    model_cache_dir: str = "/tmp/faultprint-models"
+    # Span and metric export: none, console or otlp (OTEL_EXPORTER_OTLP_ENDPOINT applies).
+    telemetry_exporter: str = "none"
+    # Seconds a stopping server lets in-flight RPCs finish.
+    shutdown_grace_s: float = 5.0
+    # Log level name.
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.telemetry_exporter not in TELEMETRY_EXPORTERS:
+            raise SettingsError(
+                f"telemetry_exporter is {self.telemetry_exporter!r}; allowed: {TELEMETRY_EXPORTERS}"
+            )
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"redis_url {self.redis_url!r} must start with redis://, rediss:// or unix://"
+            )
+        if ":" not in self.listen_address:
+            raise SettingsError(f"listen_address {self.listen_address!r} must be host:port")
+        if self.max_message_bytes < 64 * 1024:
+            raise SettingsError(f"max_message_bytes must be at least 65536, got {self.max_message_bytes}")
+        if self.default_top_k < 1:
+            raise SettingsError(f"default_top_k must be at least 1, got {self.default_top_k}")
+        self.batch_options()  # validates the batching fields
+
+    def batch_options(self) -> BatchSchedulerOptions:
+        try:
+            return BatchSchedulerOptions(
+                max_batch_size=self.max_batch_size,
+                max_queue_delay_ms=self.max_queue_delay_ms,
+                max_queue_size=self.max_queue_size,
+                allowed_batch_sizes=self.allowed_batch_sizes,
+            )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str] | None = None, env: dict[str, str] | None = None
+    ) -> ServerSettings:
+        """Flags override FAULTPRINT_* variables, which override the defaults."""
+        env = dict(os.environ if env is None else env)
+        parser = argparse.ArgumentParser(prog="faultprint-server", description=__doc__)
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            parser.add_argument(flag, dest=f.name, default=None, help=f"(env FAULTPRINT_{f.name.upper()})")
+        args = parser.parse_args(argv)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = getattr(args, f.name)
+            if raw is None:
+                raw = env.get(f"FAULTPRINT_{f.name.upper()}")
+            if raw is None and f.name == "redis_url":
+                raw = env.get("REDIS_URL")
+            if raw is not None:
+                values[f.name] = _parse(f.name, str(raw), f.type)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, raw: str, kind: object) -> object:
+    try:
+        if kind in ("int", int):
+            return int(raw)
+        if kind in ("float", float):
+            return float(raw)
+        if "tuple" in str(kind):
+            return tuple(int(x) for x in raw.replace(",", " ").split())
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind}: {exc}") from exc
+    return raw

@@ -1,0 +1,42 @@
+"""Decoding and validation of windows: packed float32 bytes to numpy, with no per-value Python work."""
+
+from __future__ import annotations
+
+import numpy as np
+from faultprint.v1 import window_pb2
+
+from server.errors import InvalidArgument
+
+_LE_FLOAT32 = np.dtype("<f4")
+
+
+def decode_window(window: window_pb2.Window, steps: int, features: int) -> np.ndarray:
+    """The window as a (steps, features) float32 array, checked against the model's input spec."""
+    if window.steps != steps or window.features != features:
+        raise InvalidArgument(
+            f"window shape is ({window.steps} steps, {window.features} features), "
+            f"model expects ({steps} steps, {features} features)"
+        )
+    expected = steps * features
+    if window.packed_values:
+        if len(window.packed_values) != expected * 4:
+            raise InvalidArgument(
+                f"packed_values has {len(window.packed_values)} bytes, expected {expected * 4} "
+                f"({steps} x {features} little-endian float32)"
+            )
+        values = np.frombuffer(window.packed_values, dtype=_LE_FLOAT32)
+    elif len(window.values):
+        if len(window.values) != expected:
+            raise InvalidArgument(
+                f"values has {len(window.values)} floats, expected {expected} ({steps} x {features})"
+            )
+        values = np.asarray(window.values, dtype=np.float32)
+    else:
+        raise InvalidArgument("window is empty: set packed_values (or values)")
+    if not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise InvalidArgument(
+            f"window has a non-finite value (NaN or Inf) at step {bad // features}, "
+            f"feature {bad % features}; every value must be finite"
+        )
+    return values.reshape(steps, features)

@@ -1,0 +1,97 @@
+"""Training configuration: model sizes, data, optimisation and seeds, loaded from JSON or a preset."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from encoder.tower import TowerConfig
+from trainer.features import NUM_FEATURES, WINDOW_STEPS
+from trainer.simulator import CONDITIONS, PROFILES
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything a training run depends on; recorded in the published model's metadata."""
+
+    # Sizes of the encoder.
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    # Simulated network profiles to train on.
+    networks: tuple[str, ...] = ("metro-eu", "rural-eu")
+    # Conditions (normal and faults) to train on.
+    conditions: tuple[str, ...] = CONDITIONS
+    # Simulated training windows per condition and network.
+    windows_per_condition: int = 120
+    # Share of windows held out for validation and for fitting the distance threshold.
+    validation_fraction: float = 0.2
+    # Passes over the triplets.
+    epochs: int = 8
+    # Triplets per batch.
+    batch_size: int = 32
+    # Triplets drawn per epoch, as a multiple of the number of training windows.
+    triplets_per_window: int = 4
+    learning_rate: float = 1e-3
+    # Triplet-loss margin on squared distances (0.2 in the original design).
+    margin: float = 0.2
+    # Quantile of same-condition distances that becomes the unknown threshold.
+    threshold_quantile: float = 0.995
+    # Seed for simulation, sampling and weights.
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.networks if n not in PROFILES]
+        if unknown:
+            raise ValueError(f"unknown networks {unknown}; known: {sorted(PROFILES)}")
+        bad = [c for c in self.conditions if c not in CONDITIONS]
+        if bad:
+            raise ValueError(f"unknown conditions {bad}; known: {list(CONDITIONS)}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if min(self.epochs, self.batch_size, self.windows_per_condition) < 1:
+            raise ValueError("epochs, batch_size and windows_per_condition must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["tower"] = self.tower.to_dict()
+        raw["networks"] = list(self.networks)
+        raw["conditions"] = list(self.conditions)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainingConfig:
+        fields = dict(raw)
+        if "tower" in fields:
+            fields["tower"] = TowerConfig.from_dict(fields["tower"])
+        for key in ("networks", "conditions"):
+            if key in fields:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+    @classmethod
+    def load(cls, path_or_preset: str) -> TrainingConfig:
+        """A preset name (see PRESETS) or the path of a JSON file of fields."""
+        if path_or_preset in PRESETS:
+            return PRESETS[path_or_preset]
+        return cls.from_dict(json.loads(Path(path_or_preset).read_text()))
+
+
+def _tower(lstm: int, dense: int, embedding: int) -> TowerConfig:
+    return TowerConfig(WINDOW_STEPS, NUM_FEATURES, (lstm, lstm), dense, embedding)
+
+
+PRESETS: dict[str, TrainingConfig] = {
+    # Seconds on 2 CPU cores: for tests.
+    "tiny": TrainingConfig(
+        tower=_tower(16, 32, 8), windows_per_condition=40, epochs=4, triplets_per_window=4
+    ),
+    # A couple of minutes on 2 CPU cores: for the demo.
+    "small": TrainingConfig(tower=_tower(64, 64, 10), windows_per_condition=80, epochs=6),
+    # The original design's sizes (2 x LSTM-512, about 3.7 M parameters).
+    "original": TrainingConfig(tower=_tower(512, 512, 10), windows_per_condition=200, epochs=10),
+}
+
+
+def with_overrides(config: TrainingConfig, **overrides: Any) -> TrainingConfig:
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
