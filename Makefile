@@ -1,0 +1,57 @@
+# faultprint: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard protos/faultprint/v1/*.proto)
+STUBS := gen/faultprint/v1/probe_service_pb2.py
+WITH_REDIS := scripts/with-redis.sh
+
+.PHONY: setup protos demo test test-unit test-integration test-e2e lint buf-lint bench clean
+
+setup: $(VENV)/.installed $(STUBS)
+
+# The stubs must exist before the editable install, which maps the faultprint package onto gen/.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "grpcio-tools>=1.66,<2"
+	$(MAKE) --no-print-directory protos
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+protos: $(STUBS)
+
+$(STUBS): $(PROTOS)
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
+	touch gen/faultprint/__init__.py gen/faultprint/v1/__init__.py
+
+demo: setup
+	$(WITH_REDIS) $(PY) scripts/demo.py
+
+test: setup
+	$(WITH_REDIS) $(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup
+	$(WITH_REDIS) $(PY) -m pytest -q tests/integration
+
+test-e2e: setup
+	$(WITH_REDIS) $(PY) -m pytest -q tests/e2e
+
+lint: setup buf-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# buf comes from npm; skipped with a note where npm is missing.
+buf-lint:
+	@if command -v npx >/dev/null; then npx --yes @bufbuild/buf@1.75.0 lint; \
+	else echo "buf-lint: npx not found; install Node.js to lint the protos"; fi
+
+bench: setup
+	$(PY) benchmarks/ceiling.py
+
+clean:
+	rm -rf $(VENV) gen build artifacts .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info

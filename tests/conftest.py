@@ -1,0 +1,117 @@
+"""Shared fixtures: an isolated Redis prefix per test, small model artifacts, and real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from trainer.features import NUM_FEATURES, WINDOW_STEPS  # noqa: E402
+from trainer.simulator import CONDITIONS, PROFILES, simulate_windows  # noqa: E402
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"integration tests need Redis at REDIS_URL={REDIS_URL} (run them with `make test`): {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix no other test uses; every key under it is removed afterwards."""
+    prefix = f"fptest-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def make_artifact(out: Path, seed: int, threshold: float = 1.0, features: int = NUM_FEATURES) -> Path:
+    """An untrained tiny encoder with a fitted scaler: enough to test serving plumbing, fast to build."""
+    import keras
+
+    from encoder.artifact import ModelMetadata, write_artifact
+    from encoder.tower import TowerConfig, build_tower
+
+    keras.utils.set_random_seed(seed)
+    config = TowerConfig(WINDOW_STEPS, features, (8, 8), 16, 4)
+    tower = build_tower(config)
+    windows, _ = simulate_windows(PROFILES["metro-eu"], CONDITIONS, 4, seed)
+    tower.get_layer("feature_scaler").fit(windows[..., :features])
+    metadata = ModelMetadata(
+        version=f"test-{seed}-{uuid.uuid4().hex[:6]}",
+        steps=WINDOW_STEPS,
+        features=features,
+        embedding_size=4,
+        distance_threshold=threshold,
+        feature_names=tuple(f"f{i}" for i in range(features)),
+        tower=config.to_dict(),
+    )
+    return write_artifact(tower, metadata, out / metadata.version)
+
+
+@pytest.fixture(scope="session")
+def artifact_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    root = tmp_path_factory.mktemp("artifacts")
+    return lambda seed=0, **kw: make_artifact(root, seed, **kw)
+
+
+@pytest.fixture(scope="session")
+def artifact(artifact_factory: Callable[..., Path]) -> Path:
+    return artifact_factory(seed=1)
+
+
+@pytest.fixture
+def windows() -> Callable[[str, int, int], np.ndarray]:
+    """windows(condition, count, seed) simulated on the metro-eu profile."""
+
+    def make(condition: str, count: int = 1, seed: int = 0) -> np.ndarray:
+        return simulate_windows(PROFILES["metro-eu"], [condition], count, seed)[0]
+
+    return make
+
+
+@pytest.fixture
+async def start_server(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Any]]:
+    """start_server(**settings) starts a real replica on an ephemeral loopback port; returns (server, target)."""
+    from server.app import create_server
+    from server.settings import ServerSettings
+
+    started = []
+
+    async def start(**overrides: Any) -> tuple[Any, str]:
+        settings = ServerSettings(
+            **{
+                "listen_address": "127.0.0.1:0",
+                "redis_url": redis_url,
+                "redis_prefix": redis_prefix,
+                "model_cache_dir": str(tmp_path / f"models-{len(started)}"),
+                "shutdown_grace_s": 1.0,
+                **overrides,
+            }
+        )
+        server, port = await create_server(settings)
+        started.append(server)
+        await server.wait_ready()
+        return server, f"127.0.0.1:{port}"
+
+    yield start
+    for server in started:
+        await server.stop()

@@ -1,0 +1,165 @@
+"""Several replicas on one Redis, the model registry, health and reflection, and Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from client.client import AsyncFaultprintClient
+from server.model_registry import publish_artifact
+from server.redis_layout import RedisLayout
+
+pytestmark = pytest.mark.integration
+
+NET = "net-b"
+
+
+async def eventually(check: Callable[[], object], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+        except (grpc.aio.AioRpcError, redis.exceptions.ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def test_reflection_lists_the_services_and_health_says_serving(start_server, artifact) -> None:  # type: ignore[no-untyped-def]
+    _, target = await start_server(model_source=str(artifact))
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask():  # type: ignore[no-untyped-def]
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        services = set()
+        async for reply in stub.ServerReflectionInfo(ask()):
+            services |= {s.name for s in reply.list_services_response.service}
+        assert {"faultprint.v1.ProbeService", "faultprint.v1.ReferenceCaseService",
+                "faultprint.v1.ModelService", "grpc.health.v1.Health"} <= services  # fmt: skip
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "faultprint.v1.ProbeService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_two_replicas_on_one_redis_see_each_others_cases(start_server, artifact, windows) -> None:  # type: ignore[no-untyped-def]
+    _, target_a = await start_server(model_source=str(artifact))
+    _, target_b = await start_server(model_source=str(artifact))
+    async with AsyncFaultprintClient(target_a) as a, AsyncFaultprintClient(target_b) as b:
+        case = await a.create_reference_case(NET, "hss_unreachable", [windows("hss_unreachable", 1)[0]])
+        probe = windows("hss_unreachable", 1, seed=5)[0]
+
+        async def b_knows() -> bool:
+            return (await b.classify(NET, "pcscf-1", probe)).label == "hss_unreachable"
+
+        await eventually(b_knows)
+        await b.delete_reference_case(NET, case.reference_case_id)
+
+        async def a_forgot() -> bool:
+            try:
+                await a.classify(NET, "pcscf-1", probe)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code() == grpc.StatusCode.NOT_FOUND
+            return False
+
+        await eventually(a_forgot)
+
+
+async def test_a_published_model_is_picked_up_and_references_are_re_embedded(  # type: ignore[no-untyped-def]
+    start_server, artifact_factory, redis_url, redis_prefix, windows
+) -> None:
+    layout = RedisLayout(redis_prefix)
+    sync_redis = redis.Redis.from_url(redis_url)
+    first, second = artifact_factory(seed=11), artifact_factory(seed=12)
+    v1 = publish_artifact(sync_redis, layout, first).version
+    server_a, target_a = await start_server(model_source="redis")
+    server_b, target_b = await start_server(model_source="redis")
+    assert server_a.host.current.version == v1 == server_b.host.current.version
+    async with AsyncFaultprintClient(target_a) as a, AsyncFaultprintClient(target_b) as b:
+        await a.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
+        v2 = publish_artifact(sync_redis, layout, second).version
+        await eventually(lambda: server_a.host.current.version == v2 and server_b.host.current.version == v2)
+        for client in (a, b):
+            diagnosis = await client.classify(NET, "pcscf-1", windows("normal", 1, seed=3)[0])
+            assert diagnosis.model_version == v2
+        stored = sync_redis.hkeys(layout.embeddings(v2, NET))
+        assert len(stored) == 1  # the case was re-embedded under v2
+
+        # A corrupt artifact is rejected; the serving model stays.
+        third = artifact_factory(seed=13)
+        v3 = publish_artifact(sync_redis, layout, third, promote=False).version
+        blob = sync_redis.get(layout.model_artifact(v3))
+        sync_redis.set(layout.model_artifact(v3), blob[: len(blob) // 2])
+        sync_redis.set(layout.serving_version, v3)
+        sync_redis.xadd(layout.events, {"kind": "model_serving", "version": v3, "origin": "test"})
+        await asyncio.sleep(1.0)
+        assert server_a.host.current.version == v2
+        assert (await a.classify(NET, "pcscf-1", windows("normal", 1)[0])).model_version == v2
+
+        # So is one whose input spec differs from the serving model's.
+        narrow = artifact_factory(seed=14, features=100)
+        publish_artifact(sync_redis, layout, narrow)
+        await asyncio.sleep(1.5)
+        assert server_b.host.current.version == v2
+    sync_redis.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server to run a Redis it can stop")
+async def test_redis_down_enrolment_is_unavailable_classification_continues(  # type: ignore[no-untyped-def]
+    start_server, artifact, windows, tmp_path: Path
+) -> None:
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+    private = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        await eventually(lambda: redis.Redis.from_url(url).ping())
+        _, target = await start_server(model_source=str(artifact), redis_url=url)
+        async with AsyncFaultprintClient(target) as client:
+            await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
+            private.terminate()
+            private.wait(10)
+            assert (await client.classify(NET, "pcscf-1", windows("normal", 1, seed=2)[0])).label == "normal"
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "Redis" in err.value.details()
+            # Redis comes back (empty: it keeps nothing on disk); the replica reconnects and serves enrolments.
+            private = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+            await eventually(lambda: redis.Redis.from_url(url).ping())
+
+            async def enrols() -> bool:
+                try:
+                    await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]], case_id="back")
+                    return True
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await eventually(enrols)
+    finally:
+        private.terminate()
+        private.wait(10)

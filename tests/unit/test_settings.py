@@ -1,0 +1,32 @@
+"""Server settings: flags over environment over defaults, and clear start-up errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.settings import ServerSettings, SettingsError
+
+
+def test_flags_override_environment_and_defaults() -> None:
+    env = {"FAULTPRINT_MAX_BATCH_SIZE": "32", "REDIS_URL": "redis://r:6379/2", "FAULTPRINT_MAX_QUEUE_DELAY_MS": "1.5"}
+    settings = ServerSettings.from_args(["--max-batch-size", "16", "--allowed-batch-sizes", "1,4,16"], env)
+    assert settings.max_batch_size == 16
+    assert settings.allowed_batch_sizes == (1, 4, 16)
+    assert settings.max_queue_delay_ms == 1.5
+    assert settings.redis_url == "redis://r:6379/2"
+    assert settings.batch_options().padded_size(3) == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-batch-size", "lots"], "max_batch_size='lots' is not a valid int"),
+        (["--telemetry-exporter", "zipkin"], "telemetry_exporter is 'zipkin'"),
+        (["--redis-url", "localhost:6379"], "must start with redis://"),
+        (["--max-batch-size", "64", "--allowed-batch-sizes", "1,8"], "end at max_batch_size"),
+        (["--listen-address", "50051"], "host:port"),
+    ],
+)
+def test_bad_values_fail_at_start_up_naming_the_setting(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        ServerSettings.from_args(argv, {})
