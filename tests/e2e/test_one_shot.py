@@ -1,0 +1,53 @@
+"""The whole path: train a tiny encoder, publish it, serve it, enrol ONE window per condition on a
+network the model never saw, and diagnose held-out windows from simulated probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from client.client import AsyncFaultprintClient
+from client.probe import ProbeOptions, enrol_one_per_condition, run_probes
+from server.model_registry import publish_artifact
+from server.redis_layout import RedisLayout
+from trainer.config import PRESETS
+from trainer.export import export
+from trainer.simulator import PROFILES, simulate_windows
+from trainer.training import train
+
+pytestmark = pytest.mark.e2e
+
+UNSEEN = "island-apac"
+
+
+async def test_one_shot_diagnosis_on_an_unseen_network_is_at_least_95_percent(  # type: ignore[no-untyped-def]
+    start_server, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    config = PRESETS["tiny"]
+    assert UNSEEN not in config.networks
+    parts = [
+        simulate_windows(PROFILES[n], config.conditions, config.windows_per_condition, config.seed + i)
+        for i, n in enumerate(config.networks)
+    ]
+    result = train(config, np.concatenate([w for w, _ in parts]), np.concatenate([lab for _, lab in parts]))
+    artifact = export(result, config, tmp_path / "artifacts")
+    publish_artifact(redis.Redis.from_url(redis_url), RedisLayout(redis_prefix), artifact)
+
+    server, target = await start_server(model_source="redis")
+    assert server.host.current.version == artifact.name
+    import asyncio
+
+    await asyncio.to_thread(enrol_one_per_condition, target, UNSEEN, config.conditions, 101)
+    options = ProbeOptions(
+        target=target, network=UNSEEN, agents=4, windows_per_agent=30,
+        conditions=config.conditions, seed=202, verbose=False,
+    )  # fmt: skip
+    tally = await run_probes(options)
+    print(tally.table())
+    assert tally.total == 120
+    assert tally.accuracy >= 0.95, tally.table()
+    async with AsyncFaultprintClient(target) as client:
+        assert (await client.model_info()).model_version == artifact.name
