@@ -60,7 +60,12 @@ def main() -> int:
     prefix = f"faultprint-demo-{uuid.uuid4().hex[:8]}"
     port = free_port()
     target = f"127.0.0.1:{port}"
-    env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "FAULTPRINT_REDIS_PREFIX": prefix,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
     artifacts = ROOT / ".demo" / "artifacts"
     server = None
     try:

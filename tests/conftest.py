@@ -25,7 +25,9 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"integration tests need Redis at REDIS_URL={REDIS_URL} (run them with `make test`): {exc}")
+        pytest.fail(
+            f"integration tests need Redis at REDIS_URL={REDIS_URL} (run them with `make test`): {exc}"
+        )
     return REDIS_URL
 
 

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from client.client import AsyncFaultprintClient, FaultprintClient, StreamItem
-from faultprint.v1 import diagnosis_pb2, model_service_pb2, probe_service_pb2, probe_service_pb2_grpc, window_pb2
+from faultprint.v1 import (
+    diagnosis_pb2,
+    model_service_pb2,
+    probe_service_pb2,
+    probe_service_pb2_grpc,
+    window_pb2,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +48,9 @@ async def test_diagnosis_carries_neighbours_margin_and_verdict(served, windows) 
     hss = windows("hss_unreachable", 1, seed=2)[0]
     await client.create_reference_case(NET, "normal", [windows("normal", 1, seed=1)[0]], case_id="n1")
     await client.create_reference_case(NET, "hss_unreachable", [hss], case_id="h1")
-    await client.create_reference_case(NET, "link_at_capacity", [windows("link_at_capacity", 1, 3)[0]], case_id="l1")
+    await client.create_reference_case(
+        NET, "link_at_capacity", [windows("link_at_capacity", 1, 3)[0]], case_id="l1"
+    )
     diagnosis = await client.classify(NET, "pcscf-2", hss, top_k=2)
     assert diagnosis.label == "hss_unreachable"
     assert diagnosis.distance == pytest.approx(0.0, abs=1e-5)  # the very window it was enrolled from
@@ -75,8 +83,12 @@ async def test_list_get_delete_and_the_network_disappears_with_its_last_case(ser
 
 
 def window_with(values: np.ndarray | None = None, **fields: object) -> window_pb2.Window:
-    return window_pb2.Window(**fields) if values is None else window_pb2.Window(
-        steps=values.shape[0], features=values.shape[1], packed_values=values.astype("<f4").tobytes()
+    return (
+        window_pb2.Window(**fields)
+        if values is None
+        else window_pb2.Window(
+            steps=values.shape[0], features=values.shape[1], packed_values=values.astype("<f4").tobytes()
+        )
     )
 
 

@@ -128,7 +128,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server to run a Redis it can stop")
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs redis-server to run a Redis it can stop"
+)
 async def test_redis_down_enrolment_is_unavailable_classification_continues(  # type: ignore[no-untyped-def]
     start_server, artifact, windows, tmp_path: Path
 ) -> None:
@@ -154,7 +156,9 @@ async def test_redis_down_enrolment_is_unavailable_classification_continues(  # 
 
             async def enrols() -> bool:
                 try:
-                    await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]], case_id="back")
+                    await client.create_reference_case(
+                        NET, "normal", [windows("normal", 1)[0]], case_id="back"
+                    )
                     return True
                 except grpc.aio.AioRpcError:
                     return False

@@ -23,7 +23,9 @@ def test_lstm_layers_keep_the_cudnn_eligible_configuration() -> None:
         for key, value in CUDNN_LSTM_SETTINGS.items():
             assert config[key] == value, f"{layer.name}.{key} = {config[key]!r} disables cuDNN"
         assert layer.use_cudnn in ("auto", True)
-    assert not any(layer.__class__.__name__ == "BatchNormalization" and i < 3 for i, layer in enumerate(tower.layers))
+    assert not any(
+        layer.__class__.__name__ == "BatchNormalization" and i < 3 for i, layer in enumerate(tower.layers)
+    )
 
 
 def test_default_sizes_are_the_original_design() -> None:

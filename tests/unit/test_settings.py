@@ -8,7 +8,11 @@ from server.settings import ServerSettings, SettingsError
 
 
 def test_flags_override_environment_and_defaults() -> None:
-    env = {"FAULTPRINT_MAX_BATCH_SIZE": "32", "REDIS_URL": "redis://r:6379/2", "FAULTPRINT_MAX_QUEUE_DELAY_MS": "1.5"}
+    env = {
+        "FAULTPRINT_MAX_BATCH_SIZE": "32",
+        "REDIS_URL": "redis://r:6379/2",
+        "FAULTPRINT_MAX_QUEUE_DELAY_MS": "1.5",
+    }
     settings = ServerSettings.from_args(["--max-batch-size", "16", "--allowed-batch-sizes", "1,4,16"], env)
     assert settings.max_batch_size == 16
     assert settings.allowed_batch_sizes == (1, 4, 16)

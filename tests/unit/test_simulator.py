@@ -40,8 +40,13 @@ def test_hss_unreachable_removes_401_challenges_and_fails_registrations_at_the_d
     assert late(normal, "code_register_401") > 100 and late(hss, "code_register_401") == 0
     assert late(hss, "code_register_504") > 10 * max(late(normal, "code_register_504"), 1)
     assert late(hss, "lat_register_to_failure_mean_ms") > 4000
-    assert late(hss, "kpi_registration_success_rate") < 0.2 < 0.9 < late(normal, "kpi_registration_success_rate")
-    assert hss[-1, FEATURE_INDEX["gauge_registered_contacts"]] < 0.7 * normal[-1, FEATURE_INDEX["gauge_registered_contacts"]]
+    assert (
+        late(hss, "kpi_registration_success_rate") < 0.2 < 0.9 < late(normal, "kpi_registration_success_rate")
+    )
+    assert (
+        hss[-1, FEATURE_INDEX["gauge_registered_contacts"]]
+        < 0.7 * normal[-1, FEATURE_INDEX["gauge_registered_contacts"]]
+    )
 
 
 def test_link_at_capacity_raises_latency_and_retransmissions() -> None:

@@ -30,7 +30,9 @@ def test_plain_float_values_are_accepted() -> None:
         (window_pb2.Window(steps=60, features=129), "window is empty"),
     ],
 )
-def test_bad_windows_say_what_was_wrong_and_what_was_expected(window: window_pb2.Window, message: str) -> None:
+def test_bad_windows_say_what_was_wrong_and_what_was_expected(
+    window: window_pb2.Window, message: str
+) -> None:
     with pytest.raises(InvalidArgument, match=message):
         decode_window(window, 60, 129)
 

@@ -1,0 +1,70 @@
+"""The encoder's ceiling: windows/s of the tower alone, in process, at each batch size, no RPC.
+
+Weights do not change the cost of a forward pass, so untrained towers of the two sizes that
+matter are timed: the original design (2 x LSTM-512) and the small one (LSTM-64). Results
+go to benchmarks/results/ceiling.json and are printed as a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+SIZES = {"original": ((512, 512), 512, 10), "small": ((64, 64), 64, 10)}
+
+
+def measure(model: str, batch_sizes: list[int], seconds: float) -> list[dict[str, float]]:
+    import tensorflow as tf
+
+    from encoder.tower import TowerConfig, build_tower
+    from trainer.features import NUM_FEATURES, WINDOW_STEPS
+
+    lstm, dense, emb = SIZES[model]
+    tower = build_tower(TowerConfig(WINDOW_STEPS, NUM_FEATURES, lstm, dense, emb))
+    spec = tf.TensorSpec([None, WINDOW_STEPS, NUM_FEATURES], tf.float32)
+    embed = tf.function(lambda x: tower(x, training=False), input_signature=[spec])
+    rows = []
+    for batch in batch_sizes:
+        x = np.random.default_rng(0).random((batch, WINDOW_STEPS, NUM_FEATURES), dtype=np.float32)
+        embed(x).numpy()  # warm
+        calls, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
+            embed(x).numpy()
+            calls += 1
+        rows.append({"model": model, "batch_size": batch, "windows_per_s": calls * batch / elapsed,
+                     "ms_per_batch": 1000 * elapsed / calls})  # fmt: skip
+        print(f"{model:9} batch {batch:5}: {rows[-1]['windows_per_s']:9.1f} windows/s, "
+              f"{rows[-1]['ms_per_batch']:8.2f} ms/batch", flush=True)  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="small,original")
+    parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per batch size")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ceiling.json"))
+    args = parser.parse_args()
+    import tensorflow as tf
+
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    rows = [r for m in args.models.split(",") for r in measure(m, sizes, args.seconds)]
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+               "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+    print(f"\nmachine: {machine}\n\n| model | batch | windows/s | ms/batch |\n|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['batch_size']} | {r['windows_per_s']:.1f} | {r['ms_per_batch']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
