@@ -44,6 +44,7 @@ test-e2e: setup
 lint: setup buf-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy server client trainer encoder
 
 # buf comes from npm; skipped with a note where npm is missing.
 buf-lint:

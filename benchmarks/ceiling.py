@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 SIZES = {"original": ((512, 512), 512, 10), "small": ((64, 64), 64, 10)}
 

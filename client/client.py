@@ -13,7 +13,6 @@ import grpc
 import numpy as np
 
 from faultprint.v1 import (
-    diagnosis_pb2,
     model_service_pb2,
     model_service_pb2_grpc,
     probe_service_pb2,
@@ -22,10 +21,9 @@ from faultprint.v1 import (
     reference_case_service_pb2_grpc,
     window_pb2,
 )
-
-Diagnosis = diagnosis_pb2.Diagnosis
-ReferenceCase = reference_case_service_pb2.ReferenceCase
-ModelInfo = model_service_pb2.GetModelInfoResponse
+from faultprint.v1.diagnosis_pb2 import Diagnosis
+from faultprint.v1.model_service_pb2 import GetModelInfoResponse as ModelInfo
+from faultprint.v1.reference_case_service_pb2 import ReferenceCase
 
 # Matches the server's default message limit (16 MiB); a reference case may carry many windows.
 _CHANNEL_OPTIONS = [
@@ -114,7 +112,7 @@ class FaultprintClient(_Stubs):
     def classify_stream(
         self, items: Iterable[StreamItem]
     ) -> Iterable[probe_service_pb2.StreamClassifyWindowsResponse]:
-        return self.probe.StreamClassifyWindows(_stream_request(i) for i in items)  # type: ignore[no-any-return]
+        return self.probe.StreamClassifyWindows(_stream_request(i) for i in items)
 
     def create_reference_case(
         self,
@@ -174,7 +172,7 @@ class AsyncFaultprintClient(_Stubs):
         await self.close()
 
     async def close(self) -> None:
-        await self.channel.close()  # type: ignore[misc]
+        await self.channel.close()
 
     async def embed(self, window: np.ndarray) -> tuple[np.ndarray, str]:
         response = await self.probe.EmbedWindow(
@@ -195,7 +193,7 @@ class AsyncFaultprintClient(_Stubs):
             async for item in items:
                 yield _stream_request(item)
 
-        return self.probe.StreamClassifyWindows(requests())  # type: ignore[no-any-return]
+        return self.probe.StreamClassifyWindows(requests())
 
     async def create_reference_case(
         self,

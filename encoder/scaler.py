@@ -37,7 +37,7 @@ class FeatureScaler(keras.layers.Layer):
         self.mean.assign(flat.mean(axis=0).astype(np.float32))
         self.std.assign(np.maximum(flat.std(axis=0), _MIN_STD).astype(np.float32))
 
-    def call(self, inputs):  # type: ignore[no-untyped-def]
+    def call(self, inputs):
         compressed = ops.sign(inputs) * ops.log1p(ops.abs(inputs))
         return (compressed - self.mean) / self.std
 

@@ -71,7 +71,7 @@ def main() -> int:
     try:
         artifact = run(PY, "-m", "trainer", "train", "--config", "small", "--out", str(artifacts), env=env)
         run(PY, "-m", "trainer", "publish", artifact.strip().splitlines()[-1], env=env)
-        log = open(ROOT / ".demo" / "server.log", "w")  # noqa: SIM115 (closed with the server)
+        log = open(ROOT / ".demo" / "server.log", "w")
         server = subprocess.Popen(
             [PY, "-m", "server", "--listen-address", target, "--model-source", "redis"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

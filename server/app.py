@@ -18,6 +18,9 @@ from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from faultprint.v1 import (
     model_service_pb2,
     model_service_pb2_grpc,
@@ -26,9 +29,6 @@ from faultprint.v1 import (
     reference_case_service_pb2,
     reference_case_service_pb2_grpc,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from server import telemetry as telemetry_setup
 from server.batch_scheduler import BatchScheduler
 from server.node_state_writer import NodeStateWriter
@@ -64,7 +64,7 @@ class FaultprintServer:
     grpc_server: grpc.aio.Server
     health: health.HealthServicer
     host: ModelHost
-    scheduler: BatchScheduler  # type: ignore[type-arg]
+    scheduler: BatchScheduler
     writer: NodeStateWriter
     sync: ReplicaSync
     redis: aioredis.Redis
@@ -97,7 +97,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     options = settings.batch_options()
     host = ModelHost(store, options.batch_sizes)
     encoder = Encoder(host, telemetry)
-    scheduler: BatchScheduler = BatchScheduler(encoder.run_batch, options)  # type: ignore[type-arg]
+    scheduler: BatchScheduler = BatchScheduler(encoder.run_batch, options)
     encoder.scheduler = scheduler
     writer = NodeStateWriter(client, layout, settings.node_state_ttl_s)
 
@@ -141,7 +141,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
 
 
 async def serve(settings: ServerSettings) -> None:
-    server, port = await create_server(settings)
+    server, _port = await create_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -218,7 +218,7 @@ class BatchScheduler(Generic[T, R]):
             self._on_event("rejected_queue_full", 1)
             raise
         self._wakeup.set()
-        return await request.future  # type: ignore[no-any-return]
+        return await request.future
 
     async def _dispatch_forever(self) -> None:
         while not self._closed:

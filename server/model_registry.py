@@ -7,10 +7,12 @@ a ``model_serving`` event to the change stream.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import redis
 import redis.asyncio as aioredis
@@ -53,7 +55,7 @@ def publish_artifact(
 
 async def serving_version(client: aioredis.Redis, layout: RedisLayout) -> str | None:
     raw = await client.get(layout.serving_version)
-    return None if raw is None else raw.decode()
+    return None if raw is None else cast(bytes, raw).decode()
 
 
 async def fetch_artifact(client: aioredis.Redis, layout: RedisLayout, version: str, cache_dir: Path) -> Path:
@@ -64,11 +66,16 @@ async def fetch_artifact(client: aioredis.Redis, layout: RedisLayout, version: s
     digest, blob = await pipe.execute()
     if digest is None or blob is None:
         raise ArtifactError(f"model version {version!r} is not in the registry")
+    # Unpacking tens of megabytes is file work: keep it off the event loop.
+    return await asyncio.to_thread(_install, bytes(blob), bytes(digest).decode(), version, cache_dir)
+
+
+def _install(blob: bytes, digest: str, version: str, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / version
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=cache_dir))
     try:
-        metadata = unpack_artifact(blob, digest.decode(), staging)
+        metadata = unpack_artifact(blob, digest, staging)
         if metadata.version != version:
             raise ArtifactError(f"artifact stored as {version!r} says it is {metadata.version!r}")
         shutil.rmtree(target, ignore_errors=True)

@@ -52,8 +52,8 @@ class ModelRunner:
         """Embeddings (n, embedding_size) of windows (n, steps, features); blocking."""
         if self.device:
             with self._tf.device(self.device):
-                return self._embed(batch).numpy()  # type: ignore[no-any-return]
-        return self._embed(batch).numpy()  # type: ignore[no-any-return]
+                return self._embed(batch).numpy()
+        return self._embed(batch).numpy()
 
     def warm(self, batch_sizes: Iterable[int]) -> None:
         """Runs every batch size once, so no request pays for tracing or allocation."""

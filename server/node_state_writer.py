@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -30,7 +31,7 @@ class NodeStateWriter:
         self._layout = layout
         self._ttl_s = ttl_s
         self._interval = flush_interval_s
-        self._pending: dict[tuple[str, str], dict[str, bytes | str | float]] = {}
+        self._pending: dict[tuple[str, str], dict[Any, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -120,7 +121,7 @@ class ReferenceStore:
                 lay.events,
                 lay.embeddings(version, network),
                 self.embedding_versions_key(network),
-            ],  # fmt: skip
+            ],
             args=[
                 case.case_id,
                 case.to_json(),
@@ -130,7 +131,7 @@ class ReferenceStore:
                 version,
                 EVENTS_MAX_LEN,
                 self.origin,
-            ],  # fmt: skip
+            ],
         )
         if not created:
             raise AlreadyExists(f"reference case {case.case_id!r} already exists in network {network!r}")
@@ -145,7 +146,7 @@ class ReferenceStore:
                 lay.networks,
                 lay.events,
                 self.embedding_versions_key(network),
-            ],  # fmt: skip
+            ],
             args=[case_id, network, EVENTS_MAX_LEN, self.origin, lay.prefix],
         )
         if not deleted:
@@ -158,17 +159,18 @@ class ReferenceStore:
         return StoredCase.from_json(raw)
 
     async def get_windows(self, case: StoredCase) -> np.ndarray:
-        blob = await self._redis.hget(self._layout.windows(case.network), case.case_id)
+        blob = cast(bytes | None, await self._redis.hget(self._layout.windows(case.network), case.case_id))
         if blob is None:
             raise NotFound(f"reference case {case.case_id!r} has no stored windows")
         return windows_from_bytes(blob, case)
 
-    async def list(self, network: str) -> list[StoredCase]:
-        raw = await self._redis.hgetall(self._layout.cases(network))
+    async def list_cases(self, network: str) -> list[StoredCase]:
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(self._layout.cases(network)))
         return sorted((StoredCase.from_json(v) for v in raw.values()), key=lambda c: c.case_id)
 
     async def networks(self) -> list[str]:
-        return sorted(m.decode() for m in await self._redis.smembers(self._layout.networks))
+        members = cast(set[bytes], await self._redis.smembers(self._layout.networks))
+        return sorted(m.decode() for m in members)
 
     async def load_network(
         self, network: str, version: str

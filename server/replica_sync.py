@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -71,8 +72,8 @@ class ReplicaSync:
             await asyncio.sleep(_RETRY_S)
 
     async def _full_sync(self) -> bytes:
-        latest = await self._redis.xrevrange(self._layout.events, count=1)
-        last_id = latest[0][0] if latest else b"0-0"
+        latest = cast(list[tuple[bytes, object]], await self._redis.xrevrange(self._layout.events, count=1))
+        last_id: bytes = latest[0][0] if latest else b"0-0"
         if self._follow_registry:
             version = await serving_version(self._redis, self._layout)
             current = self._host.current
@@ -83,7 +84,10 @@ class ReplicaSync:
 
     async def _follow(self, last_id: bytes) -> None:
         while True:
-            reply = await self._redis.xread({self._layout.events: last_id}, block=_BLOCK_MS, count=100)
+            reply = cast(
+                list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                await self._redis.xread({self._layout.events: last_id}, block=_BLOCK_MS, count=100),
+            )
             for _stream, entries in reply:
                 for entry_id, fields in entries:
                     last_id = entry_id

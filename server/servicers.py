@@ -8,10 +8,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 import numpy as np
 import redis.asyncio as aioredis
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from faultprint.v1 import (
     diagnosis_pb2,
     model_service_pb2,
@@ -22,8 +25,6 @@ from faultprint.v1 import (
     reference_case_service_pb2_grpc,
     window_pb2,
 )
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from server.batch_assembly import assemble, split
 from server.batch_scheduler import BatchScheduler
 from server.errors import InvalidArgument, NotFound, status_for
@@ -220,7 +221,7 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                     await reader
 
 
-def _require_network(state: ServingState, network: str):  # type: ignore[no-untyped-def]
+def _require_network(state: ServingState, network: str):
     index = state.index.get(network)
     if index is None:
         raise NotFound(
@@ -261,7 +262,8 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
             check_id("reference_case_id", request.reference_case_id)
         if not 1 <= len(request.windows) <= MAX_WINDOWS_PER_CASE:
             raise InvalidArgument(
-                f"a reference case needs 1 to {MAX_WINDOWS_PER_CASE} example windows, got {len(request.windows)}"
+                f"a reference case needs 1 to {MAX_WINDOWS_PER_CASE} example windows, "
+                f"got {len(request.windows)}"
             )
         windows = np.stack([self.encoder.decode(w) for w in request.windows])
         case = await self.host.enrol(
@@ -290,7 +292,9 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
         self, request: reference_case_service_pb2.ListReferenceCasesRequest, context: grpc.aio.ServicerContext
     ) -> reference_case_service_pb2.ListReferenceCasesResponse:
         size = min(request.page_size or 100, 1000)
-        cases = [c for c in await self.host.store.list(request.network) if c.case_id > request.page_token]
+        cases = [
+            c for c in await self.host.store.list_cases(request.network) if c.case_id > request.page_token
+        ]
         page = cases[:size]
         return reference_case_service_pb2.ListReferenceCasesResponse(
             reference_cases=[_case_proto(c) for c in page],
@@ -335,7 +339,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def GetNodeDiagnosis(
         self, request: model_service_pb2.GetNodeDiagnosisRequest, context: grpc.aio.ServicerContext
     ) -> model_service_pb2.GetNodeDiagnosisResponse:
-        raw = await self.redis.hgetall(self.layout.node(request.network, request.node))
+        raw = cast(
+            dict[bytes, bytes], await self.redis.hgetall(self.layout.node(request.network, request.node))
+        )
         if not raw:
             raise NotFound(f"no diagnosis recorded for node {request.node!r} in network {request.network!r}")
         recorded = Timestamp()

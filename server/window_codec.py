@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from faultprint.v1 import window_pb2
 
+from faultprint.v1 import window_pb2
 from server.errors import InvalidArgument
 
 _LE_FLOAT32 = np.dtype("<f4")

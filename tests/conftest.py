@@ -14,8 +14,8 @@ import redis
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainer.features import NUM_FEATURES, WINDOW_STEPS  # noqa: E402
-from trainer.simulator import CONDITIONS, PROFILES, simulate_windows  # noqa: E402
+from trainer.features import NUM_FEATURES, WINDOW_STEPS
+from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -35,7 +35,7 @@ class SiameseModel(keras.Model):
         self.margin = margin
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
-    def call(self, inputs, training=False):  # type: ignore[no-untyped-def]
+    def call(self, inputs, training=False):
         anchor, positive, negative = inputs
         return (
             self.tower(anchor, training=training),
@@ -43,7 +43,7 @@ class SiameseModel(keras.Model):
             self.tower(negative, training=training),
         )
 
-    def train_step(self, data):  # type: ignore[no-untyped-def]
+    def train_step(self, data):
         with tf.GradientTape() as tape:
             loss = triplet_loss(*self(data, training=True), self.margin)
         variables = self.tower.trainable_variables
@@ -51,12 +51,12 @@ class SiameseModel(keras.Model):
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
-    def test_step(self, data):  # type: ignore[no-untyped-def]
+    def test_step(self, data):
         self.loss_tracker.update_state(triplet_loss(*self(data, training=False), self.margin))
         return {"loss": self.loss_tracker.result()}
 
     @property
-    def metrics(self):  # type: ignore[no-untyped-def]
+    def metrics(self):
         return [self.loss_tracker]
 
 

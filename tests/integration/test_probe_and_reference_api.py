@@ -55,7 +55,7 @@ async def test_diagnosis_carries_neighbours_margin_and_verdict(served, windows) 
     assert diagnosis.label == "hss_unreachable"
     assert diagnosis.distance == pytest.approx(0.0, abs=1e-5)  # the very window it was enrolled from
     assert diagnosis.verdict == diagnosis_pb2.VERDICT_FAULT
-    assert [n.reference_case_id for n in diagnosis.neighbours][0] == "h1"
+    assert diagnosis.neighbours[0].reference_case_id == "h1"
     assert len(diagnosis.neighbours) == 2
     assert diagnosis.margin == pytest.approx(diagnosis.neighbours[1].distance, abs=1e-5)
     assert diagnosis.distance_threshold == pytest.approx(1.0)

@@ -1,0 +1,55 @@
+"""The exported SavedModel serves the same embeddings as the server, and the server emits its spans and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from client.client import AsyncFaultprintClient
+from encoder.artifact import SAVED_MODEL_DIR
+from server.model_runner import ModelRunner
+
+pytestmark = pytest.mark.integration
+
+
+def test_saved_model_signature_matches_the_served_encoder(artifact: Path, windows) -> None:  # type: ignore[no-untyped-def]
+    import tensorflow as tf
+
+    batch = windows("normal", 3)
+    loaded = tf.saved_model.load(str(artifact / SAVED_MODEL_DIR))
+    signature = loaded.signatures["serving_default"]
+    assert signature.structured_input_signature[1]["windows"].shape.as_list() == [None, 60, 129]
+    from_saved_model = signature(windows=tf.constant(batch))["embeddings"].numpy()
+    np.testing.assert_allclose(from_saved_model, ModelRunner(artifact).embed(batch), atol=1e-5)
+
+
+async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact, windows) -> None:  # type: ignore[no-untyped-def]
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    if trace.get_tracer_provider() is not tracer_provider:
+        pytest.skip("another test already installed global OpenTelemetry providers in this process")
+
+    _, target = await start_server(model_source=str(artifact))
+    async with AsyncFaultprintClient(target) as client:
+        await client.create_reference_case("net-t", "normal", [windows("normal", 1)[0]])
+        await client.classify("net-t", "pcscf-1", windows("normal", 1, seed=1)[0])
+    names = {s.name: s for s in spans.get_finished_spans()}
+    assert {"faultprint.v1/CreateReferenceCase", "faultprint.v1/ClassifyWindow", "faultprint.batch"} <= set(
+        names
+    )
+    assert names["faultprint.batch"].attributes["batch.size"] == 1
+    exported = reader.get_metrics_data()
+    instruments = {m.name for rm in exported.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"faultprint.rpc.latency", "faultprint.batch.size", "faultprint.batch.compute"} <= instruments
