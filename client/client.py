@@ -63,6 +63,18 @@ def _create_request(
     )
 
 
+def _classify_request(
+    network: str, node: str, window: np.ndarray, top_k: int
+) -> probe_service_pb2.ClassifyWindowRequest:
+    return probe_service_pb2.ClassifyWindowRequest(
+        network=network, node=node, window=encode_window(window), top_k=top_k
+    )
+
+
+def _delete_request(network: str, case_id: str) -> reference_case_service_pb2.DeleteReferenceCaseRequest:
+    return reference_case_service_pb2.DeleteReferenceCaseRequest(network=network, reference_case_id=case_id)
+
+
 def _stream_request(item: StreamItem) -> probe_service_pb2.StreamClassifyWindowsRequest:
     return probe_service_pb2.StreamClassifyWindowsRequest(
         sequence=item.sequence,
@@ -104,9 +116,7 @@ class FaultprintClient(_Stubs):
         return np.asarray(response.embedding, np.float32), response.model_version
 
     def classify(self, network: str, node: str, window: np.ndarray, top_k: int = 0) -> Diagnosis:
-        request = probe_service_pb2.ClassifyWindowRequest(
-            network=network, node=node, window=encode_window(window), top_k=top_k
-        )
+        request = _classify_request(network, node, window, top_k)
         return self.probe.ClassifyWindow(request, timeout=self.timeout_s).diagnosis
 
     def classify_stream(
@@ -145,9 +155,7 @@ class FaultprintClient(_Stubs):
                 return cases
 
     def delete_reference_case(self, network: str, case_id: str) -> None:
-        request = reference_case_service_pb2.DeleteReferenceCaseRequest(
-            network=network, reference_case_id=case_id
-        )
+        request = _delete_request(network, case_id)
         self.references.DeleteReferenceCase(request, timeout=self.timeout_s)
 
     def model_info(self) -> ModelInfo:
@@ -181,9 +189,7 @@ class AsyncFaultprintClient(_Stubs):
         return np.asarray(response.embedding, np.float32), response.model_version
 
     async def classify(self, network: str, node: str, window: np.ndarray, top_k: int = 0) -> Diagnosis:
-        request = probe_service_pb2.ClassifyWindowRequest(
-            network=network, node=node, window=encode_window(window), top_k=top_k
-        )
+        request = _classify_request(network, node, window, top_k)
         return (await self.probe.ClassifyWindow(request, timeout=self.timeout_s)).diagnosis
 
     def classify_stream(
@@ -207,9 +213,7 @@ class AsyncFaultprintClient(_Stubs):
         return (await self.references.CreateReferenceCase(request, timeout=self.timeout_s)).reference_case
 
     async def delete_reference_case(self, network: str, case_id: str) -> None:
-        request = reference_case_service_pb2.DeleteReferenceCaseRequest(
-            network=network, reference_case_id=case_id
-        )
+        request = _delete_request(network, case_id)
         await self.references.DeleteReferenceCase(request, timeout=self.timeout_s)
 
     async def model_info(self) -> ModelInfo:
