@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import cast
 
@@ -63,6 +64,10 @@ class StoredCase:
     @classmethod
     def from_json(cls, raw: bytes | str) -> StoredCase:
         return cls(**json.loads(raw))
+
+
+# A stored case, its example windows, and its embeddings under one version (None: not yet embedded).
+LoadedCase = tuple[StoredCase, np.ndarray, np.ndarray | None]
 
 
 def check_id(kind: str, value: str) -> str:
@@ -173,20 +178,31 @@ class ReferenceStore:
         return sorted(m.decode() for m in members)
 
     async def load_network(
-        self, network: str, version: str
-    ) -> list[tuple[StoredCase, np.ndarray, np.ndarray | None]]:
-        """Every case of a network with its windows and, if stored, its embeddings under version."""
+        self, network: str, version: str, case_ids: Sequence[str] | None = None
+    ) -> list[LoadedCase]:
+        """A network's cases (all, or only case_ids) with their windows and, if stored, their
+        embeddings under version; one round trip. Cases deleted meanwhile are left out."""
+        keys = (
+            self._layout.cases(network),
+            self._layout.windows(network),
+            self._layout.embeddings(version, network),
+        )
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(self._layout.cases(network))
-        pipe.hgetall(self._layout.windows(network))
-        pipe.hgetall(self._layout.embeddings(version, network))
-        cases_raw, windows_raw, emb_raw = await pipe.execute()
+        for key in keys:
+            if case_ids is None:
+                pipe.hgetall(key)
+            else:
+                pipe.hmget(key, list(case_ids))
+        replies = await pipe.execute()
+        if case_ids is not None:
+            replies = [dict(zip([c.encode() for c in case_ids], reply, strict=True)) for reply in replies]
+        cases_raw, windows_raw, emb_raw = replies
         loaded = []
         for key, meta in cases_raw.items():
-            case = StoredCase.from_json(meta)
             blob = windows_raw.get(key)
-            if blob is None:
+            if meta is None or blob is None:
                 continue
+            case = StoredCase.from_json(meta)
             emb_blob = emb_raw.get(key)
             emb = None if emb_blob is None else np.frombuffer(emb_blob, "<f4").reshape(case.window_count, -1)
             loaded.append((case, windows_from_bytes(blob, case), emb))

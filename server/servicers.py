@@ -30,8 +30,8 @@ from server.batch_scheduler import BatchScheduler
 from server.errors import InvalidArgument, NotFound, status_for
 from server.node_state_writer import NodeStateWriter
 from server.redis_layout import RedisLayout
-from server.reference_index import Match
-from server.reference_store import StoredCase, check_id, windows_from_bytes
+from server.reference_index import Match, NetworkIndex
+from server.reference_store import StoredCase, check_id
 from server.rpc import log_error, unary_rpc
 from server.serving_state import ModelHost, ServingState
 from server.telemetry import ServerTelemetry
@@ -50,7 +50,6 @@ _VERDICTS = {
     "fault": diagnosis_pb2.VERDICT_FAULT,
     "unknown": diagnosis_pb2.VERDICT_UNKNOWN,
 }
-_VERDICT_NAMES = {v: k for k, v in _VERDICTS.items()}
 
 
 @dataclass(frozen=True)
@@ -221,7 +220,7 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                     await reader
 
 
-def _require_network(state: ServingState, network: str):
+def _require_network(state: ServingState, network: str) -> NetworkIndex:
     index = state.index.get(network)
     if index is None:
         raise NotFound(
@@ -358,6 +357,3 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 record_time=recorded,
             )
         )
-
-
-__all__ = ["Encoder", "ModelServicer", "ProbeServicer", "ReferenceCaseServicer", "windows_from_bytes"]

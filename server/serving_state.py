@@ -21,7 +21,7 @@ from encoder.artifact import ArtifactError
 from server.errors import Unavailable
 from server.model_runner import ModelRunner
 from server.reference_index import CaseEmbeddings, ReferenceIndex
-from server.reference_store import ReferenceStore, StoredCase
+from server.reference_store import LoadedCase, ReferenceStore, StoredCase
 
 log = logging.getLogger(__name__)
 
@@ -105,28 +105,29 @@ class ModelHost:
     async def _build_index(self, runner: ModelRunner) -> ReferenceIndex:
         index = ReferenceIndex(runner.version)
         for network in await self.store.networks():
-            fresh: dict[str, np.ndarray] = {}
-            for case, windows, embeddings in await self.store.load_network(network, runner.version):
-                if embeddings is None:
-                    embeddings = fresh[case.case_id] = await self.embed(runner, windows)
-                index.put(network, CaseEmbeddings(case.case_id, case.label, embeddings))
-            await self.store.store_embeddings(network, runner.version, fresh)
+            await self._index_cases(
+                runner, index, network, await self.store.load_network(network, runner.version)
+            )
         return index
+
+    async def _index_cases(
+        self, runner: ModelRunner, index: ReferenceIndex, network: str, loaded: list[LoadedCase]
+    ) -> None:
+        """Puts loaded cases into index, embedding (and storing) those this version has not seen."""
+        fresh: dict[str, np.ndarray] = {}
+        for case, windows, embeddings in loaded:
+            if embeddings is None:
+                embeddings = fresh[case.case_id] = await self.embed(runner, windows)
+            index.put(network, CaseEmbeddings(case.case_id, case.label, embeddings))
+        await self.store.store_embeddings(network, runner.version, fresh)
 
     async def add_stored_case(self, network: str, case_id: str) -> None:
         """Indexes a case another replica created, embedding it under this replica's version if needed."""
         async with self.lock:
             state = self.current
-            if state is None:
-                return
-            case = await self.store.get(network, case_id)
-            for stored, windows, embeddings in await self.store.load_network(network, state.version):
-                if stored.case_id != case.case_id:
-                    continue
-                if embeddings is None:
-                    embeddings = await self.embed(state.runner, windows)
-                    await self.store.store_embeddings(network, state.version, {case_id: embeddings})
-                state.index.put(network, CaseEmbeddings(case_id, case.label, embeddings))
+            if state is not None:
+                loaded = await self.store.load_network(network, state.version, [case_id])
+                await self._index_cases(state.runner, state.index, network, loaded)
 
     async def enrol(
         self, network: str, case_id: str, label: str, description: str, windows: np.ndarray
