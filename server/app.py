@@ -31,13 +31,14 @@ from faultprint.v1 import (
 )
 from server import telemetry as telemetry_setup
 from server.batch_scheduler import BatchScheduler
+from server.devices import resolve_devices
 from server.node_state_writer import NodeStateWriter
 from server.redis_layout import RedisLayout
 from server.reference_store import ReferenceStore
 from server.replica_sync import ReplicaSync
 from server.servicers import Encoder, ModelServicer, ProbeServicer, ReferenceCaseServicer
 from server.serving_state import ModelHost
-from server.settings import ServerSettings
+from server.settings import ServerSettings, SettingsError
 from server.telemetry import ServerTelemetry
 
 log = logging.getLogger(__name__)
@@ -88,17 +89,24 @@ class FaultprintServer:
 
 async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int]:
     """Builds and starts a replica; returns it and the port it is bound to."""
-    telemetry_setup.configure(settings.telemetry_exporter)
+    telemetry_setup.configure(settings.telemetry_exporter, settings.metrics_address)
     telemetry = ServerTelemetry.create()
     layout = RedisLayout(settings.redis_prefix)
     client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     origin = uuid.uuid4().hex
     store = ReferenceStore(client, layout, origin)
     options = settings.batch_options()
-    host = ModelHost(store, options.batch_sizes)
-    encoder = Encoder(host, telemetry)
-    scheduler: BatchScheduler = BatchScheduler(encoder.run_batch, options)
+    try:
+        devices = resolve_devices(settings.devices, settings.cpu_devices)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    host = ModelHost(store, options.batch_sizes, devices, settings.runner_options())
+    encoder = Encoder(host, telemetry, options.max_batch_size)
+    scheduler: BatchScheduler = BatchScheduler(encoder.run_batch, options, len(devices), observer=telemetry)
     encoder.scheduler = scheduler
+    host.on_warmed = scheduler.seed_batch_times
+    telemetry.observe_queue(lambda: scheduler.queue_depth, lambda: scheduler.batches_in_flight)
+    log.info("encoder devices: %s", ", ".join(devices))
     writer = NodeStateWriter(client, layout, settings.node_state_ttl_s)
 
     follow_registry = settings.model_source == "redis"

@@ -1,16 +1,21 @@
 """The dynamic batch scheduler: merges single windows from many probes into encoder batches.
 
 Two layers, neither importing TensorFlow:
-- BatchPolicy decides, from the queue and a clock reading alone, which requests form
-  the next batch and when to look again, so every rule can be tested on a fake clock.
+- BatchPolicy decides, from the queue, the devices' state and a clock reading alone,
+  which requests form the next batch, on which device, and when to look again, so
+  every rule can be tested on a fake clock.
 - BatchScheduler drives the policy on the asyncio loop: ``await submit(window)``
   returns that window's result, and a failed batch fails every request in it.
 
-Rules: a batch goes out when the device has a free slot and either the queue holds a
-full batch, or no batch is running (a lone request on an idle device never waits),
-or the oldest request has waited max_queue_delay_ms. The queue is bounded, fair
-across nodes (round-robin between per-node queues), and drops requests whose
-deadline has passed or whose caller has gone before they take a batch slot.
+Rules:
+- A batch goes to a device with a free slot when the queue holds a full batch, when
+  some device is idle (a lone request on an idle device never waits), or when the
+  oldest request has waited max_queue_delay_ms. Batches are spread over devices,
+  least busy first, and padded up to an allowed size.
+- The queue is bounded and fair across nodes (round-robin between per-node queues).
+- Requests whose deadline has passed, or that cannot finish before it by the running
+  estimate of queue wait plus batch time, or whose caller has gone, never take a
+  batch slot: they are refused at admission or dropped at dispatch.
 """
 
 from __future__ import annotations
@@ -20,14 +25,21 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from server.errors import DeadlineExceeded, ResourceExhausted
+from server.batch_cost import BatchCostModel
+from server.errors import DeadlineExceeded, FaultprintError, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# Estimates are stretched by this factor (plus _ESTIMATE_SLACK_S) before a request is
+# judged able to make its deadline: a batch that runs a little slower than its moving
+# average must still answer in time.
+_ESTIMATE_SLACK = 1.2
+_ESTIMATE_SLACK_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -36,14 +48,15 @@ class BatchSchedulerOptions:
 
     # Largest number of requests in one encoder call.
     max_batch_size: int = 64
-    # Longest the oldest request waits for a batch to fill while the device is busy, in ms.
+    # Longest the oldest request waits for a batch to fill while every device is busy, in ms.
     max_queue_delay_ms: float = 5.0
     # Requests waiting before new ones are rejected with RESOURCE_EXHAUSTED.
     max_queue_size: int = 2048
     # Sizes batches are padded up to, ascending, ending at max_batch_size, so the encoder
     # meets only shapes it was warmed for. Empty means powers of two up to max_batch_size.
     allowed_batch_sizes: tuple[int, ...] = ()
-    # Batches computing or being assembled at once (2 overlaps assembly with compute).
+    # Batches handed to one device at once: 2 lets the next batch be assembled and
+    # copied while the current one computes.
     batches_in_flight: int = 1
 
     def __post_init__(self) -> None:
@@ -99,29 +112,101 @@ class Decision(Generic[T]):
     """What the policy decided at one clock reading."""
 
     batch: list[QueuedRequest[T]] = field(default_factory=list)
+    # The device the batch goes to and the size it is padded to.
+    device: int = 0
+    padded_size: int = 0
     expired: list[QueuedRequest[T]] = field(default_factory=list)
     # When to look again if nothing else happens (None: only when woken).
     wake_at: float | None = None
 
 
-class BatchPolicy(Generic[T]):
-    """The queue and batching rules, as a pure function of the queue and the time."""
+@dataclass(frozen=True)
+class Rejection:
+    """Why a request was refused at admission: a metric label and the error its caller gets."""
 
-    def __init__(self, options: BatchSchedulerOptions) -> None:
+    reason: str
+    error: FaultprintError
+
+
+class BatchPolicy(Generic[T]):
+    """The queue, device and batching rules, as a pure function of their state and the time."""
+
+    def __init__(self, options: BatchSchedulerOptions, devices: int = 1) -> None:
+        if devices < 1:
+            raise ValueError(f"the scheduler needs at least one device, got {devices}")
         self.options = options
+        self.cost = BatchCostModel(options.batch_sizes)
         self._queues: dict[Hashable, deque[QueuedRequest[T]]] = {}
         self._turns: deque[Hashable] = deque()
         self._size = 0
+        self._in_flight = [0] * devices
+        # Loop time each device is expected to finish the batches it holds.
+        self._busy_until = [0.0] * devices
+        self._next_device = 0
 
     def __len__(self) -> int:
         return self._size
 
-    def admit(self, request: QueuedRequest[T]) -> None:
-        """Queues a request, or raises ResourceExhausted when the queue is full."""
+    @property
+    def devices(self) -> int:
+        return len(self._in_flight)
+
+    def in_flight(self, device: int) -> int:
+        return self._in_flight[device]
+
+    def check_admission(self, key: Hashable, deadline: float | None, now: float) -> Rejection | None:
+        """Why a new request must be refused now, or None to queue it."""
         if self._size >= self.options.max_queue_size:
-            raise ResourceExhausted(
-                f"batch queue is full ({self.options.max_queue_size} requests waiting); retry with backoff"
+            return Rejection(
+                "queue_full",
+                ResourceExhausted(
+                    f"batch queue is full ({self.options.max_queue_size} requests waiting); "
+                    "retry with backoff"
+                ),
             )
+        if deadline is None or not self.cost.known:
+            return None
+        left_ms = (deadline - now) * 1000
+        alone_ms = self._stretch(self.cost.seconds(self.options.padded_size(1))) * 1000
+        if left_ms < alone_ms:
+            return Rejection(
+                "deadline_too_short",
+                DeadlineExceeded(
+                    f"deadline leaves {left_ms:.1f} ms, less than one encoder batch takes "
+                    f"(about {alone_ms:.1f} ms); give the call a longer deadline"
+                ),
+            )
+        finish = self.estimated_finish(key, now)
+        if deadline < finish:
+            return Rejection(
+                "overloaded",
+                ResourceExhausted(
+                    f"server is overloaded: a new request would finish in about {(finish - now) * 1000:.0f} "
+                    f"ms, after its deadline ({left_ms:.0f} ms); retry with backoff or on another replica"
+                ),
+            )
+        return None
+
+    def estimated_finish(self, key: Hashable, now: float) -> float:
+        """When a request of this key queued now would be answered, by the running estimate.
+
+        Round-robin serves at most (own queue + 1) requests of each other node first.
+        """
+        own = len(self._queues.get(key, ()))
+        ahead = min(self._size, len(self._turns) * (own + 1))
+        full_batches, rest = divmod(ahead, self.options.max_batch_size)
+        device_free = max(now, min(self._busy_until))
+        per_device = full_batches // self.devices
+        full = self.cost.seconds(self.options.max_batch_size)
+        own_batch = self.cost.seconds(self.options.padded_size(rest + 1))
+        return device_free + self._stretch(per_device * full + own_batch)
+
+    @staticmethod
+    def _stretch(seconds: float) -> float:
+        return seconds * _ESTIMATE_SLACK + _ESTIMATE_SLACK_S
+
+    def admit(self, request: QueuedRequest[T]) -> None:
+        """Queues a request (check_admission has accepted it)."""
         queue = self._queues.get(request.key)
         if queue is None:
             queue = self._queues[request.key] = deque()
@@ -132,25 +217,54 @@ class BatchPolicy(Generic[T]):
     def oldest_enqueued_at(self) -> float | None:
         return min((q[0].enqueued_at for q in self._queues.values()), default=None)
 
-    def decide(self, now: float, in_flight: int) -> Decision[T]:
+    def _free_device(self) -> int | None:
+        """The least busy device with a free slot (round-robin among equals), or None."""
+        slots = self.options.batches_in_flight
+        best: int | None = None
+        for step in range(self.devices):
+            device = (self._next_device + step) % self.devices
+            load = self._in_flight[device]
+            if load < slots and (best is None or load < self._in_flight[best]):
+                best = device
+        return best
+
+    def decide(self, now: float) -> Decision[T]:
         """The next batch to run now (possibly empty), requests that expired, and when to look again."""
         decision: Decision[T] = Decision()
         oldest = self.oldest_enqueued_at()
-        if oldest is None or in_flight >= self.options.batches_in_flight:
+        device = self._free_device()
+        if oldest is None or device is None:
             return decision
         due = oldest + self.options.max_queue_delay_ms / 1000.0
-        if self._size < self.options.max_batch_size and in_flight > 0 and now < due:
+        device_idle = self._in_flight[device] == 0
+        if self._size < self.options.max_batch_size and not device_idle and now < due:
             decision.wake_at = due
             return decision
+        start = max(now, self._busy_until[device])
+        # A request answered after its deadline is wasted work: drop those that cannot make it.
+        compute = self._stretch(self.cost.seconds(self.options.padded_size(min(self._size, self.options.max_batch_size))))
+        cutoff = start + compute if self.cost.known else now
         while self._turns and len(decision.batch) < self.options.max_batch_size:
             request = self._pop_next()
             if request.future.done():
                 continue  # the caller cancelled or gave up
-            if request.deadline is not None and request.deadline <= now:
+            if request.deadline is not None and request.deadline <= cutoff:
                 decision.expired.append(request)
                 continue
             decision.batch.append(request)
+        if decision.batch:
+            decision.device = device
+            decision.padded_size = self.options.padded_size(len(decision.batch))
+            self._in_flight[device] += 1
+            self._busy_until[device] = start + self.cost.seconds(decision.padded_size)
+            self._next_device = (device + 1) % self.devices
         return decision
+
+    def finish(self, device: int, padded_size: int, compute_s: float | None) -> None:
+        """Frees the device slot a batch held, and learns from its compute time."""
+        self._in_flight[device] -= 1
+        if compute_s is not None:
+            self.cost.record(padded_size, compute_s)
 
     def _pop_next(self) -> QueuedRequest[T]:
         key = self._turns.popleft()
@@ -171,7 +285,42 @@ class BatchPolicy(Generic[T]):
         return drained
 
 
-BatchObserver = Callable[[str, int], None]
+@dataclass(frozen=True)
+class Batch(Generic[T]):
+    """A batch handed to run_batch: the payloads, the device to run on, the padded size."""
+
+    payloads: list[T]
+    device: int
+    padded_size: int
+
+
+@dataclass(frozen=True)
+class BatchRun(Generic[R]):
+    """What run_batch returns: one result per payload, and the device compute time in seconds."""
+
+    results: Sequence[R]
+    compute_s: float | None = None
+
+
+class SchedulerObserver(Protocol):
+    """Receives what the scheduler does, for metrics; every method must be cheap."""
+
+    def rejected(self, reason: str) -> None: ...
+
+    def expired(self, count: int) -> None: ...
+
+    def dispatched(self, size: int, padded_size: int, queue_waits_s: list[float]) -> None: ...
+
+
+class NullObserver:
+    def rejected(self, reason: str) -> None:
+        pass
+
+    def expired(self, count: int) -> None:
+        pass
+
+    def dispatched(self, size: int, padded_size: int, queue_waits_s: list[float]) -> None:
+        pass
 
 
 class BatchScheduler(Generic[T, R]):
@@ -179,17 +328,17 @@ class BatchScheduler(Generic[T, R]):
 
     def __init__(
         self,
-        run_batch: Callable[[list[T]], Awaitable[Sequence[R]]],
+        run_batch: Callable[[Batch[T]], Awaitable[BatchRun[R]]],
         options: BatchSchedulerOptions,
+        devices: int = 1,
         clock: Callable[[], float] | None = None,
-        on_event: BatchObserver | None = None,
+        observer: SchedulerObserver | None = None,
     ) -> None:
         self._run_batch = run_batch
         self.options = options
-        self._policy: BatchPolicy[T] = BatchPolicy(options)
+        self._policy: BatchPolicy[T] = BatchPolicy(options, devices)
         self._clock = clock
-        self._on_event = on_event or (lambda reason, count: None)
-        self._in_flight = 0
+        self._observer = observer or NullObserver()
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
@@ -198,6 +347,14 @@ class BatchScheduler(Generic[T, R]):
     @property
     def queue_depth(self) -> int:
         return len(self._policy)
+
+    @property
+    def batches_in_flight(self) -> int:
+        return sum(self._policy.in_flight(d) for d in range(self._policy.devices))
+
+    def seed_batch_times(self, seconds_by_size: dict[int, float]) -> None:
+        """Starts the running estimate from warm-up timings of each padded size."""
+        self._policy.cost.seed(seconds_by_size)
 
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
@@ -209,27 +366,31 @@ class BatchScheduler(Generic[T, R]):
     async def submit(self, payload: T, key: Hashable = None, deadline: float | None = None) -> R:
         """Queues one payload and returns its result; deadline is on the loop's clock."""
         if self._closed:
+            self._observer.rejected("shutting_down")
             raise ResourceExhausted("server is shutting down; retry on another replica")
-        loop = asyncio.get_running_loop()
-        request = QueuedRequest(payload, loop.create_future(), key, self._now(), deadline)
-        try:
-            self._policy.admit(request)
-        except ResourceExhausted:
-            self._on_event("rejected_queue_full", 1)
-            raise
+        now = self._now()
+        rejection = self._policy.check_admission(key, deadline, now)
+        if rejection is not None:
+            self._observer.rejected(rejection.reason)
+            raise rejection.error
+        request = QueuedRequest(payload, asyncio.get_running_loop().create_future(), key, now, deadline)
+        self._policy.admit(request)
         self._wakeup.set()
         return await request.future
 
     async def _dispatch_forever(self) -> None:
         while not self._closed:
-            decision = self._policy.decide(self._now(), self._in_flight)
-            for request in decision.expired:
-                _fail(request, DeadlineExceeded("deadline passed while queued for a batch"))
+            now = self._now()
+            decision = self._policy.decide(now)
             if decision.expired:
-                self._on_event("expired", len(decision.expired))
+                for request in decision.expired:
+                    _fail(request, DeadlineExceeded("deadline passes before a batch could answer it"))
+                self._observer.expired(len(decision.expired))
             if decision.batch:
-                self._in_flight += 1
-                task = asyncio.create_task(self._run(decision.batch))
+                self._observer.dispatched(
+                    len(decision.batch), decision.padded_size, [now - r.enqueued_at for r in decision.batch]
+                )
+                task = asyncio.create_task(self._run(decision))
                 self._batches.add(task)
                 task.add_done_callback(self._batches.discard)
                 continue
@@ -242,21 +403,26 @@ class BatchScheduler(Generic[T, R]):
             except TimeoutError:
                 pass
 
-    async def _run(self, batch: list[QueuedRequest[T]]) -> None:
+    async def _run(self, decision: Decision[T]) -> None:
+        batch = decision.batch
+        compute_s = None
         try:
-            results = await self._run_batch([r.payload for r in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"encoder returned {len(results)} results for a batch of {len(batch)}")
+            run = await self._run_batch(
+                Batch([r.payload for r in batch], decision.device, decision.padded_size)
+            )
+            compute_s = run.compute_s
+            if len(run.results) != len(batch):
+                raise RuntimeError(f"encoder returned {len(run.results)} results for a batch of {len(batch)}")
         except Exception as exc:  # every request of a failed batch gets the failure
-            log.exception("batch of %d failed", len(batch))
+            log.exception("batch of %d on device %d failed", len(batch), decision.device)
             for request in batch:
                 _fail(request, exc)
         else:
-            for request, result in zip(batch, results, strict=True):
+            for request, result in zip(batch, run.results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)
         finally:
-            self._in_flight -= 1
+            self._policy.finish(decision.device, decision.padded_size, compute_s)
             self._wakeup.set()
 
     async def close(self) -> None:

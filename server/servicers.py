@@ -25,9 +25,10 @@ from faultprint.v1 import (
     reference_case_service_pb2_grpc,
     window_pb2,
 )
-from server.batch_assembly import assemble, split
-from server.batch_scheduler import BatchScheduler
+from server.batch_assembly import BatchBuffers, assemble, split
+from server.batch_scheduler import Batch, BatchRun, BatchScheduler
 from server.errors import InvalidArgument, NotFound, status_for
+from server.model_runner import ModelRunner
 from server.node_state_writer import NodeStateWriter
 from server.redis_layout import RedisLayout
 from server.reference_index import Match, NetworkIndex
@@ -63,10 +64,12 @@ class Embedded:
 class Encoder:
     """The batched encoder path: validation, the batch scheduler, and the batch function."""
 
-    def __init__(self, host: ModelHost, telemetry: ServerTelemetry) -> None:
+    def __init__(self, host: ModelHost, telemetry: ServerTelemetry, max_batch_size: int) -> None:
         self.host = host
         self.telemetry = telemetry
         self.scheduler: BatchScheduler[np.ndarray, Embedded] | None = None
+        self._buffers = [BatchBuffers(max_batch_size) for _ in host.devices]
+        self._device_attributes = [{"device": name} for name in host.devices]
 
     def decode(self, window: window_pb2.Window) -> np.ndarray:
         meta = self.host.require().runner.metadata
@@ -82,26 +85,40 @@ class Encoder:
             deadline = asyncio.get_running_loop().time() + remaining
         return await self.scheduler.submit(values, key=key, deadline=deadline)
 
-    async def run_batch(self, windows: list[np.ndarray]) -> list[Embedded]:
-        """Embeds one batch under one model version (read once, here)."""
+    async def run_batch(self, batch: Batch[np.ndarray]) -> BatchRun[Embedded]:
+        """Embeds one batch on its device under one model version (read once, here).
+
+        The windows are copied into the device's reusable buffer on the event loop while
+        the device may still be computing the previous batch; on a GPU the copy to the
+        device is staged on its own thread, so it too overlaps the running batch.
+        """
         state = self.host.require()
-        assert self.scheduler is not None
-        padded = self.scheduler.options.padded_size(len(windows))
+        runner = state.runners[batch.device]
+        buffers = self._buffers[batch.device]
+        loop = asyncio.get_running_loop()
         with self.telemetry.tracer.start_as_current_span("faultprint.batch") as span:
-            span.set_attribute("batch.size", len(windows))
-            span.set_attribute("batch.padded_size", padded)
+            span.set_attribute("batch.size", len(batch.payloads))
+            span.set_attribute("batch.padded_size", batch.padded_size)
+            span.set_attribute("batch.device", runner.device)
             span.set_attribute("model.version", state.version)
-            started = time.perf_counter()
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self.host.executor, _assemble_and_embed, state, windows, padded
-            )
-            self.telemetry.batch_compute_ms.record((time.perf_counter() - started) * 1000)
-            self.telemetry.batch_size.record(len(windows))
-        return [Embedded(row, state) for row in split(outputs, len(windows))]
+            buffer = buffers.acquire(batch.payloads[0].shape)
+            try:
+                inputs = assemble(batch.payloads, batch.padded_size, out=buffer)
+                if runner.stages_inputs:
+                    inputs = await loop.run_in_executor(self.host.stagers[batch.device], runner.stage, inputs)
+                outputs, compute_s = await loop.run_in_executor(
+                    self.host.executors[batch.device], _timed_embed, runner, inputs
+                )
+            finally:
+                buffers.release(buffer)
+        self.telemetry.batch_compute_ms.record(compute_s * 1000, self._device_attributes[batch.device])
+        return BatchRun([Embedded(row, state) for row in split(outputs, len(batch.payloads))], compute_s)
 
 
-def _assemble_and_embed(state: ServingState, windows: list[np.ndarray], padded: int) -> np.ndarray:
-    return state.runner.embed(assemble(windows, padded))
+def _timed_embed(runner: ModelRunner, inputs: object) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    outputs = runner.embed(inputs)
+    return outputs, time.perf_counter() - started
 
 
 def diagnosis_proto(network: str, node: str, match: Match, state: ServingState) -> diagnosis_pb2.Diagnosis:

@@ -1,29 +1,32 @@
 """The serving state: the model version and the reference index built with it, swapped as one.
 
 A batch reads the state once, so every request in it is embedded and matched under
-one version. A new version is loaded, warmed and used to re-embed every reference
-case off the serving path; only then does the swap happen, in one assignment.
-Batches already running keep the old state until they finish.
+one version. A new version is loaded on every device, warmed at every batch size and
+used to re-embed every reference case off the serving path; only then does the swap
+happen, in one assignment. Batches already running keep the old state until they finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from encoder.artifact import ArtifactError
 from server.errors import Unavailable
-from server.model_runner import ModelRunner
+from server.model_runner import ModelRunner, RunnerOptions
 from server.reference_index import CaseEmbeddings, ReferenceIndex
 from server.reference_store import LoadedCase, ReferenceStore, StoredCase
 
 log = logging.getLogger(__name__)
+
+W = TypeVar("W")
 
 # Reference windows are embedded in chunks no larger than this.
 _EMBED_CHUNK = 256
@@ -31,8 +34,14 @@ _EMBED_CHUNK = 256
 
 @dataclass(frozen=True)
 class ServingState:
-    runner: ModelRunner
+    # One replica of the version per device, in device order.
+    runners: tuple[ModelRunner, ...]
     index: ReferenceIndex
+
+    @property
+    def runner(self) -> ModelRunner:
+        """The first device's replica: metadata, and reference embeddings."""
+        return self.runners[0]
 
     @property
     def version(self) -> str:
@@ -40,18 +49,38 @@ class ServingState:
 
 
 class ModelHost:
-    """Owns the current ServingState, the encoder's device thread, and every change to either."""
+    """Owns the current ServingState, one worker thread per device, and every change to either."""
 
     def __init__(
-        self, store: ReferenceStore, warm_batch_sizes: Iterable[int], device: str | None = None
+        self,
+        store: ReferenceStore,
+        warm_batch_sizes: Iterable[int],
+        devices: Iterable[str] = ("/CPU:0",),
+        runner_options: RunnerOptions | None = None,
     ) -> None:
         self.store = store
         self.current: ServingState | None = None
         # Serialises changes to the state (enrolment, deletion, swaps); never taken by classify.
         self.lock = asyncio.Lock()
         self._warm_sizes = tuple(warm_batch_sizes)
-        self._device = device
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self.devices = tuple(devices)
+        self._runner_options = runner_options or RunnerOptions()
+        # One thread per device runs its batches in order; TensorFlow releases the GIL inside.
+        self.executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encoder-{i}") for i in range(len(self.devices))
+        ]
+        # One thread per device copies the next batch to it while the current one computes
+        # (used on GPUs; threads start only when first used).
+        self.stagers = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stager-{i}") for i in range(len(self.devices))
+        ]
+        # Called with each newly warmed version's seconds per batch size (seeds the scheduler's estimate).
+        self.on_warmed: Callable[[dict[int, float]], None] = lambda timings: None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The first device's thread, which embeds reference cases."""
+        return self.executors[0]
 
     def require(self) -> ServingState:
         state = self.current
@@ -69,15 +98,19 @@ class ModelHost:
 
     async def load(self, artifact_dir: Path) -> ServingState:
         """Loads, checks and warms a version, re-embeds every reference case, then swaps."""
-        loop = asyncio.get_running_loop()
-        runner = await loop.run_in_executor(self.executor, ModelRunner, artifact_dir, self._device)
+        runners = await self._on_every_device(
+            lambda i: ModelRunner(artifact_dir, self.devices[i], self._runner_options)
+        )
+        runner = runners[0]
         async with self.lock:
             old = self.current
             if old is not None:
                 self._check_compatible(old.runner, runner)
-            await loop.run_in_executor(self.executor, runner.warm, self._warm_sizes)
+            timings = await self._on_every_device(lambda i: runners[i].warm(self._warm_sizes))
+            # The slowest device's timings: estimates should err towards refusing late work.
+            self.on_warmed(max(timings, key=lambda t: sum(t.values())))
             index = await self._build_index(runner)
-            self.current = ServingState(runner, index)
+            self.current = ServingState(tuple(runners), index)
         log.info(
             "serving model %s (was %s), %d networks",
             runner.version,
@@ -86,12 +119,21 @@ class ModelHost:
         )
         return self.current
 
+    async def _on_every_device(self, work: Callable[[int], W]) -> list[W]:
+        """Runs work(device index) on each device's own thread, all at once."""
+        loop = asyncio.get_running_loop()
+        return list(
+            await asyncio.gather(
+                *(loop.run_in_executor(ex, work, i) for i, ex in enumerate(self.executors))
+            )
+        )
+
     async def reload_references(self) -> None:
         """Rebuilds the current version's index from Redis (at start-up and after a lost connection)."""
         async with self.lock:
             state = self.current
             if state is not None:
-                self.current = ServingState(state.runner, await self._build_index(state.runner))
+                self.current = ServingState(state.runners, await self._build_index(state.runner))
 
     @staticmethod
     def _check_compatible(old: ModelRunner, new: ModelRunner) -> None:
@@ -151,4 +193,5 @@ class ModelHost:
                 self.current.index.remove(network, case_id)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        for executor in (*self.executors, *self.stagers):
+            executor.shutdown(wait=True)

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from server.batch_scheduler import BatchSchedulerOptions
+from server.model_runner import RunnerOptions
 
-TELEMETRY_EXPORTERS = ("none", "console", "otlp")
+TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
 
 
 class SettingsError(ValueError):
@@ -42,6 +43,19 @@ class ServerSettings:
     # Batch sizes the encoder is warmed for; batches are padded up to one of them.
     # Empty means powers of two up to max_batch_size.
     allowed_batch_sizes: tuple[int, ...] = ()
+    # Batches handed to one device at once; 2 assembles (and on a GPU copies) the next
+    # batch while the current one computes.
+    batches_in_flight: int = 1
+    # Devices to run the encoder on: "auto" (every visible GPU, else the CPU), "cpu",
+    # or a comma list such as "/GPU:0,/GPU:1". One model replica and worker per device.
+    devices: str = "auto"
+    # Logical devices the CPU is split into when no GPU serves (for testing the
+    # multi-device path; on a real CPU they share the same cores).
+    cpu_devices: int = 1
+    # Encoder arithmetic: float32, mixed_float16 or mixed_bfloat16.
+    precision: str = "float32"
+    # Compile the encoder with XLA.
+    xla: bool = False
     # Largest gRPC message accepted, in bytes.
     max_message_bytes: int = 16 * 1024 * 1024
     # Neighbours returned when a request asks for none.
@@ -50,8 +64,11 @@ class ServerSettings:
     node_state_ttl_s: int = 24 * 3600
     # Where model artifacts fetched from the registry are unpacked.
     model_cache_dir: str = "/tmp/faultprint-models"
-    # Span and metric export: none, console or otlp (OTEL_EXPORTER_OTLP_ENDPOINT applies).
+    # Span and metric export: none, console, otlp (OTEL_EXPORTER_OTLP_ENDPOINT applies),
+    # or prometheus (metrics only, served at metrics_address).
     telemetry_exporter: str = "none"
+    # host:port of the Prometheus scrape endpoint (telemetry_exporter=prometheus).
+    metrics_address: str = "127.0.0.1:9464"
     # Seconds a stopping server lets in-flight RPCs finish.
     shutdown_grace_s: float = 5.0
     # Log level name.
@@ -72,7 +89,10 @@ class ServerSettings:
             raise SettingsError(f"max_message_bytes must be at least 65536, got {self.max_message_bytes}")
         if self.default_top_k < 1:
             raise SettingsError(f"default_top_k must be at least 1, got {self.default_top_k}")
+        if self.cpu_devices < 1:
+            raise SettingsError(f"cpu_devices must be at least 1, got {self.cpu_devices}")
         self.batch_options()  # validates the batching fields
+        self.runner_options()
 
     def batch_options(self) -> BatchSchedulerOptions:
         try:
@@ -81,7 +101,14 @@ class ServerSettings:
                 max_queue_delay_ms=self.max_queue_delay_ms,
                 max_queue_size=self.max_queue_size,
                 allowed_batch_sizes=self.allowed_batch_sizes,
+                batches_in_flight=self.batches_in_flight,
             )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+
+    def runner_options(self) -> RunnerOptions:
+        try:
+            return RunnerOptions(precision=self.precision, xla=self.xla)
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
 
@@ -114,6 +141,10 @@ def _parse(name: str, raw: str, kind: object) -> object:
             return int(raw)
         if kind in ("float", float):
             return float(raw)
+        if kind in ("bool", bool):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError("use true or false")
+            return raw.lower() in ("1", "true", "yes")
         if "tuple" in str(kind):
             return tuple(int(x) for x in raw.replace(",", " ").split())
     except ValueError as exc:

@@ -1,25 +1,35 @@
-"""OpenTelemetry wiring: a span per RPC and per batch, latency and batch-size histograms.
+"""OpenTelemetry wiring: a span per RPC and per batch, and the metrics that show what the batcher does.
 
-The exporter is a setting: none (instruments stay no-ops unless the embedding
-application installed providers), console, or OTLP over gRPC (configured by the
-standard OTEL_EXPORTER_OTLP_* variables).
+Metrics: RPC latency; queue depth and queue wait; batch size, padding rows and compute
+time; rejections by reason; requests dropped as expired. The exporter is a setting:
+none (instruments stay no-ops unless the embedding application installed providers),
+console, OTLP over gRPC (configured by the standard OTEL_EXPORTER_OTLP_* variables),
+or prometheus (a scrape endpoint).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.metrics import Counter, Histogram, Meter, Observation
 from opentelemetry.trace import Tracer
 
 _configured = False
 
 
-def configure(exporter: str, service_name: str = "faultprint-server") -> None:
-    """Installs the global tracer and meter providers once per process."""
+def configure(exporter: str, metrics_address: str = "", service_name: str = "faultprint-server") -> None:
+    """Installs the global tracer and meter providers once per process.
+
+    "prometheus" serves metrics for scraping at http://metrics_address/metrics (no spans).
+    """
     global _configured
     if exporter == "none" or _configured:
+        return
+    if exporter == "prometheus":
+        _configure_prometheus(metrics_address, service_name)
+        _configured = True
         return
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import (
@@ -49,13 +59,31 @@ def configure(exporter: str, service_name: str = "faultprint-server") -> None:
     _configured = True
 
 
+def _configure_prometheus(address: str, service_name: str) -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import start_http_server
+
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host or "127.0.0.1")
+    resource = Resource.create({"service.name": service_name})
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()]))
+
+
 @dataclass
 class ServerTelemetry:
+    """The server's instruments; also the batch scheduler's observer."""
+
     tracer: Tracer
     meter: Meter
     rpc_latency_ms: Histogram
     batch_size: Histogram
+    batch_rows: Counter
     batch_compute_ms: Histogram
+    queue_wait_ms: Histogram
+    rejected_requests: Counter
+    expired_requests: Counter
 
     @classmethod
     def create(cls) -> ServerTelemetry:
@@ -67,9 +95,66 @@ class ServerTelemetry:
                 "faultprint.rpc.latency", unit="ms", description="Server-side latency of each RPC"
             ),
             batch_size=meter.create_histogram(
-                "faultprint.batch.size", unit="{window}", description="Windows per encoder batch"
+                "faultprint.batch.size",
+                unit="{window}",
+                description="Windows per encoder batch, before padding",
+                explicit_bucket_boundaries_advisory=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+            ),
+            batch_rows=meter.create_counter(
+                "faultprint.batch.rows",
+                unit="{row}",
+                description="Encoder batch rows by kind: window (a request) or padding (wasted compute)",
             ),
             batch_compute_ms=meter.create_histogram(
-                "faultprint.batch.compute", unit="ms", description="Encoder time per batch"
+                "faultprint.batch.compute", unit="ms", description="Encoder time per batch, by device"
+            ),
+            queue_wait_ms=meter.create_histogram(
+                "faultprint.queue.wait", unit="ms", description="Time a window waited for its batch"
+            ),
+            rejected_requests=meter.create_counter(
+                "faultprint.requests.rejected",
+                unit="{request}",
+                description="Windows refused at admission, by reason "
+                "(queue_full, overloaded, deadline_too_short, shutting_down)",
+            ),
+            expired_requests=meter.create_counter(
+                "faultprint.requests.expired",
+                unit="{request}",
+                description="Queued windows dropped before compute: deadline passed or could not be met",
             ),
         )
+
+    def observe_queue(self, queue_depth: Callable[[], int], batches_in_flight: Callable[[], int]) -> None:
+        """Reports the batch queue's depth and the batches on the devices at each collection."""
+        self.meter.create_observable_gauge(
+            "faultprint.queue.depth",
+            [lambda options: [Observation(queue_depth())]],
+            unit="{request}",
+            description="Windows waiting for a batch",
+        )
+        self.meter.create_observable_gauge(
+            "faultprint.batches.in_flight",
+            [lambda options: [Observation(batches_in_flight())]],
+            unit="{batch}",
+            description="Batches handed to the devices and not yet finished",
+        )
+
+    # SchedulerObserver
+    def rejected(self, reason: str) -> None:
+        self.rejected_requests.add(1, {"reason": reason})
+
+    def expired(self, count: int) -> None:
+        self.expired_requests.add(count)
+
+    def dispatched(self, size: int, padded_size: int, queue_waits_s: list[float]) -> None:
+        self.batch_size.record(size)
+        self.batch_rows.add(size, _WINDOW_ROWS)
+        if padded_size > size:
+            self.batch_rows.add(padded_size - size, _PADDING_ROWS)
+        record = self.queue_wait_ms.record
+        for wait in queue_waits_s:
+            record(wait * 1000)
+
+
+_WINDOW_ROWS = {"kind": "window"}
+_PADDING_ROWS = {"kind": "padding"}

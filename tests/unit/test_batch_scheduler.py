@@ -6,7 +6,14 @@ import asyncio
 
 import pytest
 
-from server.batch_scheduler import BatchPolicy, BatchScheduler, BatchSchedulerOptions, QueuedRequest
+from server.batch_scheduler import (
+    Batch,
+    BatchPolicy,
+    BatchRun,
+    BatchScheduler,
+    BatchSchedulerOptions,
+    QueuedRequest,
+)
 from server.errors import DeadlineExceeded, ResourceExhausted
 
 
@@ -24,77 +31,96 @@ def request(payload: int, at: float, key: object = None, deadline: float | None 
     return QueuedRequest(payload, FakeFuture(done), key, at, deadline)  # type: ignore[arg-type]
 
 
-def policy(**options: object) -> BatchPolicy[int]:
+def policy(devices: int = 1, **options: object) -> BatchPolicy[int]:
     base = {"max_batch_size": 4, "max_queue_delay_ms": 10.0, "max_queue_size": 8}
-    return BatchPolicy(BatchSchedulerOptions(**{**base, **options}))  # type: ignore[arg-type]
+    return BatchPolicy(BatchSchedulerOptions(**{**base, **options}), devices)  # type: ignore[arg-type]
+
+
+def admit(p: BatchPolicy[int], payload: int, at: float, key: object = None, deadline: float | None = None,
+          done: bool = False) -> None:  # fmt: skip
+    rejection = p.check_admission(key, deadline, at)
+    if rejection is not None:
+        raise rejection.error
+    p.admit(request(payload, at, key, deadline, done))
 
 
 def payloads(decision) -> list[int]:  # type: ignore[no-untyped-def]
     return [r.payload for r in decision.batch]
 
 
+def busy(p: BatchPolicy[int], now: float = 0.0, payload: int = -1) -> None:
+    """Occupies the next free device slot with a one-request batch."""
+    admit(p, payload, now, key=("busy", payload))
+    assert payloads(p.decide(now)) == [payload]
+
+
 def test_idle_device_dispatches_a_lone_request_at_once() -> None:
     p = policy()
-    p.admit(request(1, at=0.0))
-    assert payloads(p.decide(now=0.0, in_flight=0)) == [1]
+    admit(p, 1, at=0.0)
+    assert payloads(p.decide(now=0.0)) == [1]
 
 
 def test_busy_device_holds_a_partial_batch_until_the_max_delay() -> None:
     p = policy(batches_in_flight=2)
-    p.admit(request(1, at=0.0))
-    waiting = p.decide(now=0.005, in_flight=1)
+    busy(p)
+    admit(p, 1, at=0.0)
+    waiting = p.decide(now=0.005)
     assert waiting.batch == [] and waiting.wake_at == pytest.approx(0.010)
-    assert payloads(p.decide(now=0.010, in_flight=1)) == [1]
+    assert payloads(p.decide(now=0.010)) == [1]
 
 
 def test_full_batch_goes_without_waiting_and_is_capped_at_max_batch_size() -> None:
     p = policy(batches_in_flight=2)
+    busy(p)
     for i in range(6):
-        p.admit(request(i, at=0.0))
-    assert payloads(p.decide(now=0.0, in_flight=1)) == [0, 1, 2, 3]
+        admit(p, i, at=0.0)
+    assert payloads(p.decide(now=0.0)) == [0, 1, 2, 3]
     assert len(p) == 2
 
 
-def test_no_batch_while_every_device_slot_is_busy() -> None:
+def test_no_batch_while_every_device_slot_is_busy_and_a_finished_batch_frees_its_slot() -> None:
     p = policy()
+    busy(p)
     for i in range(4):
-        p.admit(request(i, at=0.0))
-    decision = p.decide(now=1.0, in_flight=1)
+        admit(p, i, at=0.0)
+    decision = p.decide(now=1.0)
     assert decision.batch == [] and decision.wake_at is None
+    p.finish(device=0, padded_size=1, compute_s=0.01)
+    assert payloads(p.decide(now=1.0)) == [0, 1, 2, 3]
 
 
 def test_queue_bound_rejects_at_once() -> None:
     p = policy()
     for i in range(8):
-        p.admit(request(i, at=0.0))
+        admit(p, i, at=0.0)
     with pytest.raises(ResourceExhausted, match="queue is full"):
-        p.admit(request(9, at=0.0))
+        admit(p, 9, at=0.0)
+    assert p.check_admission(None, None, 0.0).reason == "queue_full"  # type: ignore[union-attr]
 
 
 def test_expired_requests_never_take_a_batch_slot() -> None:
     p = policy()
-    p.admit(request(1, at=0.0, deadline=0.5))
-    p.admit(request(2, at=0.0, deadline=5.0))
-    decision = p.decide(now=1.0, in_flight=0)
+    admit(p, 1, at=0.0, deadline=0.5)
+    admit(p, 2, at=0.0, deadline=5.0)
+    decision = p.decide(now=1.0)
     assert payloads(decision) == [2]
     assert [r.payload for r in decision.expired] == [1]
 
 
 def test_cancelled_requests_are_skipped() -> None:
     p = policy()
-    p.admit(request(1, at=0.0, done=True))
-    p.admit(request(2, at=0.0))
-    assert payloads(p.decide(now=0.0, in_flight=0)) == [2]
+    admit(p, 1, at=0.0, done=True)
+    admit(p, 2, at=0.0)
+    assert payloads(p.decide(now=0.0)) == [2]
 
 
 def test_round_robin_across_nodes_so_a_flood_does_not_starve_others() -> None:
     p = policy(max_queue_size=16)
     for i in range(8):
-        p.admit(request(100 + i, at=0.0, key="flooding-node"))
-    p.admit(request(1, at=0.1, key="quiet-a"))
-    p.admit(request(2, at=0.2, key="quiet-b"))
-    first = payloads(p.decide(now=0.2, in_flight=0))
-    assert set(first) >= {1, 2}
+        admit(p, 100 + i, at=0.0, key="flooding-node")
+    admit(p, 1, at=0.1, key="quiet-a")
+    admit(p, 2, at=0.2, key="quiet-b")
+    first = payloads(p.decide(now=0.2))
     assert first == [100, 1, 2, 101]
 
 
@@ -104,6 +130,110 @@ def test_padding_to_allowed_batch_sizes() -> None:
     assert BatchSchedulerOptions(max_batch_size=48).batch_sizes == (1, 2, 4, 8, 16, 32, 48)
     with pytest.raises(ValueError):
         options.padded_size(65)
+    p = policy(max_batch_size=8, allowed_batch_sizes=(1, 4, 8), max_queue_size=16)
+    busy(p)
+    p.finish(0, 1, None)
+    for i in range(3):
+        admit(p, i, at=0.0)
+    assert p.decide(now=0.0).padded_size == 4
+
+
+def test_batches_spread_over_devices_least_busy_first() -> None:
+    p = policy(devices=3, batches_in_flight=2, max_queue_size=32)
+    placed = []
+    for i in range(3):  # each idle device takes a lone request at once
+        admit(p, i, at=0.0)
+        placed.append(p.decide(now=0.0).device)
+    for i in range(3):  # then full batches fill the second slots in turn
+        for j in range(4):
+            admit(p, 10 * i + j, at=0.0, key=j)
+        placed.append(p.decide(now=0.0).device)
+    assert placed == [0, 1, 2, 0, 1, 2]
+    assert [p.in_flight(d) for d in range(3)] == [2, 2, 2]
+    p.finish(device=1, padded_size=1, compute_s=None)
+    p.finish(device=1, padded_size=4, compute_s=None)
+    admit(p, 9, at=0.0)
+    assert p.decide(now=0.0).device == 1
+
+
+def test_an_idle_device_takes_a_request_while_another_device_is_busy() -> None:
+    p = policy(devices=2)
+    busy(p)
+    admit(p, 1, at=0.0)
+    decision = p.decide(now=0.0)
+    assert payloads(decision) == [1] and decision.device == 1
+
+
+def seeded(**options: object) -> BatchPolicy[int]:
+    """A policy whose estimate says: batch of 1 takes 10 ms, batch of 4 takes 20 ms."""
+    p = policy(**{"max_queue_size": 64, **options})  # type: ignore[arg-type]
+    p.cost.seed({1: 0.010, 4: 0.020})
+    return p
+
+
+def test_a_deadline_shorter_than_one_batch_is_refused_with_deadline_exceeded() -> None:
+    p = seeded()
+    with pytest.raises(DeadlineExceeded, match="give the call a longer deadline"):
+        admit(p, 1, at=0.0, deadline=0.005)
+    assert p.check_admission("n", 0.005, 0.0).reason == "deadline_too_short"  # type: ignore[union-attr]
+    admit(p, 2, at=0.0, deadline=0.050)  # room for one batch: accepted
+
+
+def test_admission_refuses_what_the_queue_ahead_would_make_late() -> None:
+    p = seeded()
+    busy(p)  # the device is busy until 10 ms
+    for i in range(16):
+        admit(p, i, at=0.0, key=f"node-{i}")
+    # 16 queued = 4 full batches of 20 ms after the running one: about 10 + 80 + 10 ms.
+    finish = p.estimated_finish("new-node", now=0.0)
+    assert 0.095 < finish < 0.130
+    rejection = p.check_admission("new-node", 0.060, 0.0)
+    assert rejection is not None and rejection.reason == "overloaded"
+    assert isinstance(rejection.error, ResourceExhausted)
+    assert p.check_admission("new-node", 0.500, 0.0) is None
+    assert p.check_admission("new-node", None, 0.0) is None  # no deadline: only the queue bound applies
+
+
+def test_round_robin_counts_in_the_estimate_for_a_quiet_node() -> None:
+    p = seeded()
+    for i in range(16):
+        admit(p, i, at=0.0, key="flooding-node")
+    # Round-robin serves a quiet node's first request in the next batch, not after the flood.
+    assert p.estimated_finish("quiet-node", now=0.0) < 0.05 < p.estimated_finish("flooding-node", now=0.0)
+
+
+def test_more_devices_shorten_the_estimate() -> None:
+    one, two = seeded(), seeded(devices=2)
+    for p in (one, two):
+        for i in range(16):
+            admit(p, i, at=0.0, key=f"node-{i}")
+    assert two.estimated_finish("x", 0.0) < one.estimated_finish("x", 0.0)
+
+
+def test_a_request_that_would_finish_late_is_dropped_at_dispatch_not_computed() -> None:
+    p = seeded(batches_in_flight=2)
+    busy(p)  # busy until 10 ms
+    admit(p, 1, at=0.0, deadline=0.030)
+    admit(p, 2, at=0.0, deadline=1.0)
+    # At 15 ms the batch would start at best now and take about 20 ms: request 1 cannot make 30 ms.
+    decision = p.decide(now=0.015)
+    assert payloads(decision) == [2]
+    assert [r.payload for r in decision.expired] == [1]
+
+
+def test_the_estimate_learns_from_measured_batches() -> None:
+    p = seeded()
+    before = p.cost.seconds(4)
+    for _ in range(20):
+        p.cost.record(4, 0.040)
+    assert before == pytest.approx(0.020) and p.cost.seconds(4) == pytest.approx(0.040, rel=0.05)
+    assert p.cost.seconds(2) == p.cost.seconds(4)  # unmeasured: the next larger size's cost
+    assert p.cost.seconds(8) == pytest.approx(2 * p.cost.seconds(4))  # beyond: scaled up
+
+
+def test_without_any_measurement_admission_only_applies_the_queue_bound() -> None:
+    p = policy()
+    assert p.check_admission("n", 0.000001, 0.0) is None
 
 
 @pytest.mark.parametrize(
@@ -126,10 +256,11 @@ async def test_concurrent_submissions_share_batches_and_each_gets_its_own_result
     sizes: list[int] = []
     release = asyncio.Event()
 
-    async def run_batch(items: list[int]) -> list[int]:
+    async def run_batch(batch: Batch[int]) -> BatchRun[int]:
+        items = batch.payloads
         sizes.append(len(items))
         await release.wait()
-        return [x * 10 for x in items]
+        return BatchRun([x * 10 for x in items])
 
     scheduler: BatchScheduler[int, int] = BatchScheduler(
         run_batch, BatchSchedulerOptions(max_batch_size=8, max_queue_delay_ms=1000)
@@ -147,7 +278,8 @@ async def test_concurrent_submissions_share_batches_and_each_gets_its_own_result
 
 
 async def test_a_failed_batch_fails_every_request_in_it_exactly_once() -> None:
-    async def run_batch(items: list[int]) -> list[int]:
+    async def run_batch(batch: Batch[int]) -> BatchRun[int]:
+        items = batch.payloads
         raise RuntimeError("encoder crashed")
 
     scheduler: BatchScheduler[int, int] = BatchScheduler(run_batch, BatchSchedulerOptions(max_batch_size=4))
@@ -155,14 +287,15 @@ async def test_a_failed_batch_fails_every_request_in_it_exactly_once() -> None:
     results = await asyncio.gather(*(scheduler.submit(i) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
     # The scheduler still serves after a failure.
-    scheduler._run_batch = lambda items: asyncio.sleep(0, result=list(items))  # type: ignore[assignment]
+    scheduler._run_batch = lambda batch: asyncio.sleep(0, result=BatchRun(batch.payloads))  # type: ignore[assignment]
     assert await scheduler.submit(7) == 7
     await scheduler.close()
 
 
 async def test_wrong_number_of_results_fails_the_batch() -> None:
-    async def run_batch(items: list[int]) -> list[int]:
-        return items[:-1]
+    async def run_batch(batch: Batch[int]) -> BatchRun[int]:
+        items = batch.payloads
+        return BatchRun(items[:-1])
 
     scheduler: BatchScheduler[int, int] = BatchScheduler(run_batch, BatchSchedulerOptions(max_batch_size=4))
     scheduler.start()
@@ -174,9 +307,10 @@ async def test_wrong_number_of_results_fails_the_batch() -> None:
 async def test_deadline_passed_in_queue_is_answered_deadline_exceeded() -> None:
     release = asyncio.Event()
 
-    async def run_batch(items: list[int]) -> list[int]:
+    async def run_batch(batch: Batch[int]) -> BatchRun[int]:
+        items = batch.payloads
         await release.wait()
-        return items
+        return BatchRun(items)
 
     scheduler: BatchScheduler[int, int] = BatchScheduler(run_batch, BatchSchedulerOptions(max_batch_size=4))
     scheduler.start()
@@ -195,9 +329,10 @@ async def test_deadline_passed_in_queue_is_answered_deadline_exceeded() -> None:
 async def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
     release = asyncio.Event()
 
-    async def run_batch(items: list[int]) -> list[int]:
+    async def run_batch(batch: Batch[int]) -> BatchRun[int]:
+        items = batch.payloads
         await release.wait()
-        return items
+        return BatchRun(items)
 
     scheduler: BatchScheduler[int, int] = BatchScheduler(run_batch, BatchSchedulerOptions(max_batch_size=1))
     scheduler.start()
@@ -214,3 +349,72 @@ async def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
         await queued
     with pytest.raises(ResourceExhausted):
         await scheduler.submit(2)
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def rejected(self, reason: str) -> None:
+        self.events.append(("rejected", reason))
+
+    def expired(self, count: int) -> None:
+        self.events.append(("expired", count))
+
+    def dispatched(self, size: int, padded_size: int, queue_waits_s: list[float]) -> None:
+        self.events.append(("dispatched", (size, padded_size, len(queue_waits_s))))
+
+
+async def test_observer_sees_dispatches_rejections_and_expiries() -> None:
+    release = asyncio.Event()
+
+    async def run_batch(batch: Batch[int]) -> BatchRun[int]:
+        await release.wait()
+        return BatchRun(batch.payloads, compute_s=0.01)
+
+    observer = RecordingObserver()
+    options = BatchSchedulerOptions(max_batch_size=4, max_queue_size=4, allowed_batch_sizes=(1, 4))
+    scheduler: BatchScheduler[int, int] = BatchScheduler(run_batch, options, observer=observer)
+    scheduler.start()
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(scheduler.submit(0))
+    await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(scheduler.submit(i)) for i in range(1, 4)]
+    late = asyncio.create_task(scheduler.submit(9, deadline=loop.time() + 0.005))
+    await asyncio.sleep(0.01)
+    with pytest.raises(ResourceExhausted):
+        await scheduler.submit(5)
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await first == 0 and await asyncio.gather(*queued) == [1, 2, 3]
+    with pytest.raises(DeadlineExceeded):
+        await late
+    await scheduler.close()
+    assert ("dispatched", (1, 1, 1)) in observer.events
+    assert ("dispatched", (3, 4, 3)) in observer.events
+    assert ("rejected", "queue_full") in observer.events
+    assert ("expired", 1) in observer.events
+
+
+async def test_batches_run_on_every_device_at_once() -> None:
+    running: dict[int, int] = {}
+    peak: list[int] = []
+    release = asyncio.Event()
+
+    async def run_batch(batch: Batch[int]) -> BatchRun[int]:
+        running[batch.device] = running.get(batch.device, 0) + 1
+        peak.append(sum(running.values()))
+        await release.wait()
+        running[batch.device] -= 1
+        return BatchRun(batch.payloads)
+
+    scheduler: BatchScheduler[int, int] = BatchScheduler(
+        run_batch, BatchSchedulerOptions(max_batch_size=2, max_queue_delay_ms=0), devices=2
+    )
+    scheduler.start()
+    calls = [asyncio.create_task(scheduler.submit(i, key=i)) for i in range(6)]
+    await asyncio.sleep(0.02)
+    assert max(peak) == 2 and set(running) == {0, 1}
+    release.set()
+    assert await asyncio.gather(*calls) == list(range(6))
+    await scheduler.close()

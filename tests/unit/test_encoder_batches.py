@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from server.batch_scheduler import BatchScheduler, BatchSchedulerOptions
+from server.batch_scheduler import Batch
 from server.servicers import Encoder
 from server.telemetry import ServerTelemetry
 
@@ -21,6 +21,8 @@ class FakeRunner:
         self.metadata = SimpleNamespace(steps=2, features=3, distance_threshold=1.0)
         self.host, self.swap_to = host, swap_to
         self.shapes: list[tuple[int, ...]] = []
+        self.device = "/CPU:0"
+        self.stages_inputs = False
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         self.shapes.append(batch.shape)
@@ -30,21 +32,21 @@ class FakeRunner:
 
 
 async def test_every_request_of_a_batch_names_the_version_that_computed_it() -> None:
-    host = SimpleNamespace(current=None, executor=ThreadPoolExecutor(1))
-    new_state = SimpleNamespace(runner=FakeRunner("v2"), version="v2")
+    host = SimpleNamespace(current=None, executors=[ThreadPoolExecutor(1)], devices=("/CPU:0",))
+    new_runner = FakeRunner("v2")
+    new_state = SimpleNamespace(runners=(new_runner,), runner=new_runner, version="v2")
     old_runner = FakeRunner("v1", host, new_state)
-    old_state = SimpleNamespace(runner=old_runner, version="v1")
+    old_state = SimpleNamespace(runners=(old_runner,), runner=old_runner, version="v1")
     host.current = old_state
     host.require = lambda: host.current
-    encoder = Encoder(host, ServerTelemetry.create())  # type: ignore[arg-type]
-    encoder.scheduler = BatchScheduler(
-        encoder.run_batch, BatchSchedulerOptions(max_batch_size=8, allowed_batch_sizes=(1, 4, 8))
-    )
+    encoder = Encoder(host, ServerTelemetry.create(), max_batch_size=8)  # type: ignore[arg-type]
     windows = [np.full((2, 3), i, np.float32) for i in range(3)]
-    results = await encoder.run_batch(windows)
-    assert [r.state.version for r in results] == ["v1", "v1", "v1"]
-    assert [float(r.embedding[0]) for r in results] == [0.0, 1.0, 2.0]
-    assert old_runner.shapes == [(4, 2, 3)]  # padded up to the next allowed size
-    assert [r.state.version for r in await encoder.run_batch(windows[:1])] == ["v2"]
-    host.executor.shutdown()
+    run = await encoder.run_batch(Batch(windows, device=0, padded_size=4))
+    assert [r.state.version for r in run.results] == ["v1", "v1", "v1"]
+    assert [float(r.embedding[0]) for r in run.results] == [0.0, 1.0, 2.0]
+    assert old_runner.shapes == [(4, 2, 3)]  # padded up to the size the scheduler chose
+    assert run.compute_s is not None and run.compute_s >= 0
+    later = await encoder.run_batch(Batch(windows[:1], device=0, padded_size=1))
+    assert [r.state.version for r in later.results] == ["v2"]
+    host.executors[0].shutdown()
     await asyncio.sleep(0)

@@ -1,0 +1,52 @@
+"""The scheduler's running estimate of how long a batch takes, used to refuse requests that cannot make their deadline.
+
+Kept apart from the queue rules so the estimate can be tested on its own: it is a
+moving average of measured compute time per padded batch size, seeded by the
+warm-up runs, and extrapolated for sizes not yet measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# Weight of the newest measurement in the moving average.
+_SMOOTHING = 0.2
+
+
+class BatchCostModel:
+    """Seconds a batch of each padded size takes on one device, learned as batches run."""
+
+    def __init__(self, batch_sizes: tuple[int, ...]) -> None:
+        self._sizes = batch_sizes
+        self._seconds: dict[int, float] = {}
+
+    def seed(self, seconds_by_size: Mapping[int, float]) -> None:
+        """Starts the estimate from warm-up timings (a later measurement refines them)."""
+        for size, seconds in seconds_by_size.items():
+            if size in self._sizes and seconds > 0:
+                self._seconds[size] = seconds
+
+    def record(self, padded_size: int, seconds: float) -> None:
+        old = self._seconds.get(padded_size)
+        self._seconds[padded_size] = seconds if old is None else old + _SMOOTHING * (seconds - old)
+
+    @property
+    def known(self) -> bool:
+        return bool(self._seconds)
+
+    def seconds(self, padded_size: int) -> float:
+        """The estimate for one batch; sizes never measured scale from the nearest measured one.
+
+        Scaling linearly from a smaller size overestimates (batching is sub-linear), and
+        from a larger one it keeps the larger batch's cost, so the estimate errs towards
+        refusing a request rather than computing it too late. Zero when nothing is known.
+        """
+        if padded_size in self._seconds:
+            return self._seconds[padded_size]
+        if not self._seconds:
+            return 0.0
+        larger = [s for s in self._seconds if s > padded_size]
+        if larger:
+            return self._seconds[min(larger)]
+        nearest = max(self._seconds)
+        return self._seconds[nearest] * padded_size / nearest

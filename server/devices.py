@@ -1,0 +1,52 @@
+"""Which devices a server runs its encoder on: every visible GPU, else the CPU.
+
+One model replica and one worker thread per device; the batch scheduler spreads
+batches over them. The CPU can be split into several logical devices, so the
+multi-device path runs (and is tested) on machines without a GPU. TensorFlow fixes
+its devices when it first initialises, so the split must happen before any model loads.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def resolve_devices(requested: str, cpu_devices: int) -> list[str]:
+    """Device names for "auto" (all GPUs, else the CPU split into cpu_devices), "cpu", or a comma list."""
+    import tensorflow as tf
+
+    if cpu_devices > 1:
+        _split_cpu(cpu_devices)
+    if requested == "auto":
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if gpus:
+            return gpus
+        requested = "cpu"
+    if requested == "cpu":
+        return [d.name for d in tf.config.list_logical_devices("CPU")][: max(cpu_devices, 1)]
+    names = [name.strip() for name in requested.split(",") if name.strip()]
+    known = {d.name for d in tf.config.list_logical_devices()}
+    known |= {n.replace("/device:", "/") for n in known}
+    missing = [n for n in names if n not in known]
+    if missing or not names:
+        raise ValueError(f"devices {missing or requested!r} are not visible; visible: {sorted(known)}")
+    return names
+
+
+def _split_cpu(count: int) -> None:
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    wanted = [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+    try:
+        tf.config.set_logical_device_configuration(cpu, wanted)
+    except RuntimeError:
+        # TensorFlow already initialised (another server in this process configured it).
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have < count:
+            raise ValueError(
+                f"cannot split the CPU into {count} devices: TensorFlow already started with {have}; "
+                "set cpu_devices before anything else uses TensorFlow"
+            ) from None
