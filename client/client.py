@@ -115,9 +115,12 @@ class FaultprintClient(_Stubs):
         )
         return np.asarray(response.embedding, np.float32), response.model_version
 
-    def classify(self, network: str, node: str, window: np.ndarray, top_k: int = 0) -> Diagnosis:
+    def classify(
+        self, network: str, node: str, window: np.ndarray, top_k: int = 0, timeout_s: float | None = None
+    ) -> Diagnosis:
+        """The node's diagnosis; timeout_s (default: the client's) is the call's deadline."""
         request = _classify_request(network, node, window, top_k)
-        return self.probe.ClassifyWindow(request, timeout=self.timeout_s).diagnosis
+        return self.probe.ClassifyWindow(request, timeout=timeout_s or self.timeout_s).diagnosis
 
     def classify_stream(
         self, items: Iterable[StreamItem]
@@ -188,9 +191,13 @@ class AsyncFaultprintClient(_Stubs):
         )
         return np.asarray(response.embedding, np.float32), response.model_version
 
-    async def classify(self, network: str, node: str, window: np.ndarray, top_k: int = 0) -> Diagnosis:
+    async def classify(
+        self, network: str, node: str, window: np.ndarray, top_k: int = 0, timeout_s: float | None = None
+    ) -> Diagnosis:
+        """The node's diagnosis; timeout_s (default: the client's) is the call's deadline."""
         request = _classify_request(network, node, window, top_k)
-        return (await self.probe.ClassifyWindow(request, timeout=self.timeout_s)).diagnosis
+        response = await self.probe.ClassifyWindow(request, timeout=timeout_s or self.timeout_s)
+        return response.diagnosis
 
     def classify_stream(
         self, items: AsyncIterator[StreamItem]

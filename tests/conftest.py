@@ -20,6 +20,13 @@ from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Splits the CPU into two logical devices before TensorFlow starts, so servers can use both."""
+    from server.devices import resolve_devices
+
+    resolve_devices("cpu", cpu_devices=2)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     try:
@@ -43,15 +50,21 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     client.close()
 
 
-def make_artifact(out: Path, seed: int, threshold: float = 1.0, features: int = NUM_FEATURES) -> Path:
-    """An untrained tiny encoder with a fitted scaler: enough to test serving plumbing, fast to build."""
+def make_artifact(
+    out: Path, seed: int, threshold: float = 1.0, features: int = NUM_FEATURES, lstm_units: int = 8
+) -> Path:
+    """An untrained encoder (tiny unless lstm_units says otherwise) with a fitted scaler.
+
+    Enough to test serving plumbing, and fast to build; a larger lstm_units gives a
+    batch time long enough for deadline tests to be deterministic.
+    """
     import keras
 
     from encoder.artifact import ModelMetadata, write_artifact
     from encoder.tower import TowerConfig, build_tower
 
     keras.utils.set_random_seed(seed)
-    config = TowerConfig(WINDOW_STEPS, features, (8, 8), 16, 4)
+    config = TowerConfig(WINDOW_STEPS, features, (lstm_units, lstm_units), 16, 4)
     tower = build_tower(config)
     windows, _ = simulate_windows(PROFILES["metro-eu"], CONDITIONS, 4, seed)
     tower.get_layer("feature_scaler").fit(windows[..., :features])

@@ -52,4 +52,12 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
     assert names["faultprint.batch"].attributes["batch.size"] == 1
     exported = reader.get_metrics_data()
     instruments = {m.name for rm in exported.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    assert {"faultprint.rpc.latency", "faultprint.batch.size", "faultprint.batch.compute"} <= instruments
+    assert {
+        "faultprint.rpc.latency",
+        "faultprint.batch.size",
+        "faultprint.batch.rows",
+        "faultprint.batch.compute",
+        "faultprint.queue.wait",
+        "faultprint.queue.depth",
+        "faultprint.batches.in_flight",
+    } <= instruments

@@ -1,0 +1,103 @@
+"""The batcher through real gRPC: several devices share the load, and deadlines and overload are honoured."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from client import AsyncFaultprintClient
+
+pytestmark = pytest.mark.integration
+
+
+class BatchSpy:
+    """Counts the batches each device's model replica computes (wraps the real runners)."""
+
+    def __init__(self, server: Any) -> None:
+        self.batches: Counter[str] = Counter()
+        for runner in server.host.current.runners:
+            runner.embed = self._counting(runner.device, runner.embed)
+
+    def _counting(self, device: str, embed: Callable[[Any], np.ndarray]) -> Callable[[Any], np.ndarray]:
+        def counted(batch: Any) -> np.ndarray:
+            self.batches[device] += 1
+            return embed(batch)
+
+        return counted
+
+
+async def test_two_devices_share_the_batches(start_server, artifact, windows) -> None:  # type: ignore[no-untyped-def]
+    server, target = await start_server(model_source=str(artifact), devices="cpu", cpu_devices=2)
+    assert len(server.host.devices) == 2
+    spy = BatchSpy(server)
+    async with AsyncFaultprintClient(target) as client:
+        await client.create_reference_case("net-d", "normal", [windows("normal", 1)[0]])
+        probes = windows("normal", 8, seed=3)
+        for _ in range(5):
+            answers = await asyncio.gather(
+                *(client.classify("net-d", f"pcscf-{i}", probes[i % 8]) for i in range(48))
+            )
+            assert all(a.label == "normal" for a in answers)
+    assert set(spy.batches) == set(server.host.devices), spy.batches
+
+
+@pytest.fixture(scope="module")
+def slow_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The original LSTM width: a batch of 8 takes tens of ms on two cores, so queues build."""
+    from tests.conftest import make_artifact
+
+    return make_artifact(tmp_path_factory.mktemp("slow"), seed=5, lstm_units=512)
+
+
+async def timed_classify(client: AsyncFaultprintClient, window: np.ndarray, node: str, timeout_s: float | None):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    try:
+        await client.classify("net-o", node, window, timeout_s=timeout_s)
+        return "OK", "", time.perf_counter() - started
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name, exc.details() or "", time.perf_counter() - started
+
+
+async def test_deadlines_and_overload_are_answered_early_never_late(start_server, slow_artifact, windows) -> None:  # type: ignore[no-untyped-def]
+    _, target = await start_server(
+        model_source=str(slow_artifact), max_batch_size=8, max_queue_size=24, max_queue_delay_ms=2
+    )
+    window = windows("normal", 1)[0]
+    async with AsyncFaultprintClient(target) as client:
+        await client.create_reference_case("net-o", "normal", [window])
+
+        # A deadline shorter than one batch is refused at once, not computed.
+        code, details, elapsed = await timed_classify(client, window, "pcscf-0", timeout_s=0.012)
+        assert code == "DEADLINE_EXCEEDED" and "longer deadline" in details, details
+        assert elapsed < 0.012
+
+        # A flood past the queue bound: the excess gets RESOURCE_EXHAUSTED at once.
+        flood = await asyncio.gather(*(timed_classify(client, window, f"n{i}", None) for i in range(64)))
+        codes = Counter(code for code, _, _ in flood)
+        assert codes["OK"] >= 8 and codes["RESOURCE_EXHAUSTED"] > 0, codes
+        assert all("queue is full" in d for c, d, _ in flood if c == "RESOURCE_EXHAUSTED")
+
+        # Overload with deadlines: every request either answers within its deadline or is refused
+        # early; none is computed past its deadline.
+        deadline_s = 0.12
+        burst = await asyncio.gather(
+            *(timed_classify(client, window, f"n{i}", deadline_s) for i in range(64))
+        )
+        codes = Counter(code for code, _, _ in burst)
+        assert codes["OK"] > 0 and codes["OK"] < 64, codes
+        late = [(c, d, t) for c, d, t in burst if c == "DEADLINE_EXCEEDED" and d == "Deadline Exceeded"]
+        assert late == []
+        assert all(t < deadline_s for c, _, t in burst if c == "OK")
+        refused = [d for c, d, _ in burst if c != "OK"]
+        assert all(("overloaded" in d) or ("queue is full" in d) or ("deadline passes" in d) for d in refused)
+
+        # And the server still serves.
+        assert (await timed_classify(client, window, "after", 5.0))[0] == "OK"
