@@ -169,6 +169,35 @@ class FaultprintClient(_Stubs):
         return self.model.GetNodeDiagnosis(request, timeout=self.timeout_s).node_diagnosis
 
 
+class ProbeStream:
+    """One open StreamClassifyWindows call, written and read explicitly.
+
+    Answers carry the sequence number of their window and may come back in another
+    order than the windows went out; a bad window gets an answer with an error set,
+    and the stream stays open.
+    """
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self._call = call
+
+    async def send(self, item: StreamItem) -> None:
+        await self._call.write(_stream_request(item))
+
+    async def receive(self) -> probe_service_pb2.StreamClassifyWindowsResponse:
+        """The next answer; raises EOFError when the server has closed the stream."""
+        response = await self._call.read()
+        if response is grpc.aio.EOF:
+            raise EOFError("the server closed the stream")
+        return response  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        """Says no more windows will come; answers still owed arrive before the stream ends."""
+        await self._call.done_writing()
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
 class AsyncFaultprintClient(_Stubs):
     """asyncio client. ``async with AsyncFaultprintClient(target) as fp: await fp.classify(...)``."""
 
@@ -198,6 +227,10 @@ class AsyncFaultprintClient(_Stubs):
         request = _classify_request(network, node, window, top_k)
         response = await self.probe.ClassifyWindow(request, timeout=timeout_s or self.timeout_s)
         return response.diagnosis
+
+    def open_stream(self, timeout_s: float | None = None) -> ProbeStream:
+        """A long-lived stream for a probe agent: send windows, receive diagnoses as they are ready."""
+        return ProbeStream(self.probe.StreamClassifyWindows(timeout=timeout_s))
 
     def classify_stream(
         self, items: AsyncIterator[StreamItem]

@@ -101,7 +101,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
     host = ModelHost(store, options.batch_sizes, devices, settings.runner_options())
-    encoder = Encoder(host, telemetry, options.max_batch_size)
+    encoder = Encoder(host, telemetry, options.max_batch_size, settings.default_top_k)
     scheduler: BatchScheduler = BatchScheduler(encoder.run_batch, options, len(devices), observer=telemetry)
     encoder.scheduler = scheduler
     host.on_warmed = scheduler.seed_batch_times
@@ -126,7 +126,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     )  # fmt: skip
     server = FaultprintServer(settings, grpc_server, health_servicer, host, scheduler, writer, sync, client)
     probe_service_pb2_grpc.add_ProbeServiceServicer_to_server(
-        ProbeServicer(encoder, writer, settings.default_top_k), grpc_server
+        ProbeServicer(encoder, writer), grpc_server
     )
     reference_case_service_pb2_grpc.add_ReferenceCaseServiceServicer_to_server(
         ReferenceCaseServicer(encoder), grpc_server

@@ -242,7 +242,9 @@ class BatchPolicy(Generic[T]):
             return decision
         start = max(now, self._busy_until[device])
         # A request answered after its deadline is wasted work: drop those that cannot make it.
-        compute = self._stretch(self.cost.seconds(self.options.padded_size(min(self._size, self.options.max_batch_size))))
+        compute = self._stretch(
+            self.cost.seconds(self.options.padded_size(min(self._size, self.options.max_batch_size)))
+        )
         cutoff = start + compute if self.cost.known else now
         while self._turns and len(decision.batch) < self.options.max_batch_size:
             request = self._pop_next()
@@ -365,6 +367,12 @@ class BatchScheduler(Generic[T, R]):
 
     async def submit(self, payload: T, key: Hashable = None, deadline: float | None = None) -> R:
         """Queues one payload and returns its result; deadline is on the loop's clock."""
+        return await self.enqueue(payload, key, deadline)
+
+    def enqueue(self, payload: T, key: Hashable = None, deadline: float | None = None) -> asyncio.Future[R]:
+        """submit() without the coroutine: the future of the result, for callback-driven callers
+        (a stream answers each window from a done-callback instead of a task per window).
+        Raises at once when the request is refused; cancelling the future withdraws it."""
         if self._closed:
             self._observer.rejected("shutting_down")
             raise ResourceExhausted("server is shutting down; retry on another replica")
@@ -373,10 +381,10 @@ class BatchScheduler(Generic[T, R]):
         if rejection is not None:
             self._observer.rejected(rejection.reason)
             raise rejection.error
-        request = QueuedRequest(payload, asyncio.get_running_loop().create_future(), key, now, deadline)
-        self._policy.admit(request)
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._policy.admit(QueuedRequest(payload, future, key, now, deadline))
         self._wakeup.set()
-        return await request.future
+        return future
 
     async def _dispatch_forever(self) -> None:
         while not self._closed:

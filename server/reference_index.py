@@ -7,7 +7,7 @@ cases), so a reader always sees a consistent set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,29 +50,44 @@ class NetworkIndex:
         if not self.cases:
             raise ValueError("a network index needs at least one reference case")
         self._matrix = np.concatenate([c.embeddings for c in self.cases]).astype(np.float32)
-        self._row_case = np.repeat(np.arange(len(self.cases)), [len(c.embeddings) for c in self.cases])
+        # Index of each case's first row: rows are grouped by case, in case order.
+        self._case_starts = np.cumsum([0] + [len(c.embeddings) for c in self.cases[:-1]])
         self._labels = np.array([c.label for c in self.cases])
 
     def match(self, embedding: np.ndarray, top_k: int, threshold: float) -> Match:
-        """Nearest cases by the distance to their nearest example window."""
-        row_distances = np.linalg.norm(self._matrix - embedding, axis=1)
-        case_distances = np.full(len(self.cases), np.inf)
-        np.minimum.at(case_distances, self._row_case, row_distances)
-        order = np.argsort(case_distances, kind="stable")
-        best = order[0]
-        label = str(self._labels[best])
-        distance = float(case_distances[best])
-        others = case_distances[self._labels != label]
-        margin = float(others.min() - distance) if others.size else None
-        if distance > threshold:
-            verdict = "unknown"
-        else:
-            verdict = "normal" if label == NORMAL_LABEL else "fault"
-        neighbours = tuple(
-            Neighbour(self.cases[i].case_id, self.cases[i].label, float(case_distances[i]))
-            for i in order[:top_k]
-        )
-        return Match(label, verdict, distance, margin, neighbours)
+        """The diagnosis of one embedding; see match_many."""
+        return self.match_many(embedding[None, :], [top_k], threshold)[0]
+
+    def match_many(self, embeddings: np.ndarray, top_ks: Sequence[int], threshold: float) -> list[Match]:
+        """Nearest cases of each embedding (n, size), by the distance to a case's nearest example.
+
+        One set of array operations for the whole batch; only the few neighbours
+        returned per request are turned into Python objects.
+        """
+        diff = embeddings[:, None, :].astype(np.float32) - self._matrix[None, :, :]
+        row_distances = np.sqrt(np.einsum("nrd,nrd->nr", diff, diff))
+        case_distances = np.minimum.reduceat(row_distances, self._case_starts, axis=1)
+        order = np.argsort(case_distances, axis=1, kind="stable")
+        rows = np.arange(len(embeddings))
+        best = order[:, 0]
+        best_distances = case_distances[rows, best]
+        same_label = self._labels[None, :] == self._labels[best][:, None]
+        margins = np.where(same_label, np.inf, case_distances).min(axis=1) - best_distances
+        matches = []
+        for i, top_k in enumerate(top_ks):
+            label = self.cases[best[i]].label
+            distance = float(best_distances[i])
+            if distance > threshold:
+                verdict = "unknown"
+            else:
+                verdict = "normal" if label == NORMAL_LABEL else "fault"
+            neighbours = tuple(
+                Neighbour(self.cases[j].case_id, self.cases[j].label, float(case_distances[i, j]))
+                for j in order[i, :top_k]
+            )
+            margin = float(margins[i]) if np.isfinite(margins[i]) else None
+            matches.append(Match(label, verdict, distance, margin, neighbours))
+        return matches
 
 
 class ReferenceIndex:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -53,21 +54,37 @@ _VERDICTS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class EncodeRequest:
+    """One window queued for the encoder, and what to match its embedding against."""
+
+    values: np.ndarray
+    # The network whose reference cases the embedding is matched against (None: embed only).
+    network: str | None = None
+    # Neighbours to return; 0 means the server's default.
+    top_k: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Embedded:
-    """A window's embedding and the serving state whose model produced it."""
+    """A window's embedding, its match (when asked for) and the serving state that produced both."""
 
     embedding: np.ndarray
     state: ServingState
+    # None when embedding only, or when the network had no cases in this state.
+    match: Match | None = None
 
 
 class Encoder:
     """The batched encoder path: validation, the batch scheduler, and the batch function."""
 
-    def __init__(self, host: ModelHost, telemetry: ServerTelemetry, max_batch_size: int) -> None:
+    def __init__(
+        self, host: ModelHost, telemetry: ServerTelemetry, max_batch_size: int, default_top_k: int = 3
+    ) -> None:
         self.host = host
         self.telemetry = telemetry
-        self.scheduler: BatchScheduler[np.ndarray, Embedded] | None = None
+        self.default_top_k = default_top_k
+        self.scheduler: BatchScheduler[EncodeRequest, Embedded] | None = None
         self._buffers = [BatchBuffers(max_batch_size) for _ in host.devices]
         self._device_attributes = [{"device": name} for name in host.devices]
 
@@ -75,22 +92,24 @@ class Encoder:
         meta = self.host.require().runner.metadata
         return decode_window(window, meta.steps, meta.features)
 
-    async def embed(
-        self, values: np.ndarray, key: object, context: grpc.aio.ServicerContext | None
-    ) -> Embedded:
-        assert self.scheduler is not None
-        deadline = None
-        remaining = context.time_remaining() if context is not None else None
-        if remaining is not None:
-            deadline = asyncio.get_running_loop().time() + remaining
-        return await self.scheduler.submit(values, key=key, deadline=deadline)
+    @staticmethod
+    def deadline(context: grpc.aio.ServicerContext) -> float | None:
+        """The call's deadline on the loop's clock (None when the caller set none)."""
+        remaining = context.time_remaining()
+        return None if remaining is None else asyncio.get_running_loop().time() + remaining
 
-    async def run_batch(self, batch: Batch[np.ndarray]) -> BatchRun[Embedded]:
-        """Embeds one batch on its device under one model version (read once, here).
+    def enqueue(self, request: EncodeRequest, key: object, deadline: float | None) -> asyncio.Future[Embedded]:
+        assert self.scheduler is not None
+        return self.scheduler.enqueue(request, key=key, deadline=deadline)
+
+    async def run_batch(self, batch: Batch[EncodeRequest]) -> BatchRun[Embedded]:
+        """Embeds and matches one batch on its device under one model version (read once, here).
 
         The windows are copied into the device's reusable buffer on the event loop while
         the device may still be computing the previous batch; on a GPU the copy to the
-        device is staged on its own thread, so it too overlaps the running batch.
+        device is staged on its own thread, so it too overlaps the running batch. The
+        whole batch is matched against the reference index in one set of array operations
+        on the device's thread.
         """
         state = self.host.require()
         runner = state.runners[batch.device]
@@ -101,57 +120,79 @@ class Encoder:
             span.set_attribute("batch.padded_size", batch.padded_size)
             span.set_attribute("batch.device", runner.device)
             span.set_attribute("model.version", state.version)
-            buffer = buffers.acquire(batch.payloads[0].shape)
+            requests = batch.payloads
+            buffer = buffers.acquire(requests[0].values.shape)
             try:
-                inputs = assemble(batch.payloads, batch.padded_size, out=buffer)
+                inputs = assemble([r.values for r in requests], batch.padded_size, out=buffer)
                 if runner.stages_inputs:
                     inputs = await loop.run_in_executor(self.host.stagers[batch.device], runner.stage, inputs)
-                outputs, compute_s = await loop.run_in_executor(
-                    self.host.executors[batch.device], _timed_embed, runner, inputs
+                outputs, matches, compute_s = await loop.run_in_executor(
+                    self.host.executors[batch.device], self._embed_and_match, state, runner, inputs, requests
                 )
             finally:
                 buffers.release(buffer)
         self.telemetry.batch_compute_ms.record(compute_s * 1000, self._device_attributes[batch.device])
-        return BatchRun([Embedded(row, state) for row in split(outputs, len(batch.payloads))], compute_s)
+        rows = split(outputs, len(requests))
+        return BatchRun([Embedded(row, state, m) for row, m in zip(rows, matches, strict=True)], compute_s)
+
+    def _embed_and_match(
+        self, state: ServingState, runner: ModelRunner, inputs: object, requests: list[EncodeRequest]
+    ) -> tuple[np.ndarray, list[Match | None], float]:
+        started = time.perf_counter()
+        outputs = runner.embed(inputs)
+        compute_s = time.perf_counter() - started
+        return outputs, match_batch(state, outputs, requests, self.default_top_k), compute_s
 
 
-def _timed_embed(runner: ModelRunner, inputs: object) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
-    outputs = runner.embed(inputs)
-    return outputs, time.perf_counter() - started
+def match_batch(
+    state: ServingState, embeddings: np.ndarray, requests: list[EncodeRequest], default_top_k: int
+) -> list[Match | None]:
+    """Each request's match, computed network by network over the whole batch."""
+    matches: list[Match | None] = [None] * len(requests)
+    rows_by_network: dict[str, list[int]] = {}
+    for row, request in enumerate(requests):
+        if request.network is not None:
+            rows_by_network.setdefault(request.network, []).append(row)
+    threshold = state.runner.metadata.distance_threshold
+    for network, rows in rows_by_network.items():
+        index = state.index.get(network)
+        if index is None:
+            continue  # answered NOT_FOUND when the response is built
+        top_ks = [requests[row].top_k or default_top_k for row in rows]
+        for row, match in zip(rows, index.match_many(embeddings[rows], top_ks, threshold), strict=True):
+            matches[row] = match
+    return matches
 
 
-def diagnosis_proto(network: str, node: str, match: Match, state: ServingState) -> diagnosis_pb2.Diagnosis:
-    diagnosis = diagnosis_pb2.Diagnosis(
-        network=network,
-        node=node,
-        label=match.label,
-        verdict=_VERDICTS[match.verdict],
-        distance=match.distance,
-        model_version=state.version,
-        distance_threshold=state.runner.metadata.distance_threshold,
-        neighbours=[
-            diagnosis_pb2.Neighbour(reference_case_id=n.case_id, label=n.label, distance=n.distance)
-            for n in match.neighbours
-        ],
-    )
+def fill_diagnosis(
+    into: diagnosis_pb2.Diagnosis, network: str, node: str, match: Match, state: ServingState
+) -> None:
+    """Writes a match into a response's Diagnosis in place (no intermediate message to copy)."""
+    into.network = network
+    into.node = node
+    into.label = match.label
+    into.verdict = _VERDICTS[match.verdict]
+    into.distance = match.distance
+    into.model_version = state.version
+    into.distance_threshold = state.runner.metadata.distance_threshold
+    for n in match.neighbours:
+        into.neighbours.add(reference_case_id=n.case_id, label=n.label, distance=n.distance)
     if match.margin is not None:
-        diagnosis.margin = match.margin
-    return diagnosis
+        into.margin = match.margin
 
 
 class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
-    def __init__(self, encoder: Encoder, writer: NodeStateWriter, default_top_k: int) -> None:
+    def __init__(self, encoder: Encoder, writer: NodeStateWriter) -> None:
         self.encoder = encoder
         self.telemetry = encoder.telemetry
         self.writer = writer
-        self.default_top_k = default_top_k
 
     @unary_rpc("EmbedWindow")
     async def EmbedWindow(
         self, request: probe_service_pb2.EmbedWindowRequest, context: grpc.aio.ServicerContext
     ) -> probe_service_pb2.EmbedWindowResponse:
-        embedded = await self.encoder.embed(self.encoder.decode(request.window), None, context)
+        values = self.encoder.decode(request.window)
+        embedded = await self.encoder.enqueue(EncodeRequest(values), None, self.encoder.deadline(context))
         return probe_service_pb2.EmbedWindowResponse(
             embedding=embedded.embedding.tolist(), model_version=embedded.state.version
         )
@@ -160,81 +201,104 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
     async def ClassifyWindow(
         self, request: probe_service_pb2.ClassifyWindowRequest, context: grpc.aio.ServicerContext
     ) -> probe_service_pb2.ClassifyWindowResponse:
-        diagnosis = await self._classify(
-            request.network, request.node, request.window, request.top_k, context
-        )
-        return probe_service_pb2.ClassifyWindowResponse(diagnosis=diagnosis)
+        embedded = await self._admit(request, self.encoder.deadline(context))
+        response = probe_service_pb2.ClassifyWindowResponse()
+        self._diagnose(request, embedded, response.diagnosis)
+        return response
 
-    async def _classify(
-        self,
-        network: str,
-        node: str,
-        window: window_pb2.Window,
-        top_k: int,
-        context: grpc.aio.ServicerContext | None,
-    ) -> diagnosis_pb2.Diagnosis:
-        if not node:
+    def _admit(self, request: ClassifyRequest, deadline: float | None) -> asyncio.Future[Embedded]:
+        """Checks a classify request and queues its window; the future resolves to its embedding."""
+        if not request.node:
             raise InvalidArgument("node is empty: name the node the window was measured on")
-        if top_k > MAX_TOP_K:
-            raise InvalidArgument(f"top_k is {top_k}, at most {MAX_TOP_K} neighbours can be returned")
-        values = self.encoder.decode(window)
-        _require_network(self.encoder.host.require(), network)
-        embedded = await self.encoder.embed(values, (network, node), context)
-        index = _require_network(embedded.state, network)
-        threshold = embedded.state.runner.metadata.distance_threshold
-        match = index.match(embedded.embedding, top_k or self.default_top_k, threshold)
-        self.writer.record(network, node, embedded.embedding, match, embedded.state.version)
-        return diagnosis_proto(network, node, match, embedded.state)
+        if request.top_k > MAX_TOP_K:
+            raise InvalidArgument(f"top_k is {request.top_k}, at most {MAX_TOP_K} neighbours can be returned")
+        values = self.encoder.decode(request.window)
+        _require_network(self.encoder.host.require(), request.network)
+        return self.encoder.enqueue(
+            EncodeRequest(values, request.network, request.top_k), (request.network, request.node), deadline
+        )
+
+    def _diagnose(self, request: ClassifyRequest, embedded: Embedded, into: diagnosis_pb2.Diagnosis) -> None:
+        """Writes the batch's match of an embedding (cases of the same version) into a response."""
+        match = embedded.match
+        if match is None:  # the network had no cases when the batch ran (or lost them since)
+            index = _require_network(embedded.state, request.network)
+            threshold = embedded.state.runner.metadata.distance_threshold
+            match = index.match(embedded.embedding, request.top_k or self.encoder.default_top_k, threshold)
+        self.writer.record(request.network, request.node, embedded.embedding, match, embedded.state.version)
+        fill_diagnosis(into, request.network, request.node, match, embedded.state)
 
     async def StreamClassifyWindows(
         self,
         request_iterator: AsyncIterator[probe_service_pb2.StreamClassifyWindowsRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[probe_service_pb2.StreamClassifyWindowsResponse]:
-        """Each window is diagnosed concurrently, so one stream's windows share batches."""
+    ) -> None:
+        """Windows share batches with every other caller; each is answered when its batch is done.
+
+        The hot path has no task per window: the reader queues each window and a
+        done-callback writes its answer, so a busy stream costs one read, one queue
+        entry and one write per window.
+        """
+        deadline = self.encoder.deadline(context)
         answers: asyncio.Queue[probe_service_pb2.StreamClassifyWindowsResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
-        pending: set[asyncio.Task[None]] = set()
+        pending: set[asyncio.Future[Embedded]] = set()
 
-        async def answer(request: probe_service_pb2.StreamClassifyWindowsRequest) -> None:
+        def answer(
+            request: probe_service_pb2.StreamClassifyWindowsRequest, future: asyncio.Future[Embedded]
+        ) -> None:
+            pending.discard(future)
+            slots.release()
+            if future.cancelled():
+                return
             response = probe_service_pb2.StreamClassifyWindowsResponse(sequence=request.sequence)
             try:
-                response.diagnosis.CopyFrom(
-                    await self._classify(
-                        request.network, request.node, request.window, request.top_k, context
-                    )
-                )
+                self._diagnose(request, future.result(), response.diagnosis)
             except Exception as exc:
-                code, message = status_for(exc)
-                log_error("StreamClassifyWindows", code, message, exc)
-                response.error.code = code.value[0]
-                response.error.message = message
-            finally:
-                slots.release()
-            await answers.put(response)
+                _stream_error(response, exc)
+            answers.put_nowait(response)
 
         async def read_all() -> None:
             try:
-                async for request in request_iterator:
+                while (request := await context.read()) is not grpc.aio.EOF:
                     await slots.acquire()
-                    task = asyncio.create_task(answer(request))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                await asyncio.gather(*list(pending), return_exceptions=True)
+                    try:
+                        future = self._admit(request, deadline)
+                    except Exception as exc:
+                        slots.release()
+                        refused = probe_service_pb2.StreamClassifyWindowsResponse(sequence=request.sequence)
+                        _stream_error(refused, exc)
+                        answers.put_nowait(refused)
+                        continue
+                    pending.add(future)
+                    future.add_done_callback(functools.partial(answer, request))
+                while pending:
+                    await asyncio.wait(set(pending))
             finally:
-                await answers.put(None)
+                answers.put_nowait(None)
 
         reader = asyncio.create_task(read_all())
         with self.telemetry.tracer.start_as_current_span("faultprint.v1/StreamClassifyWindows"):
             try:
                 while (response := await answers.get()) is not None:
-                    yield response
+                    await context.write(response)
             finally:
                 reader.cancel()
-                for task in list(pending):
-                    task.cancel()
+                for future in list(pending):
+                    future.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+
+
+ClassifyRequest = probe_service_pb2.ClassifyWindowRequest | probe_service_pb2.StreamClassifyWindowsRequest
+
+
+def _stream_error(response: probe_service_pb2.StreamClassifyWindowsResponse, exc: BaseException) -> None:
+    """Puts an error into a stream answer (the stream stays open) and logs it."""
+    code, message = status_for(exc)
+    log_error("StreamClassifyWindows", code, message, exc)
+    response.error.code = code.value[0]
+    response.error.message = message
 
 
 def _require_network(state: ServingState, network: str) -> NetworkIndex:

@@ -67,12 +67,14 @@ class ModelHost:
         self._runner_options = runner_options or RunnerOptions()
         # One thread per device runs its batches in order; TensorFlow releases the GIL inside.
         self.executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encoder-{i}") for i in range(len(self.devices))
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encoder-{i}")
+            for i in range(len(self.devices))
         ]
         # One thread per device copies the next batch to it while the current one computes
         # (used on GPUs; threads start only when first used).
         self.stagers = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stager-{i}") for i in range(len(self.devices))
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stager-{i}")
+            for i in range(len(self.devices))
         ]
         # Called with each newly warmed version's seconds per batch size (seeds the scheduler's estimate).
         self.on_warmed: Callable[[dict[int, float]], None] = lambda timings: None
@@ -123,9 +125,7 @@ class ModelHost:
         """Runs work(device index) on each device's own thread, all at once."""
         loop = asyncio.get_running_loop()
         return list(
-            await asyncio.gather(
-                *(loop.run_in_executor(ex, work, i) for i, ex in enumerate(self.executors))
-            )
+            await asyncio.gather(*(loop.run_in_executor(ex, work, i) for i, ex in enumerate(self.executors)))
         )
 
     async def reload_references(self) -> None:

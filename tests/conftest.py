@@ -15,7 +15,7 @@ import redis
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from trainer.features import NUM_FEATURES, WINDOW_STEPS
-from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
+from trainer.simulator import PROFILES, simulate_windows
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -58,26 +58,12 @@ def make_artifact(
     Enough to test serving plumbing, and fast to build; a larger lstm_units gives a
     batch time long enough for deadline tests to be deterministic.
     """
-    import keras
+    from encoder.tower import TowerConfig
+    from trainer.export import export_untrained
 
-    from encoder.artifact import ModelMetadata, write_artifact
-    from encoder.tower import TowerConfig, build_tower
-
-    keras.utils.set_random_seed(seed)
     config = TowerConfig(WINDOW_STEPS, features, (lstm_units, lstm_units), 16, 4)
-    tower = build_tower(config)
-    windows, _ = simulate_windows(PROFILES["metro-eu"], CONDITIONS, 4, seed)
-    tower.get_layer("feature_scaler").fit(windows[..., :features])
-    metadata = ModelMetadata(
-        version=f"test-{seed}-{uuid.uuid4().hex[:6]}",
-        steps=WINDOW_STEPS,
-        features=features,
-        embedding_size=4,
-        distance_threshold=threshold,
-        feature_names=tuple(f"f{i}" for i in range(features)),
-        tower=config.to_dict(),
-    )
-    return write_artifact(tower, metadata, out / metadata.version)
+    version = f"test-{seed}-{uuid.uuid4().hex[:6]}"
+    return export_untrained(config, out, seed, distance_threshold=threshold, version=version)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from encoder.artifact import ModelMetadata, write_artifact
+from encoder.tower import TowerConfig, build_tower
 from trainer.config import TrainingConfig
 from trainer.features import FEATURE_NAMES
+from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 from trainer.training import TrainingResult
 
 
@@ -39,3 +41,36 @@ def export(
         created_unix_s=time.time(),
     )
     return write_artifact(result.tower, metadata, Path(out_root) / version)
+
+
+def export_untrained(
+    tower_config: TowerConfig,
+    out_root: Path,
+    seed: int,
+    distance_threshold: float = 1.0,
+    version: str | None = None,
+) -> Path:
+    """An untrained encoder whose scaler is fitted on simulated traffic, written as an artifact.
+
+    For load tests and serving tests: the cost of a forward pass depends on the sizes,
+    not on the weights. Feature names are placeholders when the width is not the
+    simulator's.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    tower = build_tower(tower_config)
+    windows, _ = simulate_windows(PROFILES["metro-eu"], CONDITIONS, 4, seed)
+    tower.get_layer("feature_scaler").fit(windows[..., : tower_config.features])
+    names = FEATURE_NAMES if tower_config.features == len(FEATURE_NAMES) else None
+    metadata = ModelMetadata(
+        version=version or f"untrained-{new_version()}",
+        steps=tower_config.steps,
+        features=tower_config.features,
+        embedding_size=tower_config.embedding_size,
+        distance_threshold=distance_threshold,
+        feature_names=names or tuple(f"f{i}" for i in range(tower_config.features)),
+        tower=tower_config.to_dict(),
+        created_unix_s=time.time(),
+    )
+    return write_artifact(tower, metadata, Path(out_root) / metadata.version)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from server.batch_scheduler import Batch
-from server.servicers import Encoder
+from server.servicers import EncodeRequest, Encoder
 from server.telemetry import ServerTelemetry
 
 
@@ -34,13 +34,13 @@ class FakeRunner:
 async def test_every_request_of_a_batch_names_the_version_that_computed_it() -> None:
     host = SimpleNamespace(current=None, executors=[ThreadPoolExecutor(1)], devices=("/CPU:0",))
     new_runner = FakeRunner("v2")
-    new_state = SimpleNamespace(runners=(new_runner,), runner=new_runner, version="v2")
+    new_state = SimpleNamespace(runners=(new_runner,), runner=new_runner, version="v2", index={})
     old_runner = FakeRunner("v1", host, new_state)
-    old_state = SimpleNamespace(runners=(old_runner,), runner=old_runner, version="v1")
+    old_state = SimpleNamespace(runners=(old_runner,), runner=old_runner, version="v1", index={})
     host.current = old_state
     host.require = lambda: host.current
     encoder = Encoder(host, ServerTelemetry.create(), max_batch_size=8)  # type: ignore[arg-type]
-    windows = [np.full((2, 3), i, np.float32) for i in range(3)]
+    windows = [EncodeRequest(np.full((2, 3), i, np.float32)) for i in range(3)]
     run = await encoder.run_batch(Batch(windows, device=0, padded_size=4))
     assert [r.state.version for r in run.results] == ["v1", "v1", "v1"]
     assert [float(r.embedding[0]) for r in run.results] == [0.0, 1.0, 2.0]

@@ -56,3 +56,25 @@ def test_put_and_remove_rebuild_only_that_network() -> None:
     index.remove("net-a", "h1")  # removing twice is harmless
     index.remove("net-a", "n1")
     assert index.networks() == ["net-b"]
+
+
+def test_a_batch_of_matches_equals_matching_each_embedding_alone() -> None:
+    rng = np.random.default_rng(3)
+    cases = [
+        CaseEmbeddings(f"case-{i}", label, rng.normal(size=(n, 4)).astype(np.float32))
+        for i, (label, n) in enumerate([("normal", 3), ("hss_unreachable", 1), ("normal", 2), ("dns", 4)])
+    ]
+    index = NetworkIndex(cases)
+    queries = rng.normal(size=(16, 4)).astype(np.float32)
+    top_ks = [1, 2, 3, 4] * 4
+    batch = index.match_many(queries, top_ks, threshold=2.0)
+    for query, top_k, match in zip(queries, top_ks, batch, strict=True):
+        distances = {c.case_id: float(np.linalg.norm(c.embeddings - query, axis=1).min()) for c in cases}
+        nearest = sorted(distances, key=distances.get)  # type: ignore[arg-type]
+        label_of = {c.case_id: c.label for c in cases}
+        assert [n.case_id for n in match.neighbours] == nearest[:top_k]
+        assert match.distance == pytest.approx(distances[nearest[0]], rel=1e-5)
+        other = min(d for cid, d in distances.items() if label_of[cid] != label_of[nearest[0]])
+        assert match.margin == pytest.approx(other - distances[nearest[0]], rel=1e-5)
+        assert match.verdict == ("unknown" if match.distance > 2.0 else
+                                 "normal" if match.label == "normal" else "fault")  # fmt: skip

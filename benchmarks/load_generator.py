@@ -1,0 +1,176 @@
+"""Simulated probe load against a faultprint server, in its own process, over loopback gRPC.
+
+Closed loop: C probes each send a window and send the next when the answer arrives,
+by unary ClassifyWindow calls or each on its own StreamClassifyWindows stream.
+Open loop (--rate): windows are offered at a fixed rate with a per-call deadline,
+whatever the server's pace, to measure overload behaviour.
+
+Prints one JSON object: counts by outcome, throughput and latency percentiles of the
+requests that completed inside the measurement window (after a warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from client import AsyncFaultprintClient, StreamItem
+from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
+
+# Cap on calls an open-loop run keeps outstanding, so a stalled server cannot exhaust the client.
+MAX_OUTSTANDING = 8192
+
+
+@dataclass
+class Tally:
+    """Outcomes of the calls that finished inside the measurement window."""
+
+    measure_from: float
+    measure_to: float
+    latencies_ms: list[float] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def add(self, started: float, outcome: str) -> None:
+        finished = time.perf_counter()
+        if self.measure_from <= finished <= self.measure_to:
+            self.outcomes[outcome] += 1
+            if outcome == "OK":
+                self.latencies_ms.append((finished - started) * 1000)
+
+    def summary(self) -> dict[str, object]:
+        seconds = self.measure_to - self.measure_from
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
+        return {
+            "seconds": seconds,
+            "ok": self.outcomes["OK"],
+            "outcomes": dict(self.outcomes),
+            "windows_per_s": self.outcomes["OK"] / seconds,
+            "p50_ms": float(np.percentile(lat, 50)),
+            "p95_ms": float(np.percentile(lat, 95)),
+            "p99_ms": float(np.percentile(lat, 99)),
+            "max_ms": float(lat.max()),
+        }
+
+
+def outcome_of(exc: grpc.aio.AioRpcError) -> str:
+    """The status name; a deadline the client's own timer enforced is "LATE" (the server answered too late)."""
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and (exc.details() or "") == "Deadline Exceeded":
+        return "LATE"
+    return code.name
+
+
+async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: np.ndarray,
+                      probe: int, tally: Tally, stop: asyncio.Event) -> None:  # fmt: skip
+    node, i = f"probe-{probe}", probe
+    while not stop.is_set():
+        started = time.perf_counter()
+        try:
+            await client.classify(args.network, node, windows[i % len(windows)])
+            tally.add(started, "OK")
+        except grpc.aio.AioRpcError as exc:
+            tally.add(started, outcome_of(exc))
+        i += 1
+
+
+async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: np.ndarray,
+                       probe: int, tally: Tally, stop: asyncio.Event) -> None:  # fmt: skip
+    stream = client.open_stream()
+    node, i = f"probe-{probe}", probe
+    try:
+        while not stop.is_set():
+            started = time.perf_counter()
+            await stream.send(StreamItem(args.network, node, windows[i % len(windows)], sequence=i))
+            answer = await stream.receive()
+            tally.add(started, "OK" if answer.HasField("diagnosis") else f"STREAM_ERROR_{answer.error.code}")
+            i += 1
+        await stream.close()
+    finally:
+        stream.cancel()
+
+
+async def closed_loop(client: AsyncFaultprintClient, args: argparse.Namespace, windows: np.ndarray) -> Tally:
+    start = time.perf_counter()
+    tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+    stop = asyncio.Event()
+    probe = unary_probe if args.mode == "unary" else stream_probe
+    tasks = [
+        asyncio.create_task(probe(client, args, windows, p, tally, stop)) for p in range(args.concurrency)
+    ]
+    await asyncio.sleep(args.warmup_s + args.duration_s)
+    stop.set()
+    await asyncio.wait(tasks, timeout=30)
+    return tally
+
+
+async def open_loop(client: AsyncFaultprintClient, args: argparse.Namespace, windows: np.ndarray) -> Tally:
+    """Offers args.rate windows/s from distinct nodes, each call with args.deadline_ms."""
+    start = time.perf_counter()
+    tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+    pending: set[asyncio.Task[None]] = set()
+    timeout_s = args.deadline_ms / 1000
+
+    async def call(i: int) -> None:
+        started = time.perf_counter()
+        try:
+            await client.classify(
+                args.network, f"node-{i % 10_000}", windows[i % len(windows)], timeout_s=timeout_s
+            )
+            tally.add(started, "OK")
+        except grpc.aio.AioRpcError as exc:
+            tally.add(started, outcome_of(exc))
+
+    sent = 0
+    while (now := time.perf_counter()) < tally.measure_to:
+        due = int((now - start) * args.rate)
+        while sent < due:
+            if len(pending) >= MAX_OUTSTANDING:
+                tally.add(now, "CLIENT_BACKLOG")
+            else:
+                task = asyncio.create_task(call(sent))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            sent += 1
+        await asyncio.sleep(0.001)
+    await asyncio.wait(pending, timeout=30) if pending else None
+    tally.outcomes["offered"] = int(args.rate * args.duration_s)
+    return tally
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    async with AsyncFaultprintClient(args.target, timeout_s=60) as client:
+        info = await client.model_info()
+        windows = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
+        windows = np.ascontiguousarray(windows[:, : info.steps, : info.features], dtype=np.float32)
+        tally = await (open_loop if args.rate else closed_loop)(client, args, windows)
+    return {"mode": args.mode, "concurrency": args.concurrency, "rate": args.rate,
+            "deadline_ms": args.deadline_ms, **tally.summary()}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--network", default="bench")
+    parser.add_argument("--mode", choices=("unary", "stream"), default="unary")
+    parser.add_argument("--concurrency", type=int, default=1, help="probes (closed loop)")
+    parser.add_argument("--rate", type=float, default=0.0, help="windows/s offered (open loop, unary)")
+    parser.add_argument("--deadline-ms", type=float, default=0.0, help="per-call deadline (open loop)")
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--profile", default="metro-eu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.rate and not args.deadline_ms:
+        parser.error("an open-loop run (--rate) needs --deadline-ms")
+    print(json.dumps(asyncio.run(main_async(args))))
+
+
+if __name__ == "__main__":
+    main()

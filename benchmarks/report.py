@@ -1,0 +1,145 @@
+"""Turns a benchmark-suite result into the bar checks, a markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Fraction an overload run's RSS may grow between its first settled sample and its last.
+RSS_GROWTH_ALLOWED = 0.05
+
+
+def ceiling_at(model: dict[str, Any], batch_size: int) -> dict[str, float]:
+    return next(r for r in model["ceiling"] if r["batch_size"] == batch_size)
+
+
+def point(model: dict[str, Any], server: str, mode: str, concurrency: int) -> dict[str, Any] | None:
+    return next(
+        (p for p in model[server]["points"] if p["mode"] == mode and p["concurrency"] == concurrency), None
+    )
+
+
+def _bar(name: str, measured: float, required: float, passed: bool, unit: str = "") -> dict[str, Any]:
+    return {"bar": name, "measured": measured, "required": required, "unit": unit, "pass": bool(passed)}
+
+
+def check_bars(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batching issue's bars, each a ratio or bound within this one run."""
+    bars = []
+    models = report["models"]
+    if "original" in models:
+        m = models["original"]
+        peak = ceiling_at(m, m["max_batch_size"])["windows_per_s"]
+        for mode in ("unary", "stream"):
+            p, naive = point(m, "batching", mode, 64), point(m, "naive", mode, 64)
+            if p:
+                ratio = p["windows_per_s"] / peak
+                bars.append(
+                    _bar(f"original C=64 {mode}: throughput / ceiling", ratio, 0.90, ratio >= 0.90, "x")
+                )
+            if p and naive and naive["windows_per_s"]:
+                ratio = p["windows_per_s"] / naive["windows_per_s"]
+                bars.append(_bar(f"original C=64 {mode}: throughput / naive", ratio, 4.0, ratio >= 4.0, "x"))
+    if "small" in models:
+        m = models["small"]
+        peak = ceiling_at(m, m["max_batch_size"])["windows_per_s"]
+        p = point(m, "batching", "stream", 64)
+        if p:
+            ratio = p["windows_per_s"] / peak
+            bars.append(_bar("small C=64 stream: throughput / ceiling", ratio, 0.40, ratio >= 0.40, "x"))
+    for name, m in models.items():
+        compute_ms = ceiling_at(m, 1)["ms_per_batch"]
+        for mode in ("unary", "stream"):
+            p = point(m, "batching", mode, 1)
+            if p:
+                bound = compute_ms + 5
+                bars.append(_bar(f"{name} C=1 {mode}: p99 <= batch-1 compute + 5 ms", p["p99_ms"], bound,
+                                 p["p99_ms"] <= bound, "ms"))  # fmt: skip
+        overload = m["batching"].get("overload")
+        if overload:
+            late = overload["outcomes"].get("LATE", 0)
+            bars.append(_bar(f"{name} overload: requests answered after their deadline", late, 0, late == 0))
+            growth = overload["rss_mb_end"] / overload["rss_mb_start"] - 1
+            bars.append(_bar(f"{name} overload: RSS growth over the run", growth, RSS_GROWTH_ALLOWED,
+                             growth <= RSS_GROWTH_ALLOWED, "fraction"))  # fmt: skip
+    return bars
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> str:
+    lines = [f"Machine: {report['machine']}", ""]
+    for name, m in report["models"].items():
+        peak = ceiling_at(m, m["max_batch_size"])
+        lines += [
+            f"### {name} encoder (server max batch size {m['max_batch_size']})",
+            "",
+            f"Ceiling at batch {m['max_batch_size']}: **{peak['windows_per_s']:.0f} windows/s**; "
+            f"batch-1 compute {ceiling_at(m, 1)['ms_per_batch']:.2f} ms.",
+            "",
+            "| server | call | C | windows/s | × ceiling | p50 ms | p95 ms | p99 ms | errors | mean batch |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for server in ("batching", "naive"):
+            for p in m[server]["points"]:
+                errors = sum(v for k, v in p["outcomes"].items() if k != "OK")
+                lines.append(
+                    f"| {server} | {p['mode']} | {p['concurrency']} | {p['windows_per_s']:.1f} | "
+                    f"{p['windows_per_s'] / peak['windows_per_s']:.2f} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} | "
+                    f"{p['p99_ms']:.1f} | {errors} | {p['mean_batch_size']:.1f} |"
+                )
+        o = m["batching"].get("overload")
+        if o:
+            lines += [
+                "",
+                f"Overload ({o['seconds']:.0f} s, unary, deadline {o['deadline_ms']:.0f} ms): offered "
+                f"{o['offered_windows_per_s']:.0f} windows/s (2 × {o['capacity_windows_per_s']:.0f}); "
+                f"accepted {o['windows_per_s']:.0f}/s with p99 {o['p99_ms']:.1f} ms; rejection rate "
+                f"{o['rejection_rate']:.2f}; outcomes {o['outcomes']}; RSS {o['rss_mb_start']:.0f} → "
+                f"{o['rss_mb_end']:.0f} MB (max {o['rss_mb_max']:.0f}).",
+            ]
+        lines.append("")
+    lines += ["### Bars", "", "| bar | measured | required | pass |", "|---|---:|---:|---|"]
+    for bar in report["bars"]:
+        sign = "≥" if "throughput" in bar["bar"] else "≤"
+        lines.append(f"| {bar['bar']} | {bar['measured']:.3g} | {sign} {bar['required']:.3g} | "
+                     f"{'PASS' if bar['pass'] else 'FAIL'} |")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def write_plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = report["models"]
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.5 * len(models)), squeeze=False)
+    for row, (name, m) in enumerate(models.items()):
+        throughput, latency = axes[row]
+        for server, style in (("batching", "-o"), ("naive", "--s")):
+            for mode in ("unary", "stream"):
+                pts = sorted(
+                    (p for p in m[server]["points"] if p["mode"] == mode), key=lambda p: p["concurrency"]
+                )
+                if pts:
+                    cs = [p["concurrency"] for p in pts]
+                    label = f"{server} {mode}"
+                    throughput.plot(cs, [p["windows_per_s"] for p in pts], style, label=label)
+                    latency.plot(cs, [p["p99_ms"] for p in pts], style, label=label)
+        peak = ceiling_at(m, m["max_batch_size"])["windows_per_s"]
+        throughput.axhline(peak, color="black", linestyle=":", label=f"ceiling (batch {m['max_batch_size']})")
+        for ax, ylabel in ((throughput, "windows/s"), (latency, "p99 latency (ms)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent probes (C)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{name} encoder")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        latency.set_yscale("log")
+    fig.suptitle(
+        f"faultprint on {report['machine']['cpus']} CPUs, {report['machine']['platform']}", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

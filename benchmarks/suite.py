@@ -1,0 +1,309 @@
+"""The benchmark suite (`make bench`, or `make bench-quick` for a smoke run under 3 minutes).
+
+For each encoder size (original 2 x LSTM-512, small 2 x LSTM-64):
+1. Ceiling: the encoder alone, in process, at each allowed batch size (ceiling.py).
+2. Server under load: closed-loop probes (C = 1, 16, 64, 256), unary and streaming,
+   from a separate process (load_generator.py) over loopback gRPC to a server
+   process; mean batch size comes from the server's own metrics (Prometheus scrape).
+3. Naive baseline: the same server with batching off (max batch size 1).
+4. Overload: open-loop unary calls with deadlines at 2 x the measured capacity, with
+   the server's RSS sampled every second.
+
+Writes benchmarks/results/suite[-quick].json, a markdown table (.md) and a plot (.png),
+checks the bars of the batching issue, and prints the table. Needs REDIS_URL (the
+Makefile wraps it in scripts/with-redis.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import check_bars, write_markdown, write_plot  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One encoder size and the server settings it is benchmarked with."""
+
+    name: str
+    lstm_units: int
+    dense_units: int
+    # Server batching settings (flags of `python -m server`).
+    server_flags: dict[str, object]
+    # Per-call deadline of the overload run, in ms.
+    overload_deadline_ms: float
+
+    @property
+    def max_batch_size(self) -> int:
+        return int(self.server_flags["max-batch-size"])  # type: ignore[call-overload]
+
+
+PLANS = {
+    "original": ModelPlan(
+        "original", 512, 512,
+        {"max-batch-size": 64, "max-queue-delay-ms": 20, "batches-in-flight": 1, "max-queue-size": 2048},
+        overload_deadline_ms=1000,
+    ),
+    "small": ModelPlan(
+        "small", 64, 64,
+        {"max-batch-size": 128, "max-queue-delay-ms": 4, "batches-in-flight": 2, "max-queue-size": 4096},
+        overload_deadline_ms=200,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class SuiteConfig:
+    quick: bool
+    models: list[str]
+    concurrencies: list[int]
+    modes: list[str]
+    naive_concurrencies: list[int]
+    point_s: float
+    warmup_s: float
+    overload_s: float
+    ceiling_s: float
+    out_stem: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, quick: bool, models: list[str]) -> SuiteConfig:
+        if quick:
+            return cls(True, models, [1, 64], ["unary", "stream"], [64], 4.0, 1.5, 12.0, 1.0, "suite-quick")
+        return cls(
+            False, models, [1, 16, 64, 256], ["unary", "stream"], [1, 64], 10.0, 3.0, 60.0, 3.0, "suite"
+        )
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    import tensorflow as tf
+
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def run_ceiling(config: SuiteConfig, plan: ModelPlan) -> list[dict[str, float]]:
+    """The encoder alone, in its own process, so the server run that follows starts clean."""
+    from server.batch_scheduler import BatchSchedulerOptions
+
+    sizes = BatchSchedulerOptions(max_batch_size=plan.max_batch_size).batch_sizes
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    subprocess.run(
+        [sys.executable, str(HERE / "ceiling.py"), "--models", plan.name, "--seconds", str(config.ceiling_s),
+         "--batch-sizes", ",".join(map(str, sizes)), "--out", str(out)],
+        check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["results"]
+    out.unlink()
+    for row in rows:
+        log(f"ceiling {plan.name} batch {row['batch_size']}: {row['windows_per_s']:.1f} windows/s")
+    return rows
+
+
+def build_artifact(plan: ModelPlan, root: Path) -> Path:
+    from encoder.tower import TowerConfig
+    from trainer.export import export_untrained
+    from trainer.features import NUM_FEATURES, WINDOW_STEPS
+
+    tower = TowerConfig(WINDOW_STEPS, NUM_FEATURES, (plan.lstm_units, plan.lstm_units), plan.dense_units, 10)
+    return export_untrained(tower, root, seed=7, version=f"bench-{plan.name}")
+
+
+class MetricsScraper:
+    """Reads the server's batch-size histogram from its Prometheus endpoint."""
+
+    def __init__(self, address: str) -> None:
+        self.url = f"http://{address}/metrics"
+
+    def batch_totals(self) -> tuple[float, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = urllib.request.urlopen(self.url, timeout=5).read().decode()
+        total = count = 0.0
+        for family in text_string_to_metric_families(text):
+            if family.name.startswith("faultprint_batch_size"):
+                for sample in family.samples:
+                    if sample.name.endswith("_sum"):
+                        total += sample.value
+                    elif sample.name.endswith("_count"):
+                        count += sample.value
+        return total, count
+
+
+def enrol(target: str) -> None:
+    """One reference case per simulated condition, so classification does real matching."""
+    from client import FaultprintClient
+    from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
+
+    windows, labels = simulate_windows(PROFILES["metro-eu"], CONDITIONS, 1, seed=11)
+    with FaultprintClient(target) as client:
+        for window, label in zip(windows, labels, strict=True):
+            client.create_reference_case("bench", str(label), [window])
+
+
+def run_load(target: str, scraper: MetricsScraper, config: SuiteConfig, **load: object) -> dict[str, Any]:
+    args = [sys.executable, str(HERE / "load_generator.py"), "--target", target,
+            "--duration-s", str(load.pop("duration_s", config.point_s)), "--warmup-s", str(config.warmup_s)]  # fmt: skip
+    for name, value in load.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    before = scraper.batch_totals()
+    done = subprocess.run(args, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    after = scraper.batch_totals()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    batches = after[1] - before[1]
+    result["mean_batch_size"] = (after[0] - before[0]) / batches if batches else 0.0
+    return result
+
+
+class RssSampler(threading.Thread):
+    """Samples a server's resident memory once a second."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.samples: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+        self._t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self._halt.wait(1.0):
+            self.samples.append((time.monotonic() - self._t0, self.server.rss_bytes()))
+
+    def stop(self) -> list[tuple[float, int]]:
+        self._halt.set()
+        self.join()
+        return self.samples
+
+
+def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naive: bool) -> dict[str, Any]:
+    from server.launcher import ServerProcess, free_port
+
+    metrics_address = f"127.0.0.1:{free_port()}"
+    flags: dict[str, object] = {
+        "model-source": artifact, "telemetry-exporter": "prometheus", "metrics-address": metrics_address,
+        **(plan.server_flags if not naive else {"max-batch-size": 1, "batches-in-flight": 1,
+                                                "max-queue-size": plan.server_flags["max-queue-size"]}),
+    }  # fmt: skip
+    prefix = f"faultprint-bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    kind = "naive" if naive else "batching"
+    logfile = RESULTS / f"server-{plan.name}-{kind}.log"
+    points: list[dict[str, Any]] = []
+    overload: dict[str, Any] = {}
+    try:
+        with open(logfile, "w") as log_out, ServerProcess(flags, env, log_out) as server:
+            enrol(server.target)
+            scraper = MetricsScraper(metrics_address)
+            concurrencies = config.naive_concurrencies if naive else config.concurrencies
+            for mode in config.modes:
+                for c in concurrencies:
+                    point = run_load(server.target, scraper, config, mode=mode, concurrency=c)
+                    point.update(model=plan.name, server=kind)
+                    points.append(point)
+                    log(f"{plan.name} {kind} {mode} C={c}: {point['windows_per_s']:.1f} w/s, "
+                        f"p50 {point['p50_ms']:.1f} p99 {point['p99_ms']:.1f} ms, "
+                        f"batch {point['mean_batch_size']:.1f}, {point['outcomes']}")  # fmt: skip
+            if not naive:
+                overload = run_overload(server, scraper, config, plan, points)
+    finally:
+        _delete_keys(prefix)
+    return {"points": points, "overload": overload, "server_flags": {k: str(v) for k, v in flags.items()}}
+
+
+def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan: ModelPlan,
+                 points: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    capacity = max(p["windows_per_s"] for p in points if p["mode"] == "unary")
+    rate = 2 * capacity
+    sampler = RssSampler(server)
+    sampler.start()
+    result = run_load(server.target, scraper, config, mode="unary", rate=f"{rate:.1f}",
+                      deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s)  # fmt: skip
+    samples = sampler.stop()
+    settled = [rss for t, rss in samples if t >= config.warmup_s + 5] or [rss for _, rss in samples]
+    result.update(
+        model=plan.name, capacity_windows_per_s=capacity, offered_windows_per_s=rate,
+        rss_mb_start=settled[0] / 2**20, rss_mb_end=settled[-1] / 2**20, rss_mb_max=max(settled) / 2**20,
+        rss_samples=[(round(t, 1), round(rss / 2**20, 1)) for t, rss in samples],
+    )  # fmt: skip
+    answered = sum(v for k, v in result["outcomes"].items() if k != "offered")
+    result["rejection_rate"] = 1 - result["ok"] / answered if answered else 0.0
+    log(f"{plan.name} overload at {rate:.0f} w/s offered: {result['outcomes']}, accepted p99 "
+        f"{result['p99_ms']:.1f} ms (deadline {plan.overload_deadline_ms:.0f}), RSS "
+        f"{result['rss_mb_start']:.0f} -> {result['rss_mb_end']:.0f} MB")  # fmt: skip
+    return result
+
+
+def _delete_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run, under 3 minutes")
+    parser.add_argument("--models", default="original,small")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config = SuiteConfig.build(args.quick, args.models.split(","))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    report: dict[str, Any] = {"machine": machine(), "quick": config.quick, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in config.models:
+            plan = PLANS[name]
+            ceiling = run_ceiling(config, plan)
+            artifact = build_artifact(plan, Path(tmp))
+            batching = serve_and_measure(config, plan, artifact, naive=False)
+            naive = serve_and_measure(config, plan, artifact, naive=True)
+            report["models"][name] = {
+                "ceiling": ceiling, "max_batch_size": plan.max_batch_size,
+                "batching": batching, "naive": naive,
+            }  # fmt: skip
+    report["wall_s"] = time.monotonic() - started
+    report["bars"] = check_bars(report)
+    stem = RESULTS / config.out_stem
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    markdown = write_markdown(report, stem.with_suffix(".md"))
+    write_plot(report, stem.with_suffix(".png"))
+    print(markdown)
+    log(f"suite done in {report['wall_s']:.0f} s: {stem}.json/.md/.png")
+    return 0 if all(bar["pass"] for bar in report["bars"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Starts a server replica as a child process and waits until it serves.
+
+For the demo, the benchmark suite and anyone scripting a local deployment: the
+child is a plain ``python -m server`` with flags, so what runs is what an SRE runs.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(target: str, server: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    """Returns once health says SERVING; raises if the process exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"server exited with code {server.returncode}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.3)
+    raise RuntimeError(f"server at {target} did not become SERVING within {timeout_s:.0f} s")
+
+
+class ServerProcess:
+    """``with ServerProcess(flags, env, log) as server:`` runs a replica on a free loopback port."""
+
+    def __init__(self, flags: dict[str, object], env: dict[str, str], log: IO[str] | None = None) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.flags = {"listen-address": self.target, **flags}
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        args = [sys.executable, "-m", "server"]
+        for name, value in self.flags.items():
+            args += [f"--{name}", str(value)]
+        self.process = subprocess.Popen(
+            args, env=self.env, cwd=ROOT, stdout=self.log or subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_serving(self.target, self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
