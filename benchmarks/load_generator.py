@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from client import AsyncFaultprintClient, StreamItem
+from client import AsyncFaultprintClient, StreamItem, encode_window
+from faultprint.v1 import window_pb2
 from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 
 # Cap on calls an open-loop run keeps outstanding, so a stalled server cannot exhaust the client.
@@ -67,7 +68,7 @@ def outcome_of(exc: grpc.aio.AioRpcError) -> str:
     return code.name
 
 
-async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: np.ndarray,
+async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window],
                       probe: int, tally: Tally, stop: asyncio.Event) -> None:  # fmt: skip
     node, i = f"probe-{probe}", probe
     while not stop.is_set():
@@ -80,7 +81,7 @@ async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, w
         i += 1
 
 
-async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: np.ndarray,
+async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window],
                        probe: int, tally: Tally, stop: asyncio.Event) -> None:  # fmt: skip
     stream = client.open_stream()
     node, i = f"probe-{probe}", probe
@@ -96,7 +97,7 @@ async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, 
         stream.cancel()
 
 
-async def closed_loop(client: AsyncFaultprintClient, args: argparse.Namespace, windows: np.ndarray) -> Tally:
+async def closed_loop(client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]) -> Tally:
     start = time.perf_counter()
     tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
     stop = asyncio.Event()
@@ -110,7 +111,7 @@ async def closed_loop(client: AsyncFaultprintClient, args: argparse.Namespace, w
     return tally
 
 
-async def open_loop(client: AsyncFaultprintClient, args: argparse.Namespace, windows: np.ndarray) -> Tally:
+async def open_loop(client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]) -> Tally:
     """Offers args.rate windows/s from distinct nodes, each call with args.deadline_ms."""
     start = time.perf_counter()
     tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
@@ -147,8 +148,9 @@ async def open_loop(client: AsyncFaultprintClient, args: argparse.Namespace, win
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     async with AsyncFaultprintClient(args.target, timeout_s=60) as client:
         info = await client.model_info()
-        windows = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
-        windows = np.ascontiguousarray(windows[:, : info.steps, : info.features], dtype=np.float32)
+        simulated = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
+        # Encoded once: the generator's own CPU, on the same cores as the server, is kept small.
+        windows = [encode_window(w[: info.steps, : info.features]) for w in simulated]
         tally = await (open_loop if args.rate else closed_loop)(client, args, windows)
     return {"mode": args.mode, "concurrency": args.concurrency, "rate": args.rate,
             "deadline_ms": args.deadline_ms, **tally.summary()}  # fmt: skip

@@ -59,12 +59,12 @@ class ModelPlan:
 PLANS = {
     "original": ModelPlan(
         "original", 512, 512,
-        {"max-batch-size": 64, "max-queue-delay-ms": 20, "batches-in-flight": 1, "max-queue-size": 2048},
+        {"max-batch-size": 64, "max-queue-delay-ms": 10, "batches-in-flight": 2, "max-queue-size": 2048},
         overload_deadline_ms=1000,
     ),
     "small": ModelPlan(
         "small", 64, 64,
-        {"max-batch-size": 128, "max-queue-delay-ms": 4, "batches-in-flight": 2, "max-queue-size": 4096},
+        {"max-batch-size": 64, "max-queue-delay-ms": 4, "batches-in-flight": 2, "max-queue-size": 4096},
         overload_deadline_ms=200,
     ),
 }  # fmt: skip

@@ -32,8 +32,17 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def encode_window(values: np.ndarray) -> window_pb2.Window:
-    """A (steps, features) array as a Window with packed little-endian float32 values."""
+WindowLike = np.ndarray | window_pb2.Window
+
+
+def encode_window(values: WindowLike) -> window_pb2.Window:
+    """A (steps, features) array as a Window with packed little-endian float32 values.
+
+    A Window passes through unchanged: a probe that resends a window, or a load
+    generator, can encode it once.
+    """
+    if isinstance(values, window_pb2.Window):
+        return values
     array = np.ascontiguousarray(values, dtype="<f4")
     if array.ndim != 2:
         raise ValueError(f"a window is 2-D (steps, features), got shape {array.shape}")
@@ -46,7 +55,7 @@ class StreamItem:
 
     network: str
     node: str
-    window: np.ndarray
+    window: WindowLike
     sequence: int = 0
     top_k: int = 0
 
@@ -64,7 +73,7 @@ def _create_request(
 
 
 def _classify_request(
-    network: str, node: str, window: np.ndarray, top_k: int
+    network: str, node: str, window: WindowLike, top_k: int
 ) -> probe_service_pb2.ClassifyWindowRequest:
     return probe_service_pb2.ClassifyWindowRequest(
         network=network, node=node, window=encode_window(window), top_k=top_k
@@ -116,7 +125,7 @@ class FaultprintClient(_Stubs):
         return np.asarray(response.embedding, np.float32), response.model_version
 
     def classify(
-        self, network: str, node: str, window: np.ndarray, top_k: int = 0, timeout_s: float | None = None
+        self, network: str, node: str, window: WindowLike, top_k: int = 0, timeout_s: float | None = None
     ) -> Diagnosis:
         """The node's diagnosis; timeout_s (default: the client's) is the call's deadline."""
         request = _classify_request(network, node, window, top_k)
@@ -221,7 +230,7 @@ class AsyncFaultprintClient(_Stubs):
         return np.asarray(response.embedding, np.float32), response.model_version
 
     async def classify(
-        self, network: str, node: str, window: np.ndarray, top_k: int = 0, timeout_s: float | None = None
+        self, network: str, node: str, window: WindowLike, top_k: int = 0, timeout_s: float | None = None
     ) -> Diagnosis:
         """The node's diagnosis; timeout_s (default: the client's) is the call's deadline."""
         request = _classify_request(network, node, window, top_k)

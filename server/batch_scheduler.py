@@ -8,10 +8,13 @@ Two layers, neither importing TensorFlow:
   returns that window's result, and a failed batch fails every request in it.
 
 Rules:
-- A batch goes to a device with a free slot when the queue holds a full batch, when
-  some device is idle (a lone request on an idle device never waits), or when the
-  oldest request has waited max_queue_delay_ms. Batches are spread over devices,
-  least busy first, and padded up to an allowed size.
+- A batch goes to a device with a free slot when the queue holds a full batch, or
+  when the oldest request has waited max_queue_delay_ms, or at once when the device
+  is idle and the load is light (recent batches were single requests), so a lone
+  request never waits. Under heavy load an idle device lets its batch fill too: a
+  closed loop of probes then keeps sending full batches instead of alternating one
+  lone request with everyone else. Batches are spread over devices, least busy
+  first, and padded up to an allowed size.
 - The queue is bounded and fair across nodes (round-robin between per-node queues).
 - Requests whose deadline has passed, or that cannot finish before it by the running
   estimate of queue wait plus batch time, or whose caller has gone, never take a
@@ -38,8 +41,13 @@ R = TypeVar("R")
 # Estimates are stretched by this factor (plus _ESTIMATE_SLACK_S) before a request is
 # judged able to make its deadline: a batch that runs a little slower than its moving
 # average must still answer in time.
-_ESTIMATE_SLACK = 1.2
-_ESTIMATE_SLACK_S = 0.001
+_ESTIMATE_SLACK = 1.25
+_ESTIMATE_SLACK_S = 0.005
+# Weight of the newest batch in the moving average of batch sizes that tells light load
+# (single requests: an idle device answers a lone request at once) from heavy load
+# (an idle device lets a batch fill, up to max_queue_delay_ms).
+_LOAD_SMOOTHING = 0.3
+_LIGHT_LOAD_MEAN_BATCH = 1.5
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,8 @@ class BatchPolicy(Generic[T]):
         # Loop time each device is expected to finish the batches it holds.
         self._busy_until = [0.0] * devices
         self._next_device = 0
+        # Moving average of dispatched batch sizes: near 1 under light load.
+        self.mean_batch_size = 1.0
 
     def __len__(self) -> int:
         return self._size
@@ -236,12 +246,13 @@ class BatchPolicy(Generic[T]):
         if oldest is None or device is None:
             return decision
         due = oldest + self.options.max_queue_delay_ms / 1000.0
-        device_idle = self._in_flight[device] == 0
-        if self._size < self.options.max_batch_size and not device_idle and now < due:
+        dispatch_at_once = self._in_flight[device] == 0 and self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH
+        if self._size < self.options.max_batch_size and not dispatch_at_once and now < due:
             decision.wake_at = due
             return decision
         start = max(now, self._busy_until[device])
-        # A request answered after its deadline is wasted work: drop those that cannot make it.
+        # A request answered after its deadline is wasted work: drop those that cannot make it
+        # (the batch's own compute, stretched, must end before the deadline).
         compute = self._stretch(
             self.cost.seconds(self.options.padded_size(min(self._size, self.options.max_batch_size)))
         )
@@ -259,6 +270,7 @@ class BatchPolicy(Generic[T]):
             decision.padded_size = self.options.padded_size(len(decision.batch))
             self._in_flight[device] += 1
             self._busy_until[device] = start + self.cost.seconds(decision.padded_size)
+            self.mean_batch_size += _LOAD_SMOOTHING * (len(decision.batch) - self.mean_batch_size)
             self._next_device = (device + 1) % self.devices
         return decision
 

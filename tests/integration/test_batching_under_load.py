@@ -104,7 +104,8 @@ async def test_deadlines_and_overload_are_answered_early_never_late(
         assert late == []
         assert all(t < deadline_s for c, _, t in burst if c == "OK")
         refused = [d for c, d, _ in burst if c != "OK"]
-        assert all(("overloaded" in d) or ("queue is full" in d) or ("deadline passes" in d) for d in refused)
+        reasons = ("overloaded", "queue is full", "deadline passes", "longer deadline")
+        assert all(any(reason in d for reason in reasons) for d in refused), refused
 
         # And the server still serves.
         assert (await timed_classify(client, window, "after", 5.0))[0] == "OK"

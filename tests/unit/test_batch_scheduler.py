@@ -60,6 +60,37 @@ def test_idle_device_dispatches_a_lone_request_at_once() -> None:
     assert payloads(p.decide(now=0.0)) == [1]
 
 
+def test_under_heavy_load_an_idle_device_lets_its_batch_fill() -> None:
+    p = policy(max_queue_size=64)
+    for round_ in range(6):  # full batches: the load is heavy
+        for i in range(4):
+            admit(p, i, at=0.0, key=i)
+        assert len(p.decide(now=0.0).batch) == 4
+        p.finish(0, 4, None)
+    admit(p, 1, at=1.0)
+    waiting = p.decide(now=1.0)
+    assert waiting.batch == [] and waiting.wake_at == pytest.approx(1.010)
+    for i in range(2, 5):
+        admit(p, i, at=1.002, key=i)
+    assert payloads(p.decide(now=1.002)) == [1, 2, 3, 4]  # full: goes before the delay
+
+
+def test_when_load_turns_light_lone_requests_go_at_once_again() -> None:
+    p = policy(max_queue_size=64)
+    p.mean_batch_size = 4.0  # after a busy spell
+    singles = 0
+    for step in range(20):
+        now = float(step)
+        admit(p, step, at=now)
+        decision = p.decide(now=now)
+        if decision.batch:
+            singles += 1
+        else:
+            assert payloads(p.decide(now=now + 0.010)) == [step]  # waited at most the max delay
+        p.finish(0, 1, None)
+    assert singles > 10 and p.mean_batch_size < 1.5
+
+
 def test_busy_device_holds_a_partial_batch_until_the_max_delay() -> None:
     p = policy(batches_in_flight=2)
     busy(p)
@@ -152,7 +183,8 @@ def test_batches_spread_over_devices_least_busy_first() -> None:
     assert [p.in_flight(d) for d in range(3)] == [2, 2, 2]
     p.finish(device=1, padded_size=1, compute_s=None)
     p.finish(device=1, padded_size=4, compute_s=None)
-    admit(p, 9, at=0.0)
+    for j in range(4):
+        admit(p, 90 + j, at=0.0, key=j)
     assert p.decide(now=0.0).device == 1
 
 
