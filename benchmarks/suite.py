@@ -55,16 +55,26 @@ class ModelPlan:
     def max_batch_size(self) -> int:
         return int(self.server_flags["max-batch-size"])  # type: ignore[call-overload]
 
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The padded sizes the server uses, so the ceiling is measured at each of them."""
+        from server.batch_scheduler import BatchSchedulerOptions
+
+        allowed = str(self.server_flags.get("allowed-batch-sizes", ""))
+        sizes = tuple(int(x) for x in allowed.split(",") if x)
+        return BatchSchedulerOptions(max_batch_size=self.max_batch_size, allowed_batch_sizes=sizes).batch_sizes
+
 
 PLANS = {
     "original": ModelPlan(
         "original", 512, 512,
-        {"max-batch-size": 64, "max-queue-delay-ms": 10, "batches-in-flight": 2, "max-queue-size": 2048},
+        {"max-batch-size": 32, "max-queue-delay-ms": 50, "batches-in-flight": 2, "max-queue-size": 2048,
+         "allowed-batch-sizes": "1,2,4,8,12,16,20,24,28,32"},
         overload_deadline_ms=1000,
     ),
     "small": ModelPlan(
         "small", 64, 64,
-        {"max-batch-size": 64, "max-queue-delay-ms": 4, "batches-in-flight": 2, "max-queue-size": 4096},
+        {"max-batch-size": 64, "max-queue-delay-ms": 10, "batches-in-flight": 2, "max-queue-size": 4096},
         overload_deadline_ms=200,
     ),
 }  # fmt: skip
@@ -112,9 +122,7 @@ def machine() -> dict[str, Any]:
 
 def run_ceiling(config: SuiteConfig, plan: ModelPlan) -> list[dict[str, float]]:
     """The encoder alone, in its own process, so the server run that follows starts clean."""
-    from server.batch_scheduler import BatchSchedulerOptions
-
-    sizes = BatchSchedulerOptions(max_batch_size=plan.max_batch_size).batch_sizes
+    sizes = plan.batch_sizes
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     subprocess.run(
         [sys.executable, str(HERE / "ceiling.py"), "--models", plan.name, "--seconds", str(config.ceiling_s),

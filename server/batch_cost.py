@@ -1,8 +1,9 @@
-"""The scheduler's running estimate of how long a batch takes, used to refuse requests that cannot make their deadline.
+"""The scheduler's running estimate of batch time, used to refuse requests that cannot make their deadline.
 
-Kept apart from the queue rules so the estimate can be tested on its own: it is a
-moving average of measured compute time per padded batch size, seeded by the
-warm-up runs, and extrapolated for sizes not yet measured.
+Kept apart from the queue rules so the estimate can be tested on its own: per padded
+batch size, a moving average of measured compute time plus twice its moving mean
+deviation (a batch slower than usual must still be covered), seeded by the warm-up
+runs and extrapolated for sizes not yet measured.
 """
 
 from __future__ import annotations
@@ -18,17 +19,27 @@ class BatchCostModel:
 
     def __init__(self, batch_sizes: tuple[int, ...]) -> None:
         self._sizes = batch_sizes
+        self._mean: dict[int, float] = {}
+        self._deviation: dict[int, float] = {}
         self._seconds: dict[int, float] = {}
 
     def seed(self, seconds_by_size: Mapping[int, float]) -> None:
         """Starts the estimate from warm-up timings (a later measurement refines them)."""
         for size, seconds in seconds_by_size.items():
             if size in self._sizes and seconds > 0:
-                self._seconds[size] = seconds
+                self._mean[size] = self._seconds[size] = seconds
+                self._deviation[size] = 0.0
 
     def record(self, padded_size: int, seconds: float) -> None:
-        old = self._seconds.get(padded_size)
-        self._seconds[padded_size] = seconds if old is None else old + _SMOOTHING * (seconds - old)
+        mean = self._mean.get(padded_size)
+        if mean is None:
+            mean, deviation = seconds, 0.0
+        else:
+            deviation = self._deviation[padded_size]
+            deviation += _SMOOTHING * (abs(seconds - mean) - deviation)
+            mean += _SMOOTHING * (seconds - mean)
+        self._mean[padded_size], self._deviation[padded_size] = mean, deviation
+        self._seconds[padded_size] = mean + 2 * deviation
 
     @property
     def known(self) -> bool:

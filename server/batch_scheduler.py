@@ -15,6 +15,10 @@ Rules:
   closed loop of probes then keeps sending full batches instead of alternating one
   lone request with everyone else. Batches are spread over devices, least busy
   first, and padded up to an allowed size.
+- With more than one batch in flight per device, the next batch for a busy device is
+  formed just before the device is expected to free up (by the running estimate),
+  so it holds every request that arrived meanwhile and is assembled while the
+  current batch computes.
 - The queue is bounded and fair across nodes (round-robin between per-node queues).
 - Requests whose deadline has passed, or that cannot finish before it by the running
   estimate of queue wait plus batch time, or whose caller has gone, never take a
@@ -41,12 +45,14 @@ R = TypeVar("R")
 # Estimates are stretched by this factor (plus _ESTIMATE_SLACK_S) before a request is
 # judged able to make its deadline: a batch that runs a little slower than its moving
 # average must still answer in time.
-_ESTIMATE_SLACK = 1.25
+_ESTIMATE_SLACK = 1.15
 _ESTIMATE_SLACK_S = 0.005
 # Weight of the newest batch in the moving average of batch sizes that tells light load
 # (single requests: an idle device answers a lone request at once) from heavy load
 # (an idle device lets a batch fill, up to max_queue_delay_ms).
 _LOAD_SMOOTHING = 0.3
+# How long before a busy device frees up its next batch is formed: time to assemble it.
+_ASSEMBLY_LEAD_S = 0.002
 _LIGHT_LOAD_MEAN_BATCH = 1.5
 
 
@@ -205,11 +211,11 @@ class BatchPolicy(Generic[T]):
         own = len(self._queues.get(key, ()))
         ahead = min(self._size, len(self._turns) * (own + 1))
         full_batches, rest = divmod(ahead, self.options.max_batch_size)
-        device_free = max(now, min(self._busy_until))
+        device_busy = max(0.0, min(self._busy_until) - now)
         per_device = full_batches // self.devices
         full = self.cost.seconds(self.options.max_batch_size)
         own_batch = self.cost.seconds(self.options.padded_size(rest + 1))
-        return device_free + self._stretch(per_device * full + own_batch)
+        return now + self._stretch(device_busy + per_device * full + own_batch)
 
     @staticmethod
     def _stretch(seconds: float) -> float:
@@ -246,6 +252,10 @@ class BatchPolicy(Generic[T]):
         if oldest is None or device is None:
             return decision
         due = oldest + self.options.max_queue_delay_ms / 1000.0
+        if self._in_flight[device] > 0 and self.cost.known:
+            # The device is busy: the next batch need only be ready as it frees up, so it
+            # keeps filling until then (just in time), the max delay still bounding the wait.
+            due = min(due, self._busy_until[device] - _ASSEMBLY_LEAD_S)
         dispatch_at_once = self._in_flight[device] == 0 and self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH
         if self._size < self.options.max_batch_size and not dispatch_at_once and now < due:
             decision.wake_at = due

@@ -256,9 +256,12 @@ def test_a_request_that_would_finish_late_is_dropped_at_dispatch_not_computed() 
 def test_the_estimate_learns_from_measured_batches() -> None:
     p = seeded()
     before = p.cost.seconds(4)
-    for _ in range(20):
+    for _ in range(40):
         p.cost.record(4, 0.040)
     assert before == pytest.approx(0.020) and p.cost.seconds(4) == pytest.approx(0.040, rel=0.05)
+    for i in range(40):  # jittery batches: the estimate covers the slow ones, not just the mean
+        p.cost.record(4, 0.030 if i % 2 else 0.050)
+    assert 0.050 <= p.cost.seconds(4) < 0.075
     assert p.cost.seconds(2) == p.cost.seconds(4)  # unmeasured: the next larger size's cost
     assert p.cost.seconds(8) == pytest.approx(2 * p.cost.seconds(4))  # beyond: scaled up
 
@@ -450,3 +453,13 @@ async def test_batches_run_on_every_device_at_once() -> None:
     release.set()
     assert await asyncio.gather(*calls) == list(range(6))
     await scheduler.close()
+
+
+def test_the_next_batch_forms_just_before_a_busy_device_frees_up() -> None:
+    p = seeded(batches_in_flight=2, max_queue_delay_ms=100.0)
+    busy(p)  # a batch of 1: about 10 ms, so the device frees up at 0.010
+    admit(p, 1, at=0.001)
+    waiting = p.decide(now=0.001)
+    assert waiting.batch == [] and waiting.wake_at == pytest.approx(0.008)  # not the 100 ms cap
+    admit(p, 2, at=0.005, key="other")
+    assert payloads(p.decide(now=0.008)) == [1, 2]
