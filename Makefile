@@ -6,7 +6,7 @@ PROTOS := $(wildcard protos/faultprint/v1/*.proto)
 STUBS := gen/faultprint/v1/probe_service_pb2.py
 WITH_REDIS := scripts/with-redis.sh
 
-.PHONY: setup protos demo test test-unit test-integration test-e2e lint buf-lint bench clean
+.PHONY: setup protos demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-ceiling clean
 
 setup: $(VENV)/.installed $(STUBS)
 
@@ -51,7 +51,21 @@ buf-lint:
 	@if command -v npx >/dev/null; then npx --yes @bufbuild/buf@1.75.0 lint; \
 	else echo "buf-lint: npx not found; install Node.js to lint the protos"; fi
 
-bench: setup
+# The benchmark suite needs the bench extra (matplotlib, py-spy) on top of the dev install.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+# About 10 minutes: ceiling, load at C = 1..256, naive baseline, 60 s overload, both encoders.
+bench: setup $(VENV)/.bench-installed
+	$(WITH_REDIS) $(PY) benchmarks/suite.py
+
+# Under 3 minutes: a smoke run of the same suite.
+bench-quick: setup $(VENV)/.bench-installed
+	$(WITH_REDIS) $(PY) benchmarks/suite.py --quick
+
+# The encoder alone at the common batch sizes.
+bench-ceiling: setup
 	$(PY) benchmarks/ceiling.py
 
 clean:

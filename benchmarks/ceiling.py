@@ -35,12 +35,14 @@ def measure(model: str, batch_sizes: list[int], seconds: float) -> list[dict[str
     for batch in batch_sizes:
         x = np.random.default_rng(0).random((batch, WINDOW_STEPS, NUM_FEATURES), dtype=np.float32)
         embed(x).numpy()  # warm
-        calls, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
+        durations, started = [], time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds or len(durations) < 3:
+            call_started = time.perf_counter()
             embed(x).numpy()
-            calls += 1
-        rows.append({"model": model, "batch_size": batch, "windows_per_s": calls * batch / elapsed,
-                     "ms_per_batch": 1000 * elapsed / calls})  # fmt: skip
+            durations.append(time.perf_counter() - call_started)
+        rows.append({"model": model, "batch_size": batch, "windows_per_s": len(durations) * batch / elapsed,
+                     "ms_per_batch": 1000 * elapsed / len(durations),
+                     "p99_ms_per_batch": 1000 * float(np.percentile(durations, 99))})  # fmt: skip
         print(f"{model:9} batch {batch:5}: {rows[-1]['windows_per_s']:9.1f} windows/s, "
               f"{rows[-1]['ms_per_batch']:8.2f} ms/batch", flush=True)  # fmt: skip
     return rows
@@ -51,14 +53,19 @@ def main() -> None:
     parser.add_argument("--models", default="small,original")
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per batch size")
+    parser.add_argument("--intra-op-threads", type=int, default=0, help="as the server setting (0: default)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ceiling.json"))
     args = parser.parse_args()
     import tensorflow as tf
 
+    from server.devices import configure_threads
+
+    configure_threads(args.intra_op_threads)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     rows = [r for m in args.models.split(",") for r in measure(m, sizes, args.seconds)]
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-               "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}  # fmt: skip
+               "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+               "intra_op_threads": args.intra_op_threads}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
     print(f"\nmachine: {machine}\n\n| model | batch | windows/s | ms/batch |\n|---|---:|---:|---:|")

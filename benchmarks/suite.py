@@ -69,12 +69,14 @@ PLANS = {
     "original": ModelPlan(
         "original", 512, 512,
         {"max-batch-size": 32, "max-queue-delay-ms": 50, "batches-in-flight": 2, "max-queue-size": 2048,
+         "intra-op-threads": 1,
          "allowed-batch-sizes": "1,2,4,8,12,16,20,24,28,32"},
         overload_deadline_ms=1000,
     ),
     "small": ModelPlan(
         "small", 64, 64,
-        {"max-batch-size": 64, "max-queue-delay-ms": 10, "batches-in-flight": 2, "max-queue-size": 4096},
+        {"max-batch-size": 64, "max-queue-delay-ms": 10, "batches-in-flight": 2, "max-queue-size": 4096,
+         "intra-op-threads": 1},
         overload_deadline_ms=200,
     ),
 }  # fmt: skip
@@ -126,7 +128,8 @@ def run_ceiling(config: SuiteConfig, plan: ModelPlan) -> list[dict[str, float]]:
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     subprocess.run(
         [sys.executable, str(HERE / "ceiling.py"), "--models", plan.name, "--seconds", str(config.ceiling_s),
-         "--batch-sizes", ",".join(map(str, sizes)), "--out", str(out)],
+         "--batch-sizes", ",".join(map(str, sizes)), "--out", str(out),
+         "--intra-op-threads", str(plan.server_flags.get("intra-op-threads", 0))],
         check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     rows = json.loads(out.read_text())["results"]

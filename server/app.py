@@ -31,7 +31,7 @@ from faultprint.v1 import (
 )
 from server import telemetry as telemetry_setup
 from server.batch_scheduler import BatchScheduler
-from server.devices import resolve_devices
+from server.devices import configure_threads, resolve_devices
 from server.node_state_writer import NodeStateWriter
 from server.redis_layout import RedisLayout
 from server.reference_store import ReferenceStore
@@ -96,6 +96,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     origin = uuid.uuid4().hex
     store = ReferenceStore(client, layout, origin)
     options = settings.batch_options()
+    configure_threads(settings.intra_op_threads)
     try:
         devices = resolve_devices(settings.devices, settings.cpu_devices)
     except ValueError as exc:
@@ -114,6 +115,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         await host.load(Path(settings.model_source))  # a bad artifact stops start-up here
 
     grpc_server = grpc.aio.server(
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),

@@ -52,10 +52,15 @@ class ServerSettings:
     # Logical devices the CPU is split into when no GPU serves (for testing the
     # multi-device path; on a real CPU they share the same cores).
     cpu_devices: int = 1
+    # Threads one TensorFlow op may use; 0 is TensorFlow's default (one per core).
+    intra_op_threads: int = 0
     # Encoder arithmetic: float32, mixed_float16 or mixed_bfloat16.
     precision: str = "float32"
     # Compile the encoder with XLA.
     xla: bool = False
+    # RPCs in progress before gRPC itself refuses new ones with RESOURCE_EXHAUSTED, before
+    # any Python runs for them: the cheapest shedding under overload. 0: no limit.
+    max_concurrent_rpcs: int = 0
     # Largest gRPC message accepted, in bytes.
     max_message_bytes: int = 16 * 1024 * 1024
     # Neighbours returned when a request asks for none.
@@ -89,6 +94,8 @@ class ServerSettings:
             raise SettingsError(f"max_message_bytes must be at least 65536, got {self.max_message_bytes}")
         if self.default_top_k < 1:
             raise SettingsError(f"default_top_k must be at least 1, got {self.default_top_k}")
+        if self.intra_op_threads < 0:
+            raise SettingsError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.cpu_devices < 1:
             raise SettingsError(f"cpu_devices must be at least 1, got {self.cpu_devices}")
         self.batch_options()  # validates the batching fields
