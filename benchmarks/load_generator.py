@@ -61,14 +61,17 @@ class Tally:
 
 
 def outcome_of(exc: grpc.aio.AioRpcError) -> str:
-    """The status name; a deadline the client's own timer enforced is "LATE" (the server answered too late)."""
+    """The status name; a deadline enforced by the client's own timer is "LATE" (no answer in time)."""
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and (exc.details() or "") == "Deadline Exceeded":
         return "LATE"
     return code.name
 
 
-async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window],
+Windows = list[window_pb2.Window]
+
+
+async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: Windows,
                       probe: int, tally: Tally, stop: asyncio.Event) -> None:  # fmt: skip
     node, i = f"probe-{probe}", probe
     while not stop.is_set():
@@ -81,7 +84,7 @@ async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, w
         i += 1
 
 
-async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window],
+async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: Windows,
                        probe: int, tally: Tally, stop: asyncio.Event) -> None:  # fmt: skip
     stream = client.open_stream()
     node, i = f"probe-{probe}", probe
@@ -97,7 +100,9 @@ async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, 
         stream.cancel()
 
 
-async def closed_loop(client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]) -> Tally:
+async def closed_loop(
+    client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
+) -> Tally:
     start = time.perf_counter()
     tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
     stop = asyncio.Event()
@@ -111,7 +116,9 @@ async def closed_loop(client: AsyncFaultprintClient, args: argparse.Namespace, w
     return tally
 
 
-async def open_loop(client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]) -> Tally:
+async def open_loop(
+    client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
+) -> Tally:
     """Offers args.rate windows/s from distinct nodes, each call with args.deadline_ms."""
     start = time.perf_counter()
     tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)

@@ -75,23 +75,25 @@ def write_markdown(report: dict[str, Any], path: Path) -> str:
             f"Ceiling at batch {m['max_batch_size']}: **{peak['windows_per_s']:.0f} windows/s**; "
             f"batch-1 compute {ceiling_at(m, 1)['ms_per_batch']:.2f} ms.",
             "",
-            "| server | call | C | windows/s | × ceiling | p50 ms | p95 ms | p99 ms | errors | mean batch |",
+            "| server | call | C | windows/s | x ceiling | p50 ms | p95 ms | p99 ms | errors | mean batch |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for server in ("batching", "naive"):
             for p in m[server]["points"]:
                 errors = sum(v for k, v in p["outcomes"].items() if k != "OK")
+                ratio = p["windows_per_s"] / peak["windows_per_s"]
                 lines.append(
                     f"| {server} | {p['mode']} | {p['concurrency']} | {p['windows_per_s']:.1f} | "
-                    f"{p['windows_per_s'] / peak['windows_per_s']:.2f} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} | "
-                    f"{p['p99_ms']:.1f} | {errors} | {p['mean_batch_size']:.1f} |"
+                    f"{ratio:.2f} | "
+                    f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} | {p['p99_ms']:.1f} | {errors} | "
+                    f"{p['mean_batch_size']:.1f} |"
                 )
         o = m["batching"].get("overload")
         if o:
             lines += [
                 "",
                 f"Overload ({o['seconds']:.0f} s, unary, deadline {o['deadline_ms']:.0f} ms): offered "
-                f"{o['offered_windows_per_s']:.0f} windows/s (2 × {o['capacity_windows_per_s']:.0f}); "
+                f"{o['offered_windows_per_s']:.0f} windows/s (2 x {o['capacity_windows_per_s']:.0f}); "
                 f"accepted {o['windows_per_s']:.0f}/s with p99 {o['p99_ms']:.1f} ms; rejection rate "
                 f"{o['rejection_rate']:.2f}; outcomes {o['outcomes']}; RSS {o['rss_mb_start']:.0f} → "
                 f"{o['rss_mb_end']:.0f} MB (max {o['rss_mb_max']:.0f}).",

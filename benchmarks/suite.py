@@ -62,7 +62,9 @@ class ModelPlan:
 
         allowed = str(self.server_flags.get("allowed-batch-sizes", ""))
         sizes = tuple(int(x) for x in allowed.split(",") if x)
-        return BatchSchedulerOptions(max_batch_size=self.max_batch_size, allowed_batch_sizes=sizes).batch_sizes
+        return BatchSchedulerOptions(
+            max_batch_size=self.max_batch_size, allowed_batch_sizes=sizes
+        ).batch_sizes
 
 
 PLANS = {
@@ -181,8 +183,9 @@ def enrol(target: str) -> None:
 
 
 def run_load(target: str, scraper: MetricsScraper, config: SuiteConfig, **load: object) -> dict[str, Any]:
+    duration_s = load.pop("duration_s", config.point_s)
     args = [sys.executable, str(HERE / "load_generator.py"), "--target", target,
-            "--duration-s", str(load.pop("duration_s", config.point_s)), "--warmup-s", str(config.warmup_s)]  # fmt: skip
+            "--duration-s", str(duration_s), "--warmup-s", str(config.warmup_s)]  # fmt: skip
     for name, value in load.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
     before = scraper.batch_totals()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 import numpy as np
@@ -32,7 +33,7 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-WindowLike = np.ndarray | window_pb2.Window
+WindowLike: TypeAlias = np.ndarray | window_pb2.Window
 
 
 def encode_window(values: WindowLike) -> window_pb2.Window:
@@ -197,7 +198,7 @@ class ProbeStream:
         response = await self._call.read()
         if response is grpc.aio.EOF:
             raise EOFError("the server closed the stream")
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def close(self) -> None:
         """Says no more windows will come; answers still owed arrive before the stream ends."""

@@ -119,7 +119,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-        ]
+        ],
     )
     health_servicer = health.HealthServicer()
     sync = ReplicaSync(
@@ -127,9 +127,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         functools.partial(set_health, health_servicer),
     )  # fmt: skip
     server = FaultprintServer(settings, grpc_server, health_servicer, host, scheduler, writer, sync, client)
-    probe_service_pb2_grpc.add_ProbeServiceServicer_to_server(
-        ProbeServicer(encoder, writer), grpc_server
-    )
+    probe_service_pb2_grpc.add_ProbeServiceServicer_to_server(ProbeServicer(encoder, writer), grpc_server)
     reference_case_service_pb2_grpc.add_ReferenceCaseServiceServicer_to_server(
         ReferenceCaseServicer(encoder), grpc_server
     )

@@ -1,4 +1,4 @@
-"""Batch assembly: copies single windows into a preallocated batch buffer and splits encoder output by request.
+"""Batch assembly: copies windows into a reusable batch buffer and splits encoder output by request.
 
 Each window arrives as a zero-copy ``np.frombuffer`` view of its request's bytes; the
 one copy a window ever gets is the ``np.stack`` into a batch buffer that is reused

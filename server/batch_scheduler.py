@@ -11,9 +11,10 @@ Rules:
 - A batch goes to a device with a free slot when the queue holds a full batch, or
   when the oldest request has waited max_queue_delay_ms, or at once when the device
   is idle and the load is light (recent batches were single requests), so a lone
-  request never waits. Under heavy load an idle device lets its batch fill too: a
-  closed loop of probes then keeps sending full batches instead of alternating one
-  lone request with everyone else. Batches are spread over devices, least busy
+  request never waits. Under heavy load an idle device waits while requests keep
+  arriving (until a short pause, a full batch or the max delay): a closed loop of
+  probes then keeps sending whole batches instead of alternating one lone request
+  with everyone else. Batches are spread over devices, least busy
   first, and padded up to an allowed size.
 - With more than one batch in flight per device, the next batch for a busy device is
   formed just before the device is expected to free up (by the running estimate),
@@ -54,6 +55,8 @@ _LOAD_SMOOTHING = 0.3
 # How long before a busy device frees up its next batch is formed: time to assemble it.
 _ASSEMBLY_LEAD_S = 0.002
 _LIGHT_LOAD_MEAN_BATCH = 1.5
+# Under heavy load an idle device goes once no request has arrived for this long.
+_ARRIVAL_GAP_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class BatchPolicy(Generic[T]):
         self._next_device = 0
         # Moving average of dispatched batch sizes: near 1 under light load.
         self.mean_batch_size = 1.0
+        self._last_arrival = float("-inf")
 
     def __len__(self) -> int:
         return self._size
@@ -229,6 +233,7 @@ class BatchPolicy(Generic[T]):
             self._turns.append(request.key)
         queue.append(request)
         self._size += 1
+        self._last_arrival = max(self._last_arrival, request.enqueued_at)
 
     def oldest_enqueued_at(self) -> float | None:
         return min((q[0].enqueued_at for q in self._queues.values()), default=None)
@@ -256,8 +261,9 @@ class BatchPolicy(Generic[T]):
             # The device is busy: the next batch need only be ready as it frees up, so it
             # keeps filling until then (just in time), the max delay still bounding the wait.
             due = min(due, self._busy_until[device] - _ASSEMBLY_LEAD_S)
-        dispatch_at_once = self._in_flight[device] == 0 and self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH
-        if self._size < self.options.max_batch_size and not dispatch_at_once and now < due:
+        if self._size < self.options.max_batch_size and not self._idle_and_filled(device, now) and now < due:
+            if self._in_flight[device] == 0:
+                due = min(due, self._last_arrival + _ARRIVAL_GAP_S)
             decision.wake_at = due
             return decision
         start = max(now, self._busy_until[device])
@@ -283,6 +289,18 @@ class BatchPolicy(Generic[T]):
             self.mean_batch_size += _LOAD_SMOOTHING * (len(decision.batch) - self.mean_batch_size)
             self._next_device = (device + 1) % self.devices
         return decision
+
+    def _idle_and_filled(self, device: int, now: float) -> bool:
+        """Whether an idle device should take the queue now rather than wait for the max delay.
+
+        Under light load (recent batches were single requests) a lone request never
+        waits. Under heavy load the device waits while requests keep arriving, and
+        goes once arrivals pause for _ARRIVAL_GAP_S: a closed loop of probes refills
+        its whole batch instead of sending a lone request ahead of everyone else.
+        """
+        if self._in_flight[device] > 0:
+            return False
+        return self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH or now >= self._last_arrival + _ARRIVAL_GAP_S
 
     def finish(self, device: int, padded_size: int, compute_s: float | None) -> None:
         """Frees the device slot a batch held, and learns from its compute time."""

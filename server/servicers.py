@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeAlias, cast
 
 import grpc
 import numpy as np
@@ -52,6 +52,12 @@ _VERDICTS = {
     "fault": diagnosis_pb2.VERDICT_FAULT,
     "unknown": diagnosis_pb2.VERDICT_UNKNOWN,
 }
+
+
+# Unary and stream classify requests carry the same fields.
+ClassifyRequest: TypeAlias = (
+    probe_service_pb2.ClassifyWindowRequest | probe_service_pb2.StreamClassifyWindowsRequest
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +104,9 @@ class Encoder:
         remaining = context.time_remaining()
         return None if remaining is None else asyncio.get_running_loop().time() + remaining
 
-    def enqueue(self, request: EncodeRequest, key: object, deadline: float | None) -> asyncio.Future[Embedded]:
+    def enqueue(
+        self, request: EncodeRequest, key: object, deadline: float | None
+    ) -> asyncio.Future[Embedded]:
         assert self.scheduler is not None
         return self.scheduler.enqueue(request, key=key, deadline=deadline)
 
@@ -288,9 +296,6 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                     future.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
-
-
-ClassifyRequest = probe_service_pb2.ClassifyWindowRequest | probe_service_pb2.StreamClassifyWindowsRequest
 
 
 def _stream_error(response: probe_service_pb2.StreamClassifyWindowsResponse, exc: BaseException) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from server.batch_scheduler import Batch
-from server.servicers import EncodeRequest, Encoder
+from server.servicers import Encoder, EncodeRequest
 from server.telemetry import ServerTelemetry
 
 
