@@ -157,8 +157,10 @@ class BatchPolicy(Generic[T]):
         self._turns: deque[Hashable] = deque()
         self._size = 0
         self._in_flight = [0] * devices
-        # Loop time each device is expected to finish the batches it holds.
+        # Loop time each device is expected to finish the batches it holds, and the estimated
+        # seconds of each of those batches, oldest first (a device runs its batches in order).
         self._busy_until = [0.0] * devices
+        self._held: list[deque[float]] = [deque() for _ in range(devices)]
         self._next_device = 0
         # Moving average of dispatched batch sizes: near 1 under light load.
         self.mean_batch_size = 1.0
@@ -285,7 +287,9 @@ class BatchPolicy(Generic[T]):
             decision.device = device
             decision.padded_size = self.options.padded_size(len(decision.batch))
             self._in_flight[device] += 1
-            self._busy_until[device] = start + self.cost.seconds(decision.padded_size)
+            estimate = self.cost.seconds(decision.padded_size)
+            self._busy_until[device] = start + estimate
+            self._held[device].append(estimate)
             self.mean_batch_size += _LOAD_SMOOTHING * (len(decision.batch) - self.mean_batch_size)
             self._next_device = (device + 1) % self.devices
         return decision
@@ -302,9 +306,14 @@ class BatchPolicy(Generic[T]):
             return False
         return self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH or now >= self._last_arrival + _ARRIVAL_GAP_S
 
-    def finish(self, device: int, padded_size: int, compute_s: float | None) -> None:
-        """Frees the device slot a batch held, and learns from its compute time."""
+    def finish(self, device: int, padded_size: int, compute_s: float | None, now: float) -> None:
+        """Frees the device slot a batch held, learns from its compute time, and re-bases the
+        device's expected finish on the clock (the batches still held start from now)."""
         self._in_flight[device] -= 1
+        held = self._held[device]
+        if held:
+            held.popleft()
+        self._busy_until[device] = now + sum(held)
         if compute_s is not None:
             self.cost.record(padded_size, compute_s)
 
@@ -470,7 +479,7 @@ class BatchScheduler(Generic[T, R]):
                 if not request.future.done():
                     request.future.set_result(result)
         finally:
-            self._policy.finish(decision.device, decision.padded_size, compute_s)
+            self._policy.finish(decision.device, decision.padded_size, compute_s, self._now())
             self._wakeup.set()
 
     async def close(self) -> None:

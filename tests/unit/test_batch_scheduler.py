@@ -66,7 +66,7 @@ def test_under_heavy_load_an_idle_device_lets_its_batch_fill() -> None:
         for i in range(4):
             admit(p, i, at=0.0, key=i)
         assert len(p.decide(now=0.0).batch) == 4
-        p.finish(0, 4, None)
+        p.finish(0, 4, None, now=0.0)
     admit(p, 1, at=1.0)
     waiting = p.decide(now=1.0)
     assert waiting.batch == [] and waiting.wake_at == pytest.approx(1.002)  # arrivals may still come
@@ -88,7 +88,7 @@ def test_when_load_turns_light_lone_requests_go_at_once_again() -> None:
             singles += 1
         else:
             assert payloads(p.decide(now=now + 0.010)) == [step]  # waited at most the max delay
-        p.finish(0, 1, None)
+        p.finish(0, 1, None, now=0.0)
     assert singles > 10 and p.mean_batch_size < 1.5
 
 
@@ -117,7 +117,7 @@ def test_no_batch_while_every_device_slot_is_busy_and_a_finished_batch_frees_its
         admit(p, i, at=0.0)
     decision = p.decide(now=1.0)
     assert decision.batch == [] and decision.wake_at is None
-    p.finish(device=0, padded_size=1, compute_s=0.01)
+    p.finish(device=0, padded_size=1, compute_s=0.01, now=1.0)
     assert payloads(p.decide(now=1.0)) == [0, 1, 2, 3]
 
 
@@ -164,7 +164,7 @@ def test_padding_to_allowed_batch_sizes() -> None:
         options.padded_size(65)
     p = policy(max_batch_size=8, allowed_batch_sizes=(1, 4, 8), max_queue_size=16)
     busy(p)
-    p.finish(0, 1, None)
+    p.finish(0, 1, None, now=0.0)
     for i in range(3):
         admit(p, i, at=0.0)
     assert p.decide(now=0.0).padded_size == 4
@@ -182,8 +182,8 @@ def test_batches_spread_over_devices_least_busy_first() -> None:
         placed.append(p.decide(now=0.0).device)
     assert placed == [0, 1, 2, 0, 1, 2]
     assert [p.in_flight(d) for d in range(3)] == [2, 2, 2]
-    p.finish(device=1, padded_size=1, compute_s=None)
-    p.finish(device=1, padded_size=4, compute_s=None)
+    p.finish(device=1, padded_size=1, compute_s=None, now=0.0)
+    p.finish(device=1, padded_size=4, compute_s=None, now=0.0)
     for j in range(4):
         admit(p, 90 + j, at=0.0, key=j)
     assert p.decide(now=0.0).device == 1
@@ -463,3 +463,13 @@ def test_the_next_batch_forms_just_before_a_busy_device_frees_up() -> None:
     assert waiting.batch == [] and waiting.wake_at == pytest.approx(0.008)  # not the 100 ms cap
     admit(p, 2, at=0.005, key="other")
     assert payloads(p.decide(now=0.008)) == [1, 2]
+
+
+def test_a_device_that_finishes_early_is_expected_free_from_then_on() -> None:
+    p = seeded(batches_in_flight=2)
+    for i in range(4):
+        admit(p, i, at=0.0, key=i)
+    assert len(p.decide(now=0.0).batch) == 4  # estimated to run until 0.020
+    p.finish(0, 4, compute_s=0.005, now=0.005)  # it took 5 ms
+    # The estimate for a new request starts from the idle device now, not from 0.020.
+    assert p.estimated_finish("n", now=0.005) < 0.005 + 0.02

@@ -1,0 +1,100 @@
+"""Where a server's time goes under load: py-spy samples a server process while probes stream to it.
+
+Starts a server with the small encoder (where Python and RPC costs dominate), drives it
+with closed-loop streaming probes from a separate process, samples every server thread
+with py-spy, and writes the top functions by own time and by inclusive time to
+benchmarks/results/profile-<model>-<mode>.txt. Needs REDIS_URL and py-spy (`make bench`
+installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.suite import PLANS, RESULTS, _delete_keys, build_artifact, enrol  # noqa: E402
+from server.launcher import ServerProcess  # noqa: E402
+
+
+def summarise(raw: Path, top: int) -> str:
+    """Own and inclusive sample counts per function, from py-spy's raw (collapsed) output."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        threads[frames[0]] += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    lines = [f"{total} samples", "", "by thread:"]
+    lines += [f"  {n:6} {n / total:6.1%}  {name}" for name, n in threads.most_common()]
+    lines += ["", "own time:"] + [f"  {n:6} {n / total:6.1%}  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive time:"] + [
+        f"  {n:6} {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="small", choices=sorted(PLANS))
+    parser.add_argument("--mode", default="stream", choices=("unary", "stream"))
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    plan = PLANS[args.model]
+    prefix = f"faultprint-profile-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = RESULTS / f"profile-{args.model}-{args.mode}.txt"
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = build_artifact(plan, Path(tmp))
+        try:
+            with ServerProcess({"model-source": artifact, **plan.server_flags}, env) as server:
+                enrol(server.target)
+                load = subprocess.Popen(
+                    [sys.executable, str(HERE / "load_generator.py"), "--target", server.target,
+                     "--mode", args.mode, "--concurrency", str(args.concurrency),
+                     "--duration-s", str(args.seconds + 2), "--warmup-s", "2"],
+                    stdout=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                raw = Path(tmp) / "server.raw"
+                assert server.process is not None
+                py_spy = str(Path(sys.executable).parent / "py-spy")
+                subprocess.run(
+                    [py_spy, "record", "--pid", str(server.process.pid), "--duration", str(args.seconds),
+                     "--rate", "200", "--threads", "--nonblocking", "--format", "raw", "--output", str(raw)],
+                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                result = load.communicate()[0].strip().splitlines()[-1]
+        finally:
+            _delete_keys(prefix)
+        text = f"{args.model} encoder, {args.mode}, C={args.concurrency}; load: {result}\n\n" + summarise(
+            raw, args.top
+        )
+    out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
