@@ -147,7 +147,8 @@ async def open_loop(
                 task.add_done_callback(pending.discard)
             sent += 1
         await asyncio.sleep(0.001)
-    await asyncio.wait(pending, timeout=30) if pending else None
+    if pending:
+        await asyncio.wait(pending, timeout=30)
     tally.outcomes["offered"] = int(args.rate * args.duration_s)
     return tally
 

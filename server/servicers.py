@@ -245,7 +245,8 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
 
         The hot path has no task per window: the reader queues each window and a
         done-callback writes its answer, so a busy stream costs one read, one queue
-        entry and one write per window.
+        entry and one write per window. Requests are read with context.read() rather than
+        through request_iterator, and answers go out with context.write().
         """
         deadline = self.encoder.deadline(context)
         answers: asyncio.Queue[probe_service_pb2.StreamClassifyWindowsResponse | None] = asyncio.Queue()
