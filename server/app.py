@@ -102,6 +102,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
     host = ModelHost(store, options.batch_sizes, devices, settings.runner_options())
+    host.freeze_gc = settings.freeze_gc
     encoder = Encoder(host, telemetry, options.max_batch_size, settings.default_top_k)
     scheduler: BatchScheduler = BatchScheduler(encoder.run_batch, options, len(devices), observer=telemetry)
     encoder.scheduler = scheduler

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 
 # Weight of the newest measurement in the moving average.
 _SMOOTHING = 0.2
+# Until batches under real load are measured, the deviation is assumed to be this fraction
+# of the warm-up time: a quiet warm-up is faster than a batch computed beside live traffic.
+_SEED_DEVIATION = 0.25
 
 
 class BatchCostModel:
@@ -27,8 +30,9 @@ class BatchCostModel:
         """Starts the estimate from warm-up timings (a later measurement refines them)."""
         for size, seconds in seconds_by_size.items():
             if size in self._sizes and seconds > 0:
-                self._mean[size] = self._seconds[size] = seconds
-                self._deviation[size] = 0.0
+                self._mean[size] = seconds
+                self._deviation[size] = seconds * _SEED_DEVIATION
+                self._seconds[size] = seconds + 2 * self._deviation[size]
 
     def record(self, padded_size: int, seconds: float) -> None:
         mean = self._mean.get(padded_size)

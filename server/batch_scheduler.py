@@ -46,8 +46,8 @@ R = TypeVar("R")
 # Estimates are stretched by this factor (plus _ESTIMATE_SLACK_S) before a request is
 # judged able to make its deadline: a batch that runs a little slower than its moving
 # average must still answer in time.
-_ESTIMATE_SLACK = 1.15
-_ESTIMATE_SLACK_S = 0.005
+_ESTIMATE_SLACK = 1.25
+_ESTIMATE_SLACK_S = 0.010
 # Weight of the newest batch in the moving average of batch sizes that tells light load
 # (single requests: an idle device answers a lone request at once) from heavy load
 # (an idle device lets a batch fill, up to max_queue_delay_ms).

@@ -80,6 +80,9 @@ class ModelHost:
             for i in range(len(self.devices))
         ]
         self._memory_task: asyncio.Task[None] | None = None
+        # Keep loaded models out of the garbage collector's way (see _settle_memory). Only
+        # for a process that runs one server: freezing is process-wide.
+        self.freeze_gc = False
         # Called with each newly warmed version's seconds per batch size (seeds the scheduler's estimate).
         self.on_warmed: Callable[[dict[int, float]], None] = lambda timings: None
 
@@ -125,7 +128,8 @@ class ModelHost:
         )
         had_old = old is not None
         del old
-        self._memory_task = asyncio.create_task(self._settle_memory(had_old))
+        if self.freeze_gc:
+            self._memory_task = asyncio.create_task(self._settle_memory(had_old))
         return self.current
 
     async def _settle_memory(self, after_swap: bool) -> None:

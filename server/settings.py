@@ -61,6 +61,10 @@ class ServerSettings:
     # RPCs in progress before gRPC itself refuses new ones with RESOURCE_EXHAUSTED, before
     # any Python runs for them: the cheapest shedding under overload. 0: no limit.
     max_concurrent_rpcs: int = 0
+    # Move loaded models out of Python's garbage collector (gc.freeze): a full collection
+    # over one takes ~160 ms on two cores. Process-wide, so turn it off when several
+    # servers share one process (as the tests do).
+    freeze_gc: bool = True
     # Largest gRPC message accepted, in bytes.
     max_message_bytes: int = 16 * 1024 * 1024
     # Neighbours returned when a request asks for none.

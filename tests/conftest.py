@@ -105,6 +105,8 @@ async def start_server(
                 "redis_prefix": redis_prefix,
                 "model_cache_dir": str(tmp_path / f"models-{len(started)}"),
                 "shutdown_grace_s": 1.0,
+                # Many servers and event loops share this process; freezing is process-wide.
+                "freeze_gc": False,
                 **overrides,
             }
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -75,6 +76,17 @@ async def test_deadlines_and_overload_are_answered_early_never_late(
         model_source=str(slow_artifact), max_batch_size=8, max_queue_size=24, max_queue_delay_ms=2
     )
     window = windows("normal", 1)[0]
+    # This test process holds many models that no server froze (freeze_gc is off in tests),
+    # so a full garbage collection could stall the loop that client and server share for
+    # longer than a deadline here; a server in its own process freezes them instead.
+    gc.disable()
+    try:
+        await _deadlines_and_overload(target, window)
+    finally:
+        gc.enable()
+
+
+async def _deadlines_and_overload(target: str, window: np.ndarray) -> None:
     async with AsyncFaultprintClient(target) as client:
         await client.create_reference_case("net-o", "normal", [window])
 
@@ -109,3 +121,17 @@ async def test_deadlines_and_overload_are_answered_early_never_late(
 
         # And the server still serves.
         assert (await timed_classify(client, window, "after", 5.0))[0] == "OK"
+
+
+async def test_a_server_that_owns_its_process_freezes_the_loaded_model_out_of_the_collector(  # type: ignore[no-untyped-def]
+    start_server, artifact
+) -> None:
+    await start_server(model_source=str(artifact), freeze_gc=True)
+    try:
+        for _ in range(100):
+            if gc.get_freeze_count() > 0:
+                break
+            await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # give this test process its collector back
