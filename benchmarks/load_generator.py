@@ -3,7 +3,8 @@
 Closed loop: C probes each send a window and send the next when the answer arrives,
 by unary ClassifyWindow calls or each on its own StreamClassifyWindows stream.
 Open loop (--rate): windows are offered at a fixed rate with a per-call deadline,
-whatever the server's pace, to measure overload behaviour.
+whatever the server's pace, to measure overload behaviour: unary calls from distinct
+nodes, or (--mode stream) --concurrency streams whose windows each carry a timeout.
 
 Prints one JSON object: counts by outcome, throughput and latency percentiles of the
 requests that completed inside the measurement window (after a warm-up).
@@ -116,10 +117,77 @@ async def closed_loop(
     return tally
 
 
+STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+async def open_stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: Windows,
+                            probe: int, tally: Tally, start: float) -> None:  # fmt: skip
+    """One probe's stream, sending on a fixed schedule; each window carries args.deadline_ms.
+
+    A diagnosis that comes back after its deadline counts as LATE. A window the sender
+    is already a deadline behind on is not sent (CLIENT_BACKLOG), as a real probe would
+    skip a stale minute.
+    """
+    stream = client.open_stream()
+    timeout_s = args.deadline_ms / 1000
+    period_s = args.concurrency / args.rate
+    sent_at: dict[int, float] = {}
+
+    async def receive() -> None:
+        while True:
+            try:
+                answer = await stream.receive()
+            except EOFError:
+                return
+            started = sent_at.pop(answer.sequence)
+            if answer.HasField("diagnosis"):
+                in_time = time.perf_counter() - started <= timeout_s
+                tally.add(started, "OK" if in_time else "LATE")
+            else:
+                tally.add(started, STATUS_NAMES.get(answer.error.code, f"CODE_{answer.error.code}"))
+
+    receiver = asyncio.create_task(receive())
+    node, i = f"node-{probe}", 0
+    due = start + period_s * probe / args.concurrency
+    try:
+        while (now := time.perf_counter()) < tally.measure_to:
+            if now < due:
+                await asyncio.sleep(due - now)
+                continue
+            due += period_s
+            if now - due > timeout_s:
+                tally.add(now, "CLIENT_BACKLOG")
+                continue
+            sent_at[i] = time.perf_counter()
+            item = StreamItem(args.network, node, windows[i % len(windows)], sequence=i, timeout_s=timeout_s)
+            await stream.send(item)
+            i += 1
+        await stream.close()
+        await asyncio.wait_for(receiver, timeout=30)
+    finally:
+        receiver.cancel()
+        stream.cancel()
+
+
+async def open_loop_streams(
+    client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
+) -> Tally:
+    """Offers args.rate windows/s over args.concurrency streams, each window with its deadline."""
+    start = time.perf_counter()
+    tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+    await asyncio.gather(
+        *(open_stream_probe(client, args, windows, p, tally, start) for p in range(args.concurrency))
+    )
+    tally.outcomes["offered"] = int(args.rate * args.duration_s)
+    return tally
+
+
 async def open_loop(
     client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
 ) -> Tally:
     """Offers args.rate windows/s from distinct nodes, each call with args.deadline_ms."""
+    if args.mode == "stream":
+        return await open_loop_streams(client, args, windows)
     start = time.perf_counter()
     tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
     pending: set[asyncio.Task[None]] = set()
@@ -170,7 +238,7 @@ def main() -> None:
     parser.add_argument("--network", default="bench")
     parser.add_argument("--mode", choices=("unary", "stream"), default="unary")
     parser.add_argument("--concurrency", type=int, default=1, help="probes (closed loop)")
-    parser.add_argument("--rate", type=float, default=0.0, help="windows/s offered (open loop, unary)")
+    parser.add_argument("--rate", type=float, default=0.0, help="windows/s offered (open loop)")
     parser.add_argument("--deadline-ms", type=float, default=0.0, help="per-call deadline (open loop)")
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=2.0)

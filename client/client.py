@@ -59,6 +59,8 @@ class StreamItem:
     window: WindowLike
     sequence: int = 0
     top_k: int = 0
+    # How long to wait for this window's answer; None means the stream's deadline.
+    timeout_s: float | None = None
 
 
 def _create_request(
@@ -86,13 +88,16 @@ def _delete_request(network: str, case_id: str) -> reference_case_service_pb2.De
 
 
 def _stream_request(item: StreamItem) -> probe_service_pb2.StreamClassifyWindowsRequest:
-    return probe_service_pb2.StreamClassifyWindowsRequest(
+    request = probe_service_pb2.StreamClassifyWindowsRequest(
         sequence=item.sequence,
         network=item.network,
         node=item.node,
         window=encode_window(item.window),
         top_k=item.top_k,
     )
+    if item.timeout_s is not None:
+        request.timeout.FromNanoseconds(int(item.timeout_s * 1e9))
+    return request
 
 
 class _Stubs:

@@ -49,8 +49,42 @@ def unary_rpc(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     return wrap
 
 
+# Load shedding answers these by the thousand per second under overload; their log
+# lines are throttled so that logging does not take the CPU the batcher needs.
+SHEDDING_CODES = frozenset(
+    {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+class LogThrottle:
+    """Lets one line per key through each interval and counts the ones it holds back."""
+
+    def __init__(self, interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._next: dict[object, float] = {}
+        self._held: dict[object, int] = {}
+
+    def admit(self, key: object) -> int | None:
+        """None to hold this line back; otherwise how many were held back since the last one."""
+        now = self.clock()
+        if now < self._next.get(key, 0.0):
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._next[key] = now + self.interval_s
+        return self._held.pop(key, 0)
+
+
+_throttle = LogThrottle()
+
+
 def log_error(name: str, code: grpc.StatusCode, message: str, exc: BaseException) -> None:
     if code == grpc.StatusCode.INTERNAL:
         log.error("%s failed: %s", name, message, exc_info=exc)
-    else:
+        return
+    if code not in SHEDDING_CODES:
         log.info("%s -> %s: %s", name, code.name, message)
+        return
+    held = _throttle.admit((name, code))
+    if held is not None:
+        log.info("%s -> %s: %s (%d more like it since the last line)", name, code.name, message, held)

@@ -272,7 +272,7 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                 while (request := await context.read()) is not grpc.aio.EOF:
                     await slots.acquire()
                     try:
-                        future = self._admit(request, deadline)
+                        future = self._admit(request, _window_deadline(request, deadline))
                     except Exception as exc:
                         slots.release()
                         refused = probe_service_pb2.StreamClassifyWindowsResponse(sequence=request.sequence)
@@ -297,6 +297,19 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                     future.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+
+
+def _window_deadline(
+    request: probe_service_pb2.StreamClassifyWindowsRequest, stream_deadline: float | None
+) -> float | None:
+    """A streamed window's deadline: its own timeout from now, within the stream's deadline."""
+    if not request.HasField("timeout"):
+        return stream_deadline
+    timeout_s = request.timeout.seconds + request.timeout.nanos * 1e-9
+    if timeout_s < 0:
+        raise InvalidArgument(f"timeout is {timeout_s:.3f} s; a window's timeout cannot be negative")
+    own = asyncio.get_running_loop().time() + timeout_s
+    return own if stream_deadline is None else min(own, stream_deadline)
 
 
 def _stream_error(response: probe_service_pb2.StreamClassifyWindowsResponse, exc: BaseException) -> None:

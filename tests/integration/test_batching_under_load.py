@@ -135,3 +135,27 @@ async def test_a_server_that_owns_its_process_freezes_the_loaded_model_out_of_th
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()  # give this test process its collector back
+
+
+async def test_a_streamed_window_with_its_own_timeout_is_refused_early_and_the_stream_goes_on(
+    start_server, slow_artifact, windows
+) -> None:  # type: ignore[no-untyped-def]
+    from client import StreamItem
+
+    _, target = await start_server(model_source=str(slow_artifact), max_batch_size=8)
+    window = windows("normal", 1)[0]
+    async with AsyncFaultprintClient(target) as client:
+        await client.create_reference_case("net-s", "normal", [window])
+        stream = client.open_stream()
+        try:
+            # Shorter than one batch: refused at once. Negative: invalid. None: the stream's own.
+            for sequence, timeout_s in ((1, 0.001), (2, -1.0), (3, None), (4, 30.0)):
+                await stream.send(StreamItem("net-s", "pcscf-1", window, sequence, timeout_s=timeout_s))
+            answers = {a.sequence: a for a in [await stream.receive() for _ in range(4)]}
+            await stream.close()
+        finally:
+            stream.cancel()
+    assert answers[1].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], answers[1]
+    assert "longer deadline" in answers[1].error.message
+    assert answers[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], answers[2]
+    assert answers[3].diagnosis.label == "normal" and answers[4].diagnosis.label == "normal"
