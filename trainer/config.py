@@ -9,7 +9,7 @@ from typing import Any
 
 from encoder.tower import TowerConfig
 from trainer.features import NUM_FEATURES, WINDOW_STEPS
-from trainer.simulator import CONDITIONS, PROFILES
+from trainer.simulator import CONDITIONS, CORE_CONDITIONS, PROFILES
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,11 @@ def _tower(lstm: int, dense: int, embedding: int) -> TowerConfig:
 PRESETS: dict[str, TrainingConfig] = {
     # Seconds on 2 CPU cores: for tests.
     "tiny": TrainingConfig(
-        tower=_tower(16, 32, 8), windows_per_condition=40, epochs=4, triplets_per_window=4
+        tower=_tower(16, 32, 8),
+        conditions=CORE_CONDITIONS,
+        windows_per_condition=40,
+        epochs=4,
+        triplets_per_window=4,
     ),
     # A couple of minutes on 2 CPU cores: for the demo.
     "small": TrainingConfig(tower=_tower(64, 64, 10), windows_per_condition=80, epochs=6),

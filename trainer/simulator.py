@@ -67,17 +67,31 @@ def overdispersed_counts(rng: np.random.Generator, mean: np.ndarray, shape_k: fl
     return rng.poisson(rate).astype(np.float64)
 
 
-def _onset_activity(kind: str, steps: int, onset: int, rng: np.random.Generator) -> np.ndarray:
-    """Fault intensity per minute, 0 before onset: step, ramp or spike-and-decay."""
+ONSET_SHAPES = ("step", "ramp", "busy_hour", "spike", "step_heal")
+
+
+def _onset_activity(
+    kind: str, steps: int, onset: int, rng: np.random.Generator, load: np.ndarray
+) -> np.ndarray:
+    """Fault intensity per minute, 0 before onset.
+
+    step: on at once; ramp: rises over 5-15 minutes; busy_hour: present only while the
+    offered load is high (gone at night); spike: on at once, decaying over 8-20 minutes;
+    step_heal: on at once, then partly healing (failover) to a third within 10-20 minutes.
+    """
     t = np.arange(steps) - onset
     active = t >= 0
     if kind == "step":
         return active.astype(np.float64)
     if kind == "ramp":
         return np.clip((t + 1) / rng.uniform(5, 15), 0, 1) * active
+    if kind == "busy_hour":
+        return np.clip((load - 0.55) / 0.25, 0, 1) * active
     if kind == "spike":
         return np.exp(-np.maximum(t, 0) / rng.uniform(8, 20)) * active
-    raise ValueError(f"unknown onset kind {kind!r}")
+    if kind == "step_heal":
+        return (0.3 + 0.7 * np.exp(-np.maximum(t, 0) / rng.uniform(10, 20))) * active
+    raise ValueError(f"unknown onset kind {kind!r}; known: {', '.join(ONSET_SHAPES)}")
 
 
 @dataclass
@@ -104,6 +118,12 @@ class MinuteParams:
     p_aar_fail: np.ndarray
     p_aar_timeout: np.ndarray
     p_reg_403: np.ndarray
+    # REGISTERs answered 408 (transaction timeout), 423 (interval too brief) and 503.
+    p_reg_timeout: np.ndarray
+    p_reg_423: np.ndarray
+    p_reg_503: np.ndarray
+    # Share of 503 answers that carry Retry-After (local overload control).
+    retry_after_share: np.ndarray
     local_478: np.ndarray
     contacts_factor: np.ndarray
     # Throughput ceiling as a fraction of offered messages (1 = no ceiling).
@@ -139,6 +159,10 @@ def _normal_params(profile: NetworkProfile, load: np.ndarray, rng: np.random.Gen
         p_aar_fail=0.001 * ones,
         p_aar_timeout=0.0002 * ones,
         p_reg_403=0.001 * ones,
+        p_reg_timeout=0.0 * ones,
+        p_reg_423=0.0 * ones,
+        p_reg_503=0.0002 * ones,
+        retry_after_share=0.1 * ones,
         local_478=0.02 * load * subs / 10_000,
         contacts_factor=ones.copy(),
         throughput=ones.copy(),
@@ -151,8 +175,22 @@ def _hss_unreachable(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -
     p.p_reg_fail = np.maximum(p.p_reg_fail, 0.97 * a)
     p.reg_retry *= 1 + 2.0 * a
     p.lat["register_to_failure"] = p.lat["register_to_failure"] * (1 - a) + 5000.0 * a
-    minutes_down = np.cumsum(a > 0.5)
-    p.contacts_factor *= np.clip(1 - minutes_down / 60.0, 0.05, 1)
+    p.contacts_factor *= np.clip(1 - _run_length(a > 0.5) / 60.0, 0.05, 1)
+
+
+def _run_length(mask: np.ndarray) -> np.ndarray:
+    """Minutes since each run of True began (0 where False)."""
+    counts = np.cumsum(mask)
+    return counts - np.maximum.accumulate(np.where(mask, 0, counts))
+
+
+def _hss_slow(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
+    """Cx slow: REGISTER latency mean and p95 climb several-fold, with few failures."""
+    factor = 1 + rng.uniform(3, 6) * a
+    for op in ("register_to_401", "auth_register_to_200", "reregister_to_200"):
+        p.lat[op] = p.lat[op] * factor
+    p.lat_jitter = p.lat_jitter * (1 + a)
+    p.p_reg_fail = p.p_reg_fail + 0.01 * a
 
 
 def _link_at_capacity(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
@@ -187,13 +225,68 @@ def _dns_failure(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> No
     p.lat["invite_to_18x"] = p.lat["invite_to_18x"] * (1 - 0.5 * a)
 
 
-# label -> (onset shape, modifier)
-FAULTS: dict[str, tuple[str, Callable[[MinuteParams, np.ndarray, np.random.Generator], None]]] = {
+def _pcscf_overload(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
+    """Local overload control: 503 with Retry-After, retries amplify load, goodput collapses."""
+    period = rng.uniform(6, 12)
+    wave = a * (0.6 + 0.4 * np.sin(2 * np.pi * np.arange(a.shape[0]) / period))
+    p.p_reg_503 = np.maximum(p.p_reg_503, 0.4 * wave)
+    p.p_call_netfail = p.p_call_netfail + 0.4 * wave
+    p.retry_after_share = p.retry_after_share * (1 - a) + 0.95 * a
+    p.reg_retry = p.reg_retry * (1 + 1.5 * wave)
+    p.throughput = p.throughput * (1 - 0.3 * wave)
+    for op in p.lat:
+        p.lat[op] = p.lat[op] * (1 + wave)
+
+
+def _scscf_partial_down(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
+    """One S-CSCF of N down: about 1/N of requests time out (408, then 504) until failover."""
+    share = a / rng.integers(2, 5)
+    p.p_reg_timeout = p.p_reg_timeout + share
+    p.p_call_netfail = p.p_call_netfail + share
+    # Timer F: 64 x T1 (500 ms) before the transaction gives up.
+    p.lat["register_to_failure"] = p.lat["register_to_failure"] * (1 - a) + 32_000.0 * a
+
+
+def _registration_storm(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
+    """After a restart: initial REGISTERs and 401s at 10-100 x baseline; contacts rebuild from ~0."""
+    p.reg_initial = p.reg_initial * (1 + rng.uniform(10, 100) * a)
+    p.contacts_factor = p.contacts_factor * (1 - 0.95 * a)
+    p.lat["register_to_401"] = p.lat["register_to_401"] * (1 + 2 * a)
+
+
+def _packet_loss(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
+    """Loss on the access link: retransmissions in proportion to loss; latency gains a T1 mode."""
+    loss = rng.uniform(0.02, 0.1)
+    p.p_retransmit = p.p_retransmit + 3 * loss * a
+    for op in p.lat:
+        p.lat[op] = p.lat[op] + 500.0 * 3 * loss * a
+    p.lat_jitter = p.lat_jitter * (1 + 1.5 * a)
+
+
+def _misconfiguration(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
+    """After an upgrade: REGISTER 423 (interval too brief) appears; UEs re-register every 15 s."""
+    p.p_reg_423 = np.maximum(p.p_reg_423, 0.5 * a)
+    p.reg_refresh = p.reg_refresh * (1 + 3 * a)
+
+
+Modifier = Callable[[MinuteParams, np.ndarray, np.random.Generator], None]
+
+# label -> (onset shape, modifier); docs/simulator.md lists the counters each one moves.
+FAULTS: dict[str, tuple[str, Modifier]] = {
     "hss_unreachable": ("step", _hss_unreachable),
-    "link_at_capacity": ("ramp", _link_at_capacity),
+    "hss_slow": ("ramp", _hss_slow),
+    "link_at_capacity": ("busy_hour", _link_at_capacity),
+    "pcscf_overload": ("ramp", _pcscf_overload),
     "rx_pcrf_down": ("step", _rx_pcrf_down),
     "dns_failure": ("ramp", _dns_failure),
+    "scscf_partial_down": ("step_heal", _scscf_partial_down),
+    "registration_storm": ("spike", _registration_storm),
+    "packet_loss": ("step", _packet_loss),
+    "misconfiguration": ("step", _misconfiguration),
 }
+# The first four faults of the catalogue: the quick presets (tests, demo) train on these.
+CORE_CONDITIONS: tuple[str, ...] = (NORMAL, "hss_unreachable", "link_at_capacity", "rx_pcrf_down",
+                                    "dns_failure")  # fmt: skip
 CONDITIONS: tuple[str, ...] = (NORMAL, *FAULTS)
 
 
@@ -248,22 +341,25 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     put("req_register_reregister", reg_refresh + rereg_challenged)
     put("req_register_deregister", reg_dereg)
     put("req_register_emergency", rng.poisson(0.002 * p.subscribers / 1000 * np.ones(steps)))
+    reg_408 = rng.poisson((p.p_retransmit + p.p_reg_timeout) * reg_initial).astype(np.float64)
+    reg_423 = rng.binomial(reg_refresh.astype(np.int64), np.clip(p.p_reg_423, 0, 1)).astype(np.float64)
     fail_480, fail_500, fail_504 = _split(rng, reg_fail + refresh_fail, [0.4, 0.3])
     code_401 = challenged + rereg_challenged
-    reg_2xx = reg_ok + (reg_refresh - refresh_fail) + reg_dereg
+    reg_2xx = reg_ok + np.maximum(reg_refresh - refresh_fail - reg_423, 0) + reg_dereg
     put("code_register_401", code_401)
     put("code_register_403", reg_403)
     put("code_register_404", rng.poisson(0.0005 * reg_initial))
-    put("code_register_408", rng.poisson(p.p_retransmit * reg_initial))
+    put("code_register_408", reg_408)
     put("code_register_420", 0.0)
-    put("code_register_423", 0.0)
+    put("code_register_423", reg_423)
     put("code_register_480", fail_480)
     put("code_register_500", fail_500)
-    put("code_register_503", rng.poisson(0.0002 * reg_initial))
+    put("code_register_503", rng.poisson(p.p_reg_503 * reg_initial))
     put("code_register_504", fail_504)
     put("resp_register_2xx", reg_2xx)
     put("resp_register_3xx", 0.0)
-    put("resp_register_4xx", code_401 + reg_403 + fail_480 + out[:, FEATURE_INDEX["code_register_404"]])
+    put("resp_register_4xx", code_401 + reg_403 + fail_480 + reg_408 + reg_423
+        + out[:, FEATURE_INDEX["code_register_404"]])  # fmt: skip
     put("resp_register_5xx", fail_500 + fail_504 + out[:, FEATURE_INDEX["code_register_503"]])
     put("resp_register_6xx", 0.0)
     put("register_auth_resyncs", rng.poisson(0.002 * challenged))
@@ -351,7 +447,8 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     put("retransmitted_responses", rng.poisson(0.5 * retrans))
     put("timer_b_expiries", f408 + rng.poisson(0.02 * retrans))
     put("timer_f_expiries", out[:, FEATURE_INDEX["code_register_408"]])
-    put("responses_503_retry_after", rng.poisson(0.1 * f503))
+    reg_503 = out[:, FEATURE_INDEX["code_register_503"]]
+    put("responses_503_retry_after", rng.binomial((f503 + reg_503).astype(np.int64), p.retry_after_share))
     put("tcp_connection_failures", rng.poisson(0.01 * retrans + 0.1))
     put("invite_from_unregistered", rng.poisson(0.001 * calls + 2 * (1 - p.contacts_factor) * 0.01 * calls))
 
@@ -395,6 +492,39 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     return np.maximum(out, 0)
 
 
+@dataclass(frozen=True)
+class Episode:
+    """One fault on a node's timeline: from onset (minute index) for duration minutes."""
+
+    condition: str
+    onset: int
+    duration: int
+
+
+def simulate_timeline(
+    profile: NetworkProfile, start_minute_utc: int, minutes: int, episodes: Sequence[Episode],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A node's statistics over consecutive minutes, and each minute's label.
+
+    A minute is labelled with the episode's fault while the fault is present (for a
+    busy-hour fault, only while the load brings it out); otherwise "normal".
+    """
+    local = (start_minute_utc + profile.utc_offset_h * 60 + np.arange(minutes)) % 1440
+    load = diurnal_load(local.astype(np.float64))
+    params = _normal_params(profile, load, rng)
+    labels = np.full(minutes, NORMAL, dtype=object)
+    for episode in episodes:
+        if episode.condition not in FAULTS:
+            raise ValueError(f"unknown condition {episode.condition!r}; known: {', '.join(CONDITIONS)}")
+        shape, modify = FAULTS[episode.condition]
+        activity = _onset_activity(shape, minutes, episode.onset, rng, load)
+        activity[episode.onset + episode.duration :] = 0.0
+        modify(params, activity, rng)
+        labels[activity > 0] = episode.condition
+    return _count(params, rng), labels.astype(str)
+
+
 def simulate_window(
     profile: NetworkProfile,
     start_minute_utc: int,
@@ -404,17 +534,23 @@ def simulate_window(
     onset_minute: int | None = None,
 ) -> np.ndarray:
     """One window (steps, NUM_FEATURES) of float32 statistics under the given condition."""
-    minutes = (start_minute_utc + profile.utc_offset_h * 60 + np.arange(steps)) % 1440
-    load = diurnal_load(minutes.astype(np.float64))
-    params = _normal_params(profile, load, rng)
+    episodes = []
     if condition != NORMAL:
-        if condition not in FAULTS:
-            raise ValueError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
-        shape, modify = FAULTS[condition]
         if onset_minute is None:
             onset_minute = int(rng.integers(0, max(steps - MIN_FAULT_MINUTES, 0) + 1))
-        modify(params, _onset_activity(shape, steps, onset_minute, rng), rng)
-    return _count(params, rng).astype(np.float32)
+        episodes.append(Episode(condition, onset_minute, steps))
+    values, _ = simulate_timeline(profile, start_minute_utc, steps, episodes, rng)
+    return values.astype(np.float32)
+
+
+def _start_minute(profile: NetworkProfile, condition: str, rng: np.random.Generator) -> int:
+    """A random UTC start; a busy-hour fault's window is placed where its fault shows."""
+    if condition in FAULTS and FAULTS[condition][0] == "busy_hour":
+        local_start = int(
+            rng.choice([int(rng.integers(9 * 60, 12 * 60)), int(rng.integers(17 * 60, 19 * 60))])
+        )
+        return (local_start - profile.utc_offset_h * 60) % 1440
+    return int(rng.integers(0, 1440))
 
 
 def simulate_windows(
@@ -429,7 +565,73 @@ def simulate_windows(
     windows, labels = [], []
     for condition in conditions:
         for _ in range(per_condition):
-            start = int(rng.integers(0, 1440))
+            start = _start_minute(profile, condition, rng)
             windows.append(simulate_window(profile, start, condition, rng, steps))
             labels.append(condition)
     return np.stack(windows), np.array(labels)
+
+
+@dataclass(frozen=True)
+class ProbeDamage:
+    """What real probe exports do to per-minute rows; all rates are per minute (or per value)."""
+
+    # Minutes the probe never exported (the row is absent).
+    missing_minute_rate: float = 0.01
+    # Values lost in export (NaN).
+    missing_value_rate: float = 0.0005
+    # Relative noise of every statistic (collection jitter, rounding).
+    counter_noise: float = 0.01
+    # Minutes whose counters reset (a probe restart): the exported delta goes negative.
+    counter_reset_rate: float = 0.001
+
+
+COUNTER_COLUMNS = np.array([n.startswith(("req_", "resp_", "code_")) for n in FEATURE_NAMES])
+
+
+def damage_rows(
+    values: np.ndarray, damage: ProbeDamage, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Applies probe damage to a node's (minutes, features) rows; returns (values, kept-minute mask)."""
+    noisy = values * (1 + damage.counter_noise * rng.standard_normal(values.shape))
+    noisy = np.maximum(noisy, 0)
+    noisy[rng.random(values.shape) < damage.missing_value_rate] = np.nan
+    resets = np.flatnonzero(rng.random(values.shape[0]) < damage.counter_reset_rate)
+    counters = np.flatnonzero(COUNTER_COLUMNS)
+    # A delta taken across a restart: the new counter minus the old cumulative total.
+    noisy[np.ix_(resets, counters)] -= rng.uniform(100, 10_000, (len(resets), len(counters)))
+    kept = np.asarray(rng.random(values.shape[0]) >= damage.missing_minute_rate)
+    return noisy, kept
+
+
+def plan_episodes(minutes: int, faults_per_day: float, rng: np.random.Generator,
+                  conditions: Sequence[str] = tuple(FAULTS)) -> list[Episode]:  # fmt: skip
+    """Non-overlapping fault episodes of 30-180 minutes, at least an hour apart."""
+    episodes, minute = [], int(rng.integers(0, 120))
+    faults = [c for c in conditions if c != NORMAL]
+    mean_gap = 1440 / max(faults_per_day, 1e-9)
+    while faults and (minute := minute + 60 + int(rng.exponential(mean_gap))) < minutes:
+        duration = int(rng.integers(30, 181))
+        episodes.append(Episode(str(rng.choice(faults)), minute, duration))
+        minute += duration
+    return episodes
+
+
+def simulate_node_rows(
+    profile: NetworkProfile, node: str, start_minute_utc: int, minutes: int, seed: int,
+    faults_per_day: float = 6.0, damage: ProbeDamage | None = ProbeDamage(),
+    conditions: Sequence[str] = CONDITIONS,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """One node's labelled per-minute rows in the on-disk row format (see trainer/rows.py)."""
+    rng = np.random.default_rng(seed)
+    episodes = plan_episodes(minutes, faults_per_day, rng, conditions)
+    values, labels = simulate_timeline(profile, start_minute_utc, minutes, episodes, rng)
+    kept = np.ones(minutes, dtype=bool)
+    if damage is not None:
+        values, kept = damage_rows(values, damage, rng)
+    return {
+        "node": np.full(kept.sum(), node),
+        "network": np.full(kept.sum(), profile.name),
+        "minute": (start_minute_utc + np.arange(minutes))[kept].astype(np.int64),
+        "values": values[kept],
+        "label": labels[kept],
+    }

@@ -61,3 +61,73 @@ def test_rx_down_tears_calls_down_and_dns_failure_answers_478() -> None:
         late(normal, "kpi_calls_torn_down_within_2s"), 1
     )
     assert late(window("dns_failure"), "code_local_478") > 20 * max(late(normal, "code_local_478"), 1)
+
+
+def early(values: np.ndarray, name: str) -> float:
+    """Mean over the first 10 minutes, where a spike-shaped fault from minute 0 is strongest."""
+    return float(values[:10, FEATURE_INDEX[name]].mean())
+
+
+def test_the_catalogue_has_the_domain_faults_each_with_an_onset_shape() -> None:
+    from trainer.simulator import FAULTS, ONSET_SHAPES
+
+    assert len(FAULTS) >= 6 and CONDITIONS[0] == "normal"
+    assert {shape for shape, _ in FAULTS.values()} >= {"step", "ramp", "busy_hour", "spike"}
+    assert all(shape in ONSET_SHAPES for shape, _ in FAULTS.values())
+
+
+def test_hss_slow_raises_register_latency_with_few_failures() -> None:
+    normal, slow = window("normal"), window("hss_slow")
+    assert late(slow, "lat_auth_register_to_200_mean_ms") > 3 * late(
+        normal, "lat_auth_register_to_200_mean_ms"
+    )
+    assert late(slow, "kpi_registration_success_rate") > 0.9
+
+
+def test_pcscf_overload_answers_503_with_retry_after() -> None:
+    normal, overload = window("normal"), window("pcscf_overload")
+    assert late(overload, "responses_503_retry_after") > 20 * max(
+        late(normal, "responses_503_retry_after"), 1
+    )
+    assert late(overload, "code_register_503") > 10 * max(late(normal, "code_register_503"), 1)
+
+
+def test_scscf_partial_down_times_out_a_share_of_requests_at_the_transaction_timer() -> None:
+    normal, partial = window("normal"), window("scscf_partial_down")
+    assert late(partial, "code_register_408") > 10 * max(late(normal, "code_register_408"), 1)
+    assert late(partial, "lat_register_to_failure_mean_ms") > 5000
+
+
+def test_registration_storm_multiplies_initial_registers_and_empties_the_contacts_gauge() -> None:
+    normal, storm = window("normal"), window("registration_storm")
+    assert early(storm, "req_register_initial") > 5 * early(normal, "req_register_initial")
+    assert early(storm, "gauge_registered_contacts") < 0.5 * early(normal, "gauge_registered_contacts")
+
+
+def test_packet_loss_retransmits_and_misconfiguration_answers_423() -> None:
+    normal = window("normal")
+    assert late(window("packet_loss"), "retransmitted_requests") > 10 * late(normal, "retransmitted_requests")
+    assert late(window("misconfiguration"), "code_register_423") > 100 > late(normal, "code_register_423")
+
+
+def test_link_at_capacity_is_a_busy_hour_fault_absent_at_night() -> None:
+    from trainer.simulator import Episode, simulate_timeline
+
+    profile = PROFILES["metro-eu"]
+    rng = np.random.default_rng(4)
+    # A whole day from local midnight with the fault present all day: labelled only while loaded.
+    _, labels = simulate_timeline(profile, -60, 1440, [Episode("link_at_capacity", 0, 1440)], rng)
+    assert (labels[2 * 60 : 5 * 60] == "normal").all()
+    assert (labels[10 * 60 : 12 * 60] == "link_at_capacity").all()
+
+
+def test_node_rows_are_deterministic_and_carry_probe_damage() -> None:
+    from trainer.simulator import ProbeDamage, simulate_node_rows
+
+    damage = ProbeDamage(missing_minute_rate=0.05, missing_value_rate=0.01, counter_reset_rate=0.01)
+    a = simulate_node_rows(PROFILES["rural-eu"], "pcscf-1", 29_000_000, 1440, seed=5, damage=damage)
+    b = simulate_node_rows(PROFILES["rural-eu"], "pcscf-1", 29_000_000, 1440, seed=5, damage=damage)
+    assert all(np.array_equal(a[k], b[k], equal_nan=k == "values") for k in a)
+    assert 1300 < len(a["minute"]) < 1440  # minutes missing
+    assert np.isnan(a["values"]).any() and (a["values"] < 0).any()  # lost values, counter resets
+    assert set(a["label"]) - {"normal"}, "a day at 6 faults per day has fault minutes"
