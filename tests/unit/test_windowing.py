@@ -19,7 +19,7 @@ def clean_rows(minutes: int = 180, label: str = "normal") -> Rows:
     values = np.tile(np.arange(minutes, dtype=np.float64)[:, None], (1, NUM_FEATURES)) + 1
     return Rows(
         node=np.full(minutes, "pcscf-1"), network=np.full(minutes, "net"),
-        minute=START + np.arange(minutes), values=values, label=np.full(minutes, label),
+        minute=START + np.arange(minutes), values=values, label=np.full(minutes, label, dtype=object),
     )  # fmt: skip
 
 
