@@ -16,7 +16,7 @@ import numpy as np
 
 from client.client import AsyncFaultprintClient, StreamItem
 from faultprint.v1 import diagnosis_pb2
-from trainer.simulator import CONDITIONS, NORMAL, PROFILES, simulate_window
+from trainer.simulator import CONDITIONS, NORMAL, PROFILES, random_window
 
 UNKNOWN = "unknown"
 ERROR = "error"
@@ -92,7 +92,7 @@ async def run_agent(options: ProbeOptions, agent: int, tally: Tally) -> None:
 
     async def items() -> AsyncIterator[StreamItem]:
         for seq, condition in enumerate(truths):
-            window = simulate_window(profile, int(rng.integers(0, 1440)), condition, rng)
+            window = random_window(profile, condition, rng)
             yield StreamItem(options.network, node, window, sequence=seq)
 
     async with AsyncFaultprintClient(options.target) as client:
@@ -129,10 +129,7 @@ def enrol_one_per_condition(
     ids = []
     with FaultprintClient(target) as client:
         for condition in conditions:
-            windows = [
-                simulate_window(profile, int(rng.integers(0, 1440)), condition, rng)
-                for _ in range(windows_per_case)
-            ]
+            windows = [random_window(profile, condition, rng) for _ in range(windows_per_case)]
             case = client.create_reference_case(
                 network, condition, windows, description=f"simulated {condition} on {network}"
             )

@@ -28,10 +28,12 @@ class TrainingConfig:
     validation_fraction: float = 0.2
     # Passes over the triplets.
     epochs: int = 8
-    # Triplets per batch.
+    # Windows per batch; triplets are mined inside each batch.
     batch_size: int = 32
-    # Triplets drawn per epoch, as a multiple of the number of training windows.
-    triplets_per_window: int = 4
+    # Windows of each condition in a batch (batch_size / windows_per_class conditions per batch).
+    windows_per_class: int = 4
+    # Windows drawn per epoch, as a multiple of the number of training windows.
+    epoch_size_factor: int = 4
     learning_rate: float = 1e-3
     # Triplet-loss margin on squared distances (0.2 in the original design).
     margin: float = 0.2
@@ -49,8 +51,14 @@ class TrainingConfig:
             raise ValueError(f"unknown conditions {bad}; known: {list(CONDITIONS)}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if min(self.epochs, self.batch_size, self.windows_per_condition) < 1:
-            raise ValueError("epochs, batch_size and windows_per_condition must be positive")
+        if min(self.epochs, self.batch_size, self.windows_per_condition, self.epoch_size_factor) < 1:
+            raise ValueError(
+                "epochs, batch_size, windows_per_condition and epoch_size_factor must be positive"
+            )
+        if not 2 <= self.windows_per_class <= self.batch_size // 2:
+            raise ValueError(
+                "windows_per_class must be at least 2 and leave room for two conditions per batch"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
@@ -88,7 +96,7 @@ PRESETS: dict[str, TrainingConfig] = {
         conditions=CORE_CONDITIONS,
         windows_per_condition=40,
         epochs=4,
-        triplets_per_window=4,
+        epoch_size_factor=4,
     ),
     # A couple of minutes on 2 CPU cores: for the demo.
     "small": TrainingConfig(tower=_tower(64, 64, 10), windows_per_condition=80, epochs=6),

@@ -543,7 +543,7 @@ def simulate_window(
     return values.astype(np.float32)
 
 
-def _start_minute(profile: NetworkProfile, condition: str, rng: np.random.Generator) -> int:
+def window_start_minute(profile: NetworkProfile, condition: str, rng: np.random.Generator) -> int:
     """A random UTC start; a busy-hour fault's window is placed where its fault shows."""
     if condition in FAULTS and FAULTS[condition][0] == "busy_hour":
         local_start = int(
@@ -551,6 +551,13 @@ def _start_minute(profile: NetworkProfile, condition: str, rng: np.random.Genera
         )
         return (local_start - profile.utc_offset_h * 60) % 1440
     return int(rng.integers(0, 1440))
+
+
+def random_window(
+    profile: NetworkProfile, condition: str, rng: np.random.Generator, steps: int = WINDOW_STEPS
+) -> np.ndarray:
+    """A window of the condition at a random time of day where the condition can show."""
+    return simulate_window(profile, window_start_minute(profile, condition, rng), condition, rng, steps)
 
 
 def simulate_windows(
@@ -565,8 +572,7 @@ def simulate_windows(
     windows, labels = [], []
     for condition in conditions:
         for _ in range(per_condition):
-            start = _start_minute(profile, condition, rng)
-            windows.append(simulate_window(profile, start, condition, rng, steps))
+            windows.append(random_window(profile, condition, rng, steps))
             labels.append(condition)
     return np.stack(windows), np.array(labels)
 

@@ -1,7 +1,9 @@
 """Triplet training of the embedding tower, and the fitting of its distance threshold.
 
-The Siamese wrapper embeds anchor, positive and negative windows with one shared
-tower and minimises the triplet loss; only the tower is exported.
+Batches are class-balanced (several windows of several conditions), one shared
+tower embeds them, and the triplet loss is taken over every anchor-positive pair
+with a semi-hard negative mined inside the batch (the original design used fixed
+random triplets, most of which soon carry no loss). Only the tower is exported.
 """
 
 from __future__ import annotations
@@ -19,15 +21,38 @@ from trainer.config import TrainingConfig
 log = logging.getLogger(__name__)
 
 
-def triplet_loss(anchor: tf.Tensor, positive: tf.Tensor, negative: tf.Tensor, margin: float) -> tf.Tensor:
-    """mean over triplets of max(|a - p|^2 - |a - n|^2 + margin, 0)."""
-    pos = tf.reduce_sum(tf.square(anchor - positive), axis=-1)
-    neg = tf.reduce_sum(tf.square(anchor - negative), axis=-1)
-    return tf.reduce_mean(tf.maximum(pos - neg + margin, 0.0))
+def pairwise_squared_distances(embeddings: tf.Tensor) -> tf.Tensor:
+    squares = tf.reduce_sum(tf.square(embeddings), axis=-1)
+    dot = tf.matmul(embeddings, embeddings, transpose_b=True)
+    return tf.maximum(squares[:, None] - 2.0 * dot + squares[None, :], 0.0)
+
+
+def semi_hard_triplet_loss(labels: tf.Tensor, embeddings: tf.Tensor, margin: float) -> tf.Tensor:
+    """Triplet loss over every anchor-positive pair of a batch, each with its semi-hard negative.
+
+    For a pair (a, p) the negative is the nearest one still farther from a than p
+    (semi-hard: it yields a loss under the margin without being the hardest, which
+    collapses training); where none is farther, the farthest negative. Distances are
+    squared, as in the original design's margin of 0.2.
+    """
+    d = pairwise_squared_distances(embeddings)
+    same = tf.equal(labels[:, None], labels[None, :])
+    positive_pairs = tf.logical_and(same, tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool)))
+    d_ap = d[:, :, None]  # (anchor, positive, 1)
+    d_an = d[:, None, :]  # (anchor, 1, negative)
+    negative = tf.logical_not(same)[:, None, :]
+    farther = tf.logical_and(negative, d_an > d_ap)
+    ceiling = tf.reduce_max(d) + 1.0
+    nearest_farther = tf.reduce_min(tf.where(farther, d_an, ceiling), axis=2)
+    farthest = tf.reduce_max(tf.where(negative, d_an, 0.0), axis=2)
+    chosen = tf.where(tf.reduce_any(farther, axis=2), nearest_farther, farthest)
+    losses = tf.maximum(d - chosen + margin, 0.0)
+    mask = tf.cast(positive_pairs, losses.dtype)
+    return tf.reduce_sum(losses * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
 class SiameseModel(keras.Model):
-    """Training wrapper: three windows in, one shared tower, triplet loss out."""
+    """Training wrapper: one shared tower embeds a batch; its triplets are mined online."""
 
     def __init__(self, tower: keras.Model, margin: float) -> None:
         super().__init__()
@@ -36,23 +61,20 @@ class SiameseModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, inputs, training=False):
-        anchor, positive, negative = inputs
-        return (
-            self.tower(anchor, training=training),
-            self.tower(positive, training=training),
-            self.tower(negative, training=training),
-        )
+        return self.tower(inputs, training=training)
 
     def train_step(self, data):
+        windows, labels = data
         with tf.GradientTape() as tape:
-            loss = triplet_loss(*self(data, training=True), self.margin)
+            loss = semi_hard_triplet_loss(labels, self(windows, training=True), self.margin)
         variables = self.tower.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
     def test_step(self, data):
-        self.loss_tracker.update_state(triplet_loss(*self(data, training=False), self.margin))
+        windows, labels = data
+        self.loss_tracker.update_state(semi_hard_triplet_loss(labels, self(windows), self.margin))
         return {"loss": self.loss_tracker.result()}
 
     @property
@@ -60,31 +82,33 @@ class SiameseModel(keras.Model):
         return [self.loss_tracker]
 
 
-def sample_triplets(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """count rows of (anchor, positive, negative) indices: same label, other label."""
+def class_balanced_batches(labels: np.ndarray, batches: int, batch_size: int, per_class: int,
+                           rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """(batches, batch_size) window indices: per_class windows of each of batch_size/per_class classes.
+
+    Every batch holds several windows of several conditions, so each window has
+    positives and negatives to mine in its own batch.
+    """
     classes = np.unique(labels)
-    members = {c: np.flatnonzero(labels == c) for c in classes}
-    anchor_class = rng.choice(classes, size=count)
-    triplets = np.empty((count, 3), dtype=np.int64)
-    for c in classes:
-        rows = np.flatnonzero(anchor_class == c)
-        others = np.flatnonzero(labels != c)
-        triplets[rows, 0] = rng.choice(members[c], size=rows.size)
-        triplets[rows, 1] = rng.choice(members[c], size=rows.size)
-        triplets[rows, 2] = rng.choice(others, size=rows.size)
-    return triplets
+    members = [np.flatnonzero(labels == c) for c in classes]
+    n_classes = min(len(classes), max(batch_size // per_class, 2))
+    out = np.empty((batches, n_classes * per_class), dtype=np.int64)
+    for b in range(batches):
+        chosen = rng.choice(len(classes), size=n_classes, replace=False)
+        out[b] = np.concatenate([rng.choice(members[c], size=per_class) for c in chosen])
+    return out
 
 
-def triplet_dataset(windows: np.ndarray, triplets: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    """Batches of (anchor, positive, negative) windows gathered from index triplets."""
+def batch_dataset(windows: np.ndarray, labels: np.ndarray, batches: np.ndarray) -> tf.data.Dataset:
+    """(windows, label ids) batches gathered from rows of window indices."""
     table = tf.constant(windows)
+    ids = tf.constant(np.unique(labels, return_inverse=True)[1].astype(np.int32))
 
-    def gather(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        return tf.gather(table, rows[:, 0]), tf.gather(table, rows[:, 1]), tf.gather(table, rows[:, 2])
+    def gather(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.gather(table, rows), tf.gather(ids, rows)
 
     return (
-        tf.data.Dataset.from_tensor_slices(triplets)
-        .batch(batch_size)
+        tf.data.Dataset.from_tensor_slices(batches)
         .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -137,13 +161,18 @@ def train(config: TrainingConfig, windows: np.ndarray, labels: np.ndarray) -> Tr
     tower.get_layer("feature_scaler").fit(windows[tr])
     model = SiameseModel(tower, config.margin)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-    train_triplets = sample_triplets(labels[tr], len(tr) * config.triplets_per_window, rng)
-    val_triplets = sample_triplets(labels[val], len(val) * 2, rng)
+    k = config.windows_per_class
+    # A batch holds whole groups of k; an epoch draws epoch_size_factor x the training windows.
+    size = min(config.batch_size // k, len(np.unique(labels))) * k
+    train_batches = class_balanced_batches(
+        labels[tr], max(len(tr) * config.epoch_size_factor // size, 1), size, k, rng
+    )
+    val_batches = class_balanced_batches(labels[val], max(len(val) * 2 // size, 1), size, k, rng)
     history = model.fit(
-        triplet_dataset(windows[tr], train_triplets, config.batch_size),
-        validation_data=triplet_dataset(windows[val], val_triplets, config.batch_size),
+        batch_dataset(windows[tr], labels[tr], train_batches),
+        validation_data=batch_dataset(windows[val], labels[val], val_batches),
         epochs=config.epochs,
-        shuffle=False,  # triplets are drawn at random already
+        shuffle=False,  # batches are drawn at random already
         verbose=2,
     )
     val_embeddings = embed(tower, windows[val])
