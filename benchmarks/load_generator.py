@@ -39,6 +39,12 @@ class Tally:
     latencies_ms: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
 
+    @classmethod
+    def starting_now(cls, args: argparse.Namespace) -> tuple[float, Tally]:
+        """The run's start, and a tally measuring from after its warm-up for its duration."""
+        start = time.perf_counter()
+        return start, cls(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+
     def add(self, started: float, outcome: str) -> None:
         finished = time.perf_counter()
         if self.measure_from <= finished <= self.measure_to:
@@ -104,8 +110,7 @@ async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, 
 async def closed_loop(
     client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
 ) -> Tally:
-    start = time.perf_counter()
-    tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+    _, tally = Tally.starting_now(args)
     stop = asyncio.Event()
     probe = unary_probe if args.mode == "unary" else stream_probe
     tasks = [
@@ -173,8 +178,7 @@ async def open_loop_streams(
     client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
 ) -> Tally:
     """Offers args.rate windows/s over args.concurrency streams, each window with its deadline."""
-    start = time.perf_counter()
-    tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+    start, tally = Tally.starting_now(args)
     await asyncio.gather(
         *(open_stream_probe(client, args, windows, p, tally, start) for p in range(args.concurrency))
     )
@@ -188,8 +192,7 @@ async def open_loop(
     """Offers args.rate windows/s from distinct nodes, each call with args.deadline_ms."""
     if args.mode == "stream":
         return await open_loop_streams(client, args, windows)
-    start = time.perf_counter()
-    tally = Tally(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+    start, tally = Tally.starting_now(args)
     pending: set[asyncio.Task[None]] = set()
     timeout_s = args.deadline_ms / 1000
 
