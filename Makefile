@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "grpcio-tools>=1.66,<2"
 	$(MAKE) --no-print-directory protos
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,trainer]'
 	touch $@
 
 protos: $(STUBS)
@@ -53,7 +53,7 @@ buf-lint:
 
 # The benchmark suite needs the bench extra (matplotlib, py-spy) on top of the dev install.
 $(VENV)/.bench-installed: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,trainer,bench]'
 	touch $@
 
 # About 10 minutes: ceiling, load at C = 1..256, naive baseline, 60 s overload, both encoders.

@@ -117,6 +117,25 @@ def write_artifact(tower: Any, metadata: ModelMetadata, out_dir: Path) -> Path:
     return out_dir
 
 
+def load_tower(artifact_dir: Path, metadata: ModelMetadata) -> Any:
+    """The artifact's Keras tower, checked against the input spec its metadata declares."""
+    import keras
+
+    import encoder.scaler  # noqa: F401  (registers FeatureScaler for deserialisation)
+
+    try:
+        tower = keras.saving.load_model(Path(artifact_dir) / KERAS_FILE, compile=False)
+    except Exception as exc:
+        raise ArtifactError(f"cannot load encoder of version {metadata.version}: {exc}") from exc
+    expected = (None, metadata.steps, metadata.features)
+    if tuple(tower.input_shape) != expected or tower.output_shape[-1] != metadata.embedding_size:
+        raise ArtifactError(
+            f"encoder input {tower.input_shape} / output {tower.output_shape} disagree with "
+            f"metadata input {expected} / embedding size {metadata.embedding_size}"
+        )
+    return tower
+
+
 def pack_artifact(artifact_dir: Path) -> bytes:
     """Packs an artifact directory into gzip'd tar bytes."""
     read_metadata(artifact_dir)

@@ -3,7 +3,7 @@
 ``create_server(settings)`` builds and starts one and returns it with its bound port
 (tests bind port 0); ``serve(settings)`` runs one until SIGINT or SIGTERM.
 Shutdown order: health goes NOT_SERVING, the gRPC server drains, then the batcher,
-the write-behind, the replica sync and the Redis pool close.
+the write-behind, the shadow, the replica sync and the Redis pool close.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from server.replica_sync import ReplicaSync
 from server.servicers import Encoder, ModelServicer, ProbeServicer, ReferenceCaseServicer
 from server.serving_state import ModelHost
 from server.settings import ServerSettings, SettingsError
+from server.shadow import Shadow
 from server.telemetry import ServerTelemetry
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class FaultprintServer:
     scheduler: BatchScheduler
     writer: NodeStateWriter
     sync: ReplicaSync
+    shadow: Shadow
     redis: aioredis.Redis
 
     def set_serving(self, serving: bool) -> None:
@@ -82,6 +84,7 @@ class FaultprintServer:
         await self.grpc_server.stop(self.settings.shutdown_grace_s)
         await self.scheduler.close()
         await self.writer.close()
+        await self.shadow.close()
         await self.sync.stop()
         self.host.close()
         await self.redis.aclose()
@@ -110,6 +113,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     telemetry.observe_queue(lambda: scheduler.queue_depth, lambda: scheduler.batches_in_flight)
     log.info("encoder devices: %s", ", ".join(devices))
     writer = NodeStateWriter(client, layout, settings.node_state_ttl_s)
+    encoder.shadow = shadow = Shadow(host, client, layout, settings.shadow_options())
 
     follow_registry = settings.model_source == "redis"
     if not follow_registry:
@@ -127,7 +131,9 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         client, layout, host, follow_registry, Path(settings.model_cache_dir),
         functools.partial(set_health, health_servicer),
     )  # fmt: skip
-    server = FaultprintServer(settings, grpc_server, health_servicer, host, scheduler, writer, sync, client)
+    server = FaultprintServer(
+        settings, grpc_server, health_servicer, host, scheduler, writer, sync, shadow, client
+    )
     probe_service_pb2_grpc.add_ProbeServiceServicer_to_server(ProbeServicer(encoder, writer), grpc_server)
     reference_case_service_pb2_grpc.add_ReferenceCaseServiceServicer_to_server(
         ReferenceCaseServicer(encoder), grpc_server
@@ -140,10 +146,12 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
     )
     port = grpc_server.add_insecure_port(settings.listen_address)
+    sync.address = f"{settings.listen_address.rsplit(':', 1)[0]}:{port}"
     server.set_serving(False)
     await grpc_server.start()
     scheduler.start()
     writer.start()
+    shadow.start()
     server.sync.start()
     log.info("faultprint server listening on port %d (model source: %s)", port, settings.model_source)
     return server, port

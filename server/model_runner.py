@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.artifact import KERAS_FILE, ArtifactError, ModelMetadata, read_metadata
+from encoder.artifact import ArtifactError, ModelMetadata, load_tower, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +48,14 @@ class ModelRunner:
     def __init__(
         self, artifact_dir: Path, device: str = "/CPU:0", options: RunnerOptions | None = None
     ) -> None:
-        import keras
         import tensorflow as tf
-
-        import encoder.scaler  # noqa: F401  (registers FeatureScaler for deserialisation)
 
         self.options = options or RunnerOptions()
         self.metadata: ModelMetadata = read_metadata(artifact_dir)
         self.device = device
         self._tf = tf
         with tf.device(device):
-            try:
-                tower = keras.saving.load_model(Path(artifact_dir) / KERAS_FILE, compile=False)
-            except Exception as exc:
-                raise ArtifactError(f"cannot load encoder of version {self.metadata.version}: {exc}") from exc
-            self._check_shapes(tower)
+            tower = load_tower(artifact_dir, self.metadata)
             if self.options.precision != "float32":
                 tower = _with_precision(tower, self.options.precision)
         self._tower = tower
@@ -74,14 +67,6 @@ class ModelRunner:
         )
         # On a GPU, inputs are copied to the device on a separate thread before compute.
         self.stages_inputs = "GPU" in device.upper()
-
-    def _check_shapes(self, tower: Any) -> None:
-        expected = (None, self.metadata.steps, self.metadata.features)
-        if tuple(tower.input_shape) != expected or tower.output_shape[-1] != self.metadata.embedding_size:
-            raise ArtifactError(
-                f"encoder input {tower.input_shape} / output {tower.output_shape} disagree with "
-                f"metadata input {expected} / embedding size {self.metadata.embedding_size}"
-            )
 
     @property
     def version(self) -> str:

@@ -7,9 +7,13 @@ Keys expose faultprint's resources, each under the deployment's prefix:
   {p}:emb:{version}:{network}       hash case id -> embeddings of the examples under one model version
   {p}:node:{network}:{node}         hash: a node's latest embedding and diagnosis (with a TTL)
   {p}:model:{version}:artifact      the packed model artifact
-  {p}:model:{version}:meta          hash: metadata JSON, sha256, publish time
+  {p}:model:{version}:meta          hash: metadata JSON, sha256, publish time, rollout state and reason
+  {p}:model:{version}:shadow        hash: shadow agreement counts of a candidate (see server/shadow.py)
   {p}:models                        sorted set of published versions by publish time
-  {p}:model:serving                 the promoted version
+  {p}:model:serving                 the promoted (stable) version
+  {p}:model:candidate               the candidate version that replicas run in shadow
+  {p}:model:history                 list of versions that served before, newest first (for rollback)
+  {p}:replicas                      hash replica id -> what it serves and shadows (JSON, with a heartbeat)
   {p}:events                        stream of changes that every replica follows
 """
 
@@ -44,6 +48,18 @@ class RedisLayout:
     def serving_version(self) -> str:
         return f"{self.prefix}:model:serving"
 
+    @property
+    def candidate_version(self) -> str:
+        return f"{self.prefix}:model:candidate"
+
+    @property
+    def history(self) -> str:
+        return f"{self.prefix}:model:history"
+
+    @property
+    def replicas(self) -> str:
+        return f"{self.prefix}:replicas"
+
     def cases(self, network: str) -> str:
         return f"{self.prefix}:net:{network}:cases"
 
@@ -61,3 +77,6 @@ class RedisLayout:
 
     def model_meta(self, version: str) -> str:
         return f"{self.prefix}:model:{version}:meta"
+
+    def model_shadow(self, version: str) -> str:
+        return f"{self.prefix}:model:{version}:shadow"

@@ -3,13 +3,22 @@
 At start (and after losing Redis) it reloads everything, then reads the stream from
 the point it loaded at, so no change between the two is missed. Enrolments and
 deletions from other replicas enter the index; a ``model_serving`` event makes a
-replica that follows the registry fetch, warm and swap to that version.
+replica that follows the registry fetch, warm and swap to that version, and a
+``model_candidate`` event makes it load (or drop) the candidate it shadows.
+
+A version this replica cannot fetch, load or validate is rejected in the registry
+(server/model_registry.py: the stable version rolls back, a candidate is withdrawn),
+so every replica returns to the last good version. Each replica also reports what it
+serves and shadows, with a heartbeat, for ``faultprint-trainer status``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -17,8 +26,7 @@ from typing import cast
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from encoder.artifact import ArtifactError
-from server.model_registry import fetch_artifact, serving_version
+from server.model_registry import candidate_version, fetch_artifact, reject_version, serving_version
 from server.redis_layout import RedisLayout
 from server.serving_state import ModelHost
 
@@ -27,6 +35,10 @@ log = logging.getLogger(__name__)
 # How long one blocking stream read waits, in ms, and the retry pause after an error, in s.
 _BLOCK_MS = 1000
 _RETRY_S = 1.0
+# Errors that say Redis is out of reach, not that a version is bad.
+_REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Seconds between reports of what this replica serves.
+_HEARTBEAT_S = 5.0
 
 
 class ReplicaSync:
@@ -47,6 +59,9 @@ class ReplicaSync:
         self._on_ready = on_ready
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
+        self._reported_at = 0.0
+        # Where clients reach this replica, for the status report.
+        self.address = ""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replica-sync")
@@ -55,6 +70,8 @@ class ReplicaSync:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self._redis.hdel(self._layout.replicas, self._host.store.origin)
 
     async def _run(self) -> None:
         while True:
@@ -65,7 +82,7 @@ class ReplicaSync:
                 await self._follow(last_id)
             except asyncio.CancelledError:
                 raise
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            except (*_REDIS_LOST, OSError) as exc:
                 log.warning("lost Redis (%s); retrying in %.0f s, then reloading everything", exc, _RETRY_S)
             except Exception:
                 log.exception("replica sync failed; retrying")
@@ -80,6 +97,9 @@ class ReplicaSync:
             if version and (current is None or current.version != version):
                 await self._swap_to(version)
         await self._host.reload_references()
+        if self._follow_registry:
+            await self._shadow(await candidate_version(self._redis, self._layout) or "")
+        await self._report()
         return last_id
 
     async def _follow(self, last_id: bytes) -> None:
@@ -92,12 +112,27 @@ class ReplicaSync:
                 for entry_id, fields in entries:
                     last_id = entry_id
                     await self._apply({k.decode(): v.decode() for k, v in fields.items()})
+            if time.monotonic() - self._reported_at > _HEARTBEAT_S:
+                await self._report()
+
+    async def _report(self) -> None:
+        """Records what this replica serves and shadows, with a heartbeat."""
+        current, candidate = self._host.current, self._host.candidate
+        report = {
+            "serving": current.version if current else None,
+            "candidate": candidate.version if candidate else None,
+            "address": self.address,
+            "heartbeat_unix_s": time.time(),
+        }
+        await self._redis.hset(self._layout.replicas, self._host.store.origin, json.dumps(report))
+        self._reported_at = time.monotonic()
 
     async def _apply(self, event: dict[str, str]) -> None:
         kind = event.get("kind")
-        if kind == "model_serving":
+        if kind in ("model_serving", "model_candidate"):
             if self._follow_registry:
-                await self._swap_to(event["version"])
+                await (self._swap_to if kind == "model_serving" else self._shadow)(event["version"])
+                await self._report()
             return
         if event.get("origin") == self._host.store.origin:
             return  # this replica already applied its own change
@@ -117,8 +152,30 @@ class ReplicaSync:
             artifact_dir = await fetch_artifact(self._redis, self._layout, version, self._cache_dir)
             await self._host.load(artifact_dir)
             self._on_ready(True)
-        except (ArtifactError, OSError, ValueError) as exc:
-            log.error(
-                "rejected model version %s, still serving %s: %s",
-                version, current and current.version, exc,
-            )  # fmt: skip
+        except _REDIS_LOST:
+            raise  # not the version's fault: the sync loop reconnects and tries again
+        except Exception as exc:
+            await self._reject(version, current.version if current else None, exc)
+
+    async def _shadow(self, version: str) -> None:
+        """Loads the candidate to shadow the serving version ('' or the serving one: none)."""
+        current, candidate = self._host.current, self._host.candidate
+        if not version or (current is not None and current.version == version):
+            self._host.drop_candidate()
+            return
+        if candidate is not None and candidate.version == version:
+            return
+        self._host.drop_candidate()
+        try:
+            artifact_dir = await fetch_artifact(self._redis, self._layout, version, self._cache_dir)
+            await self._host.load_candidate(artifact_dir)
+        except _REDIS_LOST:
+            raise  # not the version's fault: the sync loop reconnects and tries again
+        except Exception as exc:
+            await self._reject(version, current.version if current else None, exc)
+
+    async def _reject(self, version: str, serving: str | None, exc: BaseException) -> None:
+        outcome = await reject_version(
+            self._redis, self._layout, version, f"{type(exc).__name__}: {exc}", self._host.store.origin
+        )
+        log.error("rejected model version %s, still serving %s (%s): %s", version, serving, outcome, exc)

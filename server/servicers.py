@@ -36,6 +36,7 @@ from server.reference_index import Match, NetworkIndex
 from server.reference_store import StoredCase, check_id
 from server.rpc import log_error, unary_rpc
 from server.serving_state import ModelHost, ServingState
+from server.shadow import Shadow
 from server.telemetry import ServerTelemetry
 from server.window_codec import decode_window
 
@@ -91,6 +92,8 @@ class Encoder:
         self.telemetry = telemetry
         self.default_top_k = default_top_k
         self.scheduler: BatchScheduler[EncodeRequest, Embedded] | None = None
+        # Classifies a sample of windows with the candidate model, if the registry names one.
+        self.shadow: Shadow | None = None
         self._buffers = [BatchBuffers(max_batch_size) for _ in host.devices]
         self._device_attributes = [{"device": name} for name in host.devices]
 
@@ -140,6 +143,8 @@ class Encoder:
             finally:
                 buffers.release(buffer)
         self.telemetry.batch_compute_ms.record(compute_s * 1000, self._device_attributes[batch.device])
+        if self.shadow is not None:
+            self.shadow.offer(requests, matches)
         rows = split(outputs, len(requests))
         return BatchRun([Embedded(row, state, m) for row, m in zip(rows, matches, strict=True)], compute_s)
 
@@ -425,7 +430,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self, request: model_service_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> model_service_pb2.GetModelInfoResponse:
         meta = self.host.require().runner.metadata
+        candidate = self.host.candidate
         return model_service_pb2.GetModelInfoResponse(
+            candidate_version=candidate.version if candidate else "",
             model_version=meta.version,
             steps=meta.steps,
             features=meta.features,

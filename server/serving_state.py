@@ -4,6 +4,10 @@ A batch reads the state once, so every request in it is embedded and matched und
 one version. A new version is loaded on every device, warmed at every batch size and
 used to re-embed every reference case off the serving path; only then does the swap
 happen, in one assignment. Batches already running keep the old state until they finish.
+
+A candidate version (rolled out in shadow, see server/shadow.py) is held next to the
+serving one, on the first device only, with its own index: every reference case is
+embedded by it too, and enrolments and deletions reach both indexes.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class ModelHost:
     ) -> None:
         self.store = store
         self.current: ServingState | None = None
+        # The candidate version that shadows the serving one, if the registry names one.
+        self.candidate: ServingState | None = None
         # Serialises changes to the state (enrolment, deletion, swaps); never taken by classify.
         self.lock = asyncio.Lock()
         self._warm_sizes = tuple(warm_batch_sizes)
@@ -120,6 +126,8 @@ class ModelHost:
             self.on_warmed(max(timings, key=lambda t: sum(t.values())))
             index = await self._build_index(runner)
             self.current = ServingState(tuple(runners), index)
+            if self.candidate is not None and self.candidate.version == runner.version:
+                self.candidate = None  # promoted: it serves now
         log.info(
             "serving model %s (was %s), %d networks",
             runner.version,
@@ -131,6 +139,31 @@ class ModelHost:
         if self.freeze_gc:
             self._memory_task = asyncio.create_task(self._settle_memory(had_old))
         return self.current
+
+    async def load_candidate(self, artifact_dir: Path) -> ServingState:
+        """Loads a version to shadow the serving one: checked, warmed, references re-embedded."""
+        loop = asyncio.get_running_loop()
+        runner = await loop.run_in_executor(
+            self.executor, ModelRunner, artifact_dir, self.devices[0], self._runner_options
+        )
+        async with self.lock:
+            if self.current is not None:
+                self._check_compatible(self.current.runner, runner)
+            await loop.run_in_executor(self.executor, runner.warm, self._warm_sizes[:1])
+            self.candidate = ServingState((runner,), await self._build_index(runner))
+        log.info(
+            "shadowing candidate model %s next to %s", runner.version, self.current and self.current.version
+        )
+        return self.candidate
+
+    def drop_candidate(self) -> None:
+        if self.candidate is not None:
+            log.info("no longer shadowing candidate model %s", self.candidate.version)
+            self.candidate = None
+
+    def _states(self) -> list[ServingState]:
+        """The serving state and the candidate's, whose indexes must both follow every change."""
+        return [s for s in (self.current, self.candidate) if s is not None]
 
     async def _settle_memory(self, after_swap: bool) -> None:
         """Keeps the model's objects out of the garbage collector's way.
@@ -158,9 +191,11 @@ class ModelHost:
     async def reload_references(self) -> None:
         """Rebuilds the current version's index from Redis (at start-up and after a lost connection)."""
         async with self.lock:
-            state = self.current
+            state, candidate = self.current, self.candidate
             if state is not None:
                 self.current = ServingState(state.runners, await self._build_index(state.runner))
+            if candidate is not None:
+                self.candidate = ServingState(candidate.runners, await self._build_index(candidate.runner))
 
     @staticmethod
     def _check_compatible(old: ModelRunner, new: ModelRunner) -> None:
@@ -193,8 +228,7 @@ class ModelHost:
     async def add_stored_case(self, network: str, case_id: str) -> None:
         """Indexes a case another replica created, embedding it under this replica's version if needed."""
         async with self.lock:
-            state = self.current
-            if state is not None:
+            for state in self._states():
                 loaded = await self.store.load_network(network, state.version, [case_id])
                 await self._index_cases(state.runner, state.index, network, loaded)
 
@@ -209,6 +243,11 @@ class ModelHost:
                 network, case_id, label, description, windows, state.version, embeddings
             )
             state.index.put(network, CaseEmbeddings(case.case_id, label, embeddings))
+            candidate = self.candidate
+            if candidate is not None:
+                shadow = await self.embed(candidate.runner, windows)
+                await self.store.store_embeddings(network, candidate.version, {case.case_id: shadow})
+                candidate.index.put(network, CaseEmbeddings(case.case_id, label, shadow))
             return case
 
     async def remove(self, network: str, case_id: str, *, stored: bool) -> None:
@@ -216,8 +255,8 @@ class ModelHost:
         async with self.lock:
             if not stored:
                 await self.store.delete(network, case_id)
-            if self.current is not None:
-                self.current.index.remove(network, case_id)
+            for state in self._states():
+                state.index.remove(network, case_id)
 
     def close(self) -> None:
         if self._memory_task is not None:

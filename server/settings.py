@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 from server.batch_scheduler import BatchSchedulerOptions
 from server.model_runner import RunnerOptions
+from server.shadow import ShadowOptions
 
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
 
@@ -71,6 +72,8 @@ class ServerSettings:
     default_top_k: int = 3
     # How long a node's latest diagnosis is kept in Redis, in seconds.
     node_state_ttl_s: int = 24 * 3600
+    # Share of classified windows a candidate version classifies too, in shadow (0: no shadowing).
+    shadow_sample_rate: float = 0.05
     # Where model artifacts fetched from the registry are unpacked.
     model_cache_dir: str = "/tmp/faultprint-models"
     # Span and metric export: none, console, otlp (OTEL_EXPORTER_OTLP_ENDPOINT applies),
@@ -104,6 +107,7 @@ class ServerSettings:
             raise SettingsError(f"cpu_devices must be at least 1, got {self.cpu_devices}")
         self.batch_options()  # validates the batching fields
         self.runner_options()
+        self.shadow_options()
 
     def batch_options(self) -> BatchSchedulerOptions:
         try:
@@ -114,6 +118,12 @@ class ServerSettings:
                 allowed_batch_sizes=self.allowed_batch_sizes,
                 batches_in_flight=self.batches_in_flight,
             )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+
+    def shadow_options(self) -> ShadowOptions:
+        try:
+            return ShadowOptions(sample_rate=self.shadow_sample_rate)
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
 

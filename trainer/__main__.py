@@ -1,22 +1,41 @@
-"""Trainer command line: ``python -m trainer simulate|train|publish``.
+"""Trainer command line: ``python -m trainer <command>``.
 
-simulate write labelled per-minute probe rows (Parquet or CSV, see trainer/rows.py)
-         for simulated nodes, with the damage real probe exports have
-train    train the encoder on simulated windows, or on row files (--rows), and
-         write a versioned artifact directory
-publish  store an artifact in the Redis registry and promote it; servers that follow
-         the registry swap to it without dropping a request
+simulate  write labelled per-minute probe rows (Parquet or CSV, see trainer/rows.py)
+          for simulated nodes, with the damage real probe exports have
+train     train the encoder on simulated windows, or on row files (--rows), evaluate it
+          one-shot on a network it never saw, and write a versioned artifact directory
+evaluate  the one-shot evaluation of an artifact, against the raw 1-NN baseline
+publish   store an artifact in the Redis registry as the candidate (replicas shadow it),
+          or as the stable version with --promote; refused if it evaluates worse than
+          the stable version, unless --force
+promote   make the candidate (or a named version) the stable one on every replica
+rollback  restore the version that served before the stable one
+withdraw  stop shadowing the candidate
+status    the stable and candidate versions, the shadow agreement, what each replica serves
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from encoder.artifact import ArtifactError
+from server.model_registry import RolloutError
+
+if TYPE_CHECKING:
+    import redis
+
+    from server.model_registry import RolloutStatus
+    from server.redis_layout import RedisLayout
+    from trainer.config import TrainingConfig
+    from trainer.evaluation import EvaluationReport
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -60,18 +79,15 @@ def _windows_from_rows(paths: list[str], conditions: tuple[str, ...]) -> tuple[n
     return windows[known], labels[known]
 
 
-def _train(args: argparse.Namespace) -> int:
-    from trainer.config import TrainingConfig, with_overrides
-    from trainer.export import export
+def _training_data(args: argparse.Namespace, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
     from trainer.simulator import PROFILES, simulate_windows
-    from trainer.training import train
 
-    config = with_overrides(TrainingConfig.load(args.config), epochs=args.epochs, seed=args.seed)
     if args.rows:
         windows, labels = _windows_from_rows(args.rows, config.conditions)
         logging.info("training on %d windows from %s", len(labels), ", ".join(args.rows))
-        print(export(train(config, windows, labels), config, Path(args.out)))
-        return 0
+        return windows, labels
+    if args.eval_network in config.networks:
+        raise SystemExit(f"--eval-network {args.eval_network} is a training network; pick an unseen one")
     parts = [
         simulate_windows(
             PROFILES[name],
@@ -82,28 +98,153 @@ def _train(args: argparse.Namespace) -> int:
         )
         for i, name in enumerate(config.networks)
     ]
-    windows = np.concatenate([w for w, _ in parts])
-    labels = np.concatenate([lab for _, lab in parts])
-    logging.info("training on %d windows of %s", len(labels), ", ".join(config.networks))
-    result = train(config, windows, labels)
-    out = export(result, config, Path(args.out))
-    print(out)
+    logging.info("training on %d windows of %s", sum(len(w) for w, _ in parts), ", ".join(config.networks))
+    return np.concatenate([w for w, _ in parts]), np.concatenate([lab for _, lab in parts])
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainer.config import TrainingConfig, with_overrides
+    from trainer.evaluation import EvaluationOptions, evaluate_tower, write_evaluation
+    from trainer.export import export, new_version
+    from trainer.training import TrainingRun, train
+
+    config = with_overrides(TrainingConfig.load(args.config), epochs=args.epochs, seed=args.seed)
+    windows, labels = _training_data(args, config)
+    version = new_version()
+    out_dir = Path(args.out) / version
+    run = TrainingRun(
+        log_dir=None if args.no_tensorboard else out_dir / "tensorboard",
+        progress_bar=sys.stdout.isatty() and not args.no_progress,
+    )
+    result = train(config, windows, labels, run)
+    options = EvaluationOptions(network=args.eval_network)
+    report, split = evaluate_tower(result.tower, result.distance_threshold, config.conditions, options,
+                                   config.tower.steps)  # fmt: skip
+    export(result, config, Path(args.out), args.parent, report.to_dict(), version)
+    files = write_evaluation(report, split, result.tower, version, result.history, out_dir / "evaluation")
+    logging.info("evaluation: %s", ", ".join(str(f) for f in files))
+    print(_evaluation_summary(report), file=sys.stderr)
+    print(out_dir)
     return 0
+
+
+def _evaluation_summary(report: EvaluationReport) -> str:
+    from trainer.evaluation import BASELINE, MODEL
+
+    model, base = report.methods[MODEL], report.methods[BASELINE]
+    shots = ", ".join(f"k={k}: model {model.accuracy[k]:.3f} / raw 1-NN {base.accuracy[k]:.3f}"
+                      for k in model.accuracy)  # fmt: skip
+    return f"one-shot evaluation on {report.network} (unseen): {shots}"
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from encoder.artifact import load_tower, read_metadata
+    from trainer.evaluation import EvaluationOptions, evaluate_tower, write_evaluation
+    from trainer.simulator import CONDITIONS
+
+    artifact = Path(args.artifact)
+    metadata = read_metadata(artifact)
+    tower = load_tower(artifact, metadata)
+    conditions = tuple(metadata.training.get("config", {}).get("conditions") or CONDITIONS)
+    options = EvaluationOptions(network=args.network, trials=args.trials)
+    report, split = evaluate_tower(tower, metadata.distance_threshold, conditions, options, metadata.steps)
+    out = Path(args.out) if args.out else artifact / "evaluation"
+    history = metadata.training.get("history")
+    write_evaluation(report, split, tower, metadata.version, history, out)
+    print((out / "evaluation.md").read_text())
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> tuple[redis.Redis, RedisLayout]:
+    import redis
+
+    from server.redis_layout import RedisLayout
+
+    return redis.Redis.from_url(args.redis_url), RedisLayout(args.redis_prefix)
 
 
 def _publish(args: argparse.Namespace) -> int:
-    import redis
+    from trainer.evaluation import EvaluationOptions
+    from trainer.publishing import PublishRefused, publish_gated
 
-    from server.model_registry import publish_artifact
-    from server.redis_layout import RedisLayout
-
-    client = redis.Redis.from_url(args.redis_url)
-    metadata = publish_artifact(
-        client, RedisLayout(args.redis_prefix), Path(args.artifact), not args.no_promote
-    )
-    state = "published" if args.no_promote else "published and promoted"
-    print(f"{state} model {metadata.version}")
+    client, layout = _registry(args)
+    try:
+        comparison = publish_gated(client, layout, Path(args.artifact), args.promote, args.force,
+                                   EvaluationOptions(network=args.eval_network))  # fmt: skip
+    except PublishRefused as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    state = "published and promoted" if args.promote else "published as candidate (replicas shadow it)"
+    print(f"{state}: {comparison.candidate}; {comparison.summary()}" + (" (forced)" if args.force else ""))
     return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from server.model_registry import rollout_status
+    from trainer.publishing import validate_and_promote
+
+    client, layout = _registry(args)
+    version = args.version or rollout_status(client, layout).candidate
+    if not version:
+        print("no candidate to promote; name a version", file=sys.stderr)
+        return 2
+    replaced = validate_and_promote(client, layout, version)
+    print(f"promoted {version} (replaces {replaced or 'nothing'})")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from server.model_registry import roll_back
+
+    client, layout = _registry(args)
+    print(f"rolled back to {roll_back(client, layout, args.reason)}")
+    return 0
+
+
+def _withdraw(args: argparse.Namespace) -> int:
+    from server.model_registry import set_candidate
+
+    client, layout = _registry(args)
+    previous = set_candidate(client, layout, "", reason=args.reason)
+    print(f"withdrew candidate {previous}" if previous else "there was no candidate")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from server.model_registry import rollout_status
+
+    client, layout = _registry(args)
+    status = rollout_status(client, layout)
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+        return 0
+    print(format_status(status))
+    return 0
+
+
+def format_status(status: RolloutStatus) -> str:
+    def figure(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = [f"stable:    {status.stable or '-'}", f"candidate: {status.candidate or '-'}",
+             f"history:   {', '.join(status.history) or '-'}", "", "versions (newest first):"]  # fmt: skip
+    for v in status.versions:
+        reason = f"  reason: {v.reason}" if v.reason else ""
+        lines.append(f"  {v.version:<28} {v.state:<12} one-shot {figure(v.one_shot_accuracy)} "
+                     f"(raw 1-NN {figure(v.baseline_accuracy)}){reason}")  # fmt: skip
+    if status.candidate:
+        windows, same = status.shadow.get("windows", 0), status.shadow.get("same", 0)
+        share = f"{same / windows:.3f}" if windows else "-"
+        lines += ["", f"shadow agreement of {status.candidate}: {same} of {windows} windows keep their "
+                  f"diagnosis ({share})"]  # fmt: skip
+        changes = sorted(((n, k) for k, n in status.shadow.items() if ">" in k), reverse=True)
+        lines += [f"  {k.replace('>', ' -> ')}: {n}" for n, k in changes]
+    lines += ["", "replicas:"]
+    for replica, report in sorted(status.replicas.items()):
+        stale = "  (stale)" if report["stale"] else ""
+        lines.append(f"  {report.get('address') or replica[:8]:<22} serving {report.get('serving') or '-'}"
+                     f"  shadowing {report.get('candidate') or '-'}{stale}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     train.add_argument("--seed", type=int, default=None, help="override the config's seed")
     train.add_argument("--rows", nargs="+", help="labelled row files (.parquet/.csv) instead of simulation")
+    train.add_argument("--eval-network", default="island-apac", help="unseen network of the evaluation")
+    train.add_argument("--parent", help="the version this model is trained to replace")
+    train.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard logs")
+    train.add_argument("--no-progress", action="store_true", help="one line per epoch, no progress bar")
     train.set_defaults(func=_train)
+    evaluate = commands.add_parser("evaluate", help="one-shot evaluation of an artifact")
+    evaluate.add_argument("artifact", help="artifact directory")
+    evaluate.add_argument("--network", default="island-apac", help="network to enrol and diagnose on")
+    evaluate.add_argument("--trials", type=int, default=5, help="random draws of the references")
+    evaluate.add_argument("--out", help="directory for the report and plots (default ARTIFACT/evaluation)")
+    evaluate.set_defaults(func=_evaluate)
     simulate = commands.add_parser("simulate", help="write simulated labelled per-minute probe rows")
     simulate.add_argument("--out", required=True, help="file to write: .parquet or .csv")
     simulate.add_argument("--networks", default="metro-eu,rural-eu", help="comma-separated profiles")
@@ -127,16 +278,33 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--start-minute", type=int, default=29_400_000, help="UTC minute since 1970")
     simulate.add_argument("--seed", type=int, default=7)
     simulate.set_defaults(func=_simulate)
-    publish = commands.add_parser("publish", help="publish an artifact to the Redis registry")
+    registry = argparse.ArgumentParser(add_help=False)
+    registry.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    registry.add_argument("--redis-prefix", default=os.environ.get("FAULTPRINT_REDIS_PREFIX", "faultprint"))
+    publish = commands.add_parser("publish", parents=[registry], help="publish an artifact to the registry")
     publish.add_argument("artifact", help="artifact directory written by `train`")
-    publish.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    publish.add_argument("--redis-prefix", default=os.environ.get("FAULTPRINT_REDIS_PREFIX", "faultprint"))
-    publish.add_argument(
-        "--no-promote", action="store_true", help="store without making it the serving version"
-    )
+    publish.add_argument("--promote", action="store_true", help="make it the stable version at once")
+    publish.add_argument("--force", action="store_true", help="publish even if it evaluates worse")
+    publish.add_argument("--eval-network", default="island-apac", help="network of the comparison")
     publish.set_defaults(func=_publish)
+    promote = commands.add_parser("promote", parents=[registry], help="make a version the stable one")
+    promote.add_argument("version", nargs="?", help="default: the candidate")
+    promote.set_defaults(func=_promote)
+    rollback = commands.add_parser("rollback", parents=[registry], help="restore the previous version")
+    rollback.add_argument("--reason", default="rolled back by the operator")
+    rollback.set_defaults(func=_rollback)
+    withdraw = commands.add_parser("withdraw", parents=[registry], help="stop shadowing the candidate")
+    withdraw.add_argument("--reason", default="withdrawn by the operator")
+    withdraw.set_defaults(func=_withdraw)
+    status = commands.add_parser("status", parents=[registry], help="rollout status")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (RolloutError, ArtifactError) as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

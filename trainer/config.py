@@ -26,8 +26,10 @@ class TrainingConfig:
     windows_per_condition: int = 120
     # Share of windows held out for validation and for fitting the distance threshold.
     validation_fraction: float = 0.2
-    # Passes over the triplets.
+    # Most passes over the training windows.
     epochs: int = 8
+    # Stop after this many epochs without a lower validation loss (the best epoch's weights are kept).
+    early_stopping_patience: int = 3
     # Windows per batch; triplets are mined inside each batch.
     batch_size: int = 32
     # Windows of each condition in a batch (batch_size / windows_per_class conditions per batch).
@@ -51,9 +53,11 @@ class TrainingConfig:
             raise ValueError(f"unknown conditions {bad}; known: {list(CONDITIONS)}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if min(self.epochs, self.batch_size, self.windows_per_condition, self.epoch_size_factor) < 1:
+        if min(self.epochs, self.batch_size, self.windows_per_condition, self.epoch_size_factor,
+               self.early_stopping_patience) < 1:  # fmt: skip
             raise ValueError(
-                "epochs, batch_size, windows_per_condition and epoch_size_factor must be positive"
+                "epochs, batch_size, windows_per_condition, epoch_size_factor and early_stopping_patience "
+                "must be positive"
             )
         if not 2 <= self.windows_per_class <= self.batch_size // 2:
             raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from encoder.artifact import ModelMetadata, write_artifact
 from encoder.tower import TowerConfig, build_tower
@@ -20,10 +21,15 @@ def new_version() -> str:
 
 
 def export(
-    result: TrainingResult, config: TrainingConfig, out_root: Path, parent_version: str | None = None
+    result: TrainingResult,
+    config: TrainingConfig,
+    out_root: Path,
+    parent_version: str | None = None,
+    evaluation: dict[str, Any] | None = None,
+    version: str | None = None,
 ) -> Path:
-    """Writes out_root/<version>/ and returns it."""
-    version = new_version()
+    """Writes out_root/<version>/ and returns it; evaluation is an EvaluationReport.to_dict()."""
+    version = version or new_version()
     metadata = ModelMetadata(
         version=version,
         steps=config.tower.steps,
@@ -36,6 +42,7 @@ def export(
             "config": config.to_dict(),
             "history": result.history,
             "validation_one_shot_accuracy": result.validation_one_shot_accuracy,
+            "evaluation": evaluation,
         },
         parent_version=parent_version,
         created_unix_s=time.time(),

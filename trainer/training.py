@@ -8,8 +8,10 @@ random triplets, most of which soon carry no loss). Only the tower is exported.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -150,17 +152,67 @@ def one_shot_accuracy(embeddings: np.ndarray, labels: np.ndarray, rng: np.random
     return float((classes[d.argmin(axis=1)] == labels[rest]).mean())
 
 
-def train(config: TrainingConfig, windows: np.ndarray, labels: np.ndarray) -> TrainingResult:
-    """Fits the scaler, trains the tower on triplets, and fits its distance threshold."""
+def distribution_strategy(devices: list[str] | None = None) -> tf.distribute.Strategy:
+    """MirroredStrategy over the given devices, or over every GPU when more than one is visible.
+
+    Otherwise the default strategy (one device). Each replica mines its triplets in its
+    share of a batch; batches are groups of windows_per_class, so a share keeps whole groups.
+    """
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] if len(gpus) > 1 else []
+    if len(devices) > 1:
+        log.info("training on %d devices with MirroredStrategy: %s", len(devices), ", ".join(devices))
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """How a training run reports, apart from what it learns (that is the config)."""
+
+    # TensorBoard event files go here; None writes none.
+    log_dir: Path | None = None
+    # A Keras progress bar per epoch; otherwise one line per epoch (for logs and CI).
+    progress_bar: bool = False
+    # Devices to mirror training over; None picks every GPU when there are several.
+    devices: list[str] | None = None
+
+
+def _callbacks(config: TrainingConfig, run: TrainingRun) -> list[keras.callbacks.Callback]:
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True,
+            verbose=1,
+        )
+    ]  # fmt: skip
+    if run.log_dir is not None:
+        if importlib.util.find_spec("tensorboard") is None:
+            log.warning("tensorboard is not installed: no training logs (pip install 'faultprint[trainer]')")
+        else:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.log_dir), write_graph=False))
+    return callbacks
+
+
+def train(
+    config: TrainingConfig, windows: np.ndarray, labels: np.ndarray, run: TrainingRun | None = None
+) -> TrainingResult:
+    """Fits the scaler, trains the tower on mined triplets, and fits its distance threshold.
+
+    Training stops early when the validation loss has not improved for
+    config.early_stopping_patience epochs, and keeps the best epoch's weights.
+    """
+    run = run or TrainingRun()
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(labels))
     n_val = max(int(len(labels) * config.validation_fraction), len(np.unique(labels)) * 2)
     val, tr = order[:n_val], order[n_val:]
-    tower = build_tower(config.tower)
-    tower.get_layer("feature_scaler").fit(windows[tr])
-    model = SiameseModel(tower, config.margin)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    with distribution_strategy(run.devices).scope():
+        tower = build_tower(config.tower)
+        tower.get_layer("feature_scaler").fit(windows[tr])
+        model = SiameseModel(tower, config.margin)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     k = config.windows_per_class
     # A batch holds whole groups of k; an epoch draws epoch_size_factor x the training windows.
     size = min(config.batch_size // k, len(np.unique(labels))) * k
@@ -173,7 +225,8 @@ def train(config: TrainingConfig, windows: np.ndarray, labels: np.ndarray) -> Tr
         validation_data=batch_dataset(windows[val], labels[val], val_batches),
         epochs=config.epochs,
         shuffle=False,  # batches are drawn at random already
-        verbose=2,
+        callbacks=_callbacks(config, run),
+        verbose=1 if run.progress_bar else 2,
     )
     val_embeddings = embed(tower, windows[val])
     threshold = fit_distance_threshold(val_embeddings, labels[val], config.threshold_quantile)

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from client.client import AsyncFaultprintClient
-from server.model_registry import publish_artifact
+from server.model_registry import promote, publish_artifact, store_artifact
 from server.redis_layout import RedisLayout
 
 pytestmark = pytest.mark.integration
@@ -103,21 +103,21 @@ async def test_a_published_model_is_picked_up_and_references_are_re_embedded(  #
         stored = sync_redis.hkeys(layout.embeddings(v2, NET))
         assert len(stored) == 1  # the case was re-embedded under v2
 
-        # A corrupt artifact is rejected; the serving model stays.
-        third = artifact_factory(seed=13)
-        v3 = publish_artifact(sync_redis, layout, third, promote=False).version
+        # A corrupt artifact is rejected; the serving model stays, and the registry rolls back.
+        v3 = store_artifact(sync_redis, layout, artifact_factory(seed=13)).version
         blob = sync_redis.get(layout.model_artifact(v3))
         sync_redis.set(layout.model_artifact(v3), blob[: len(blob) // 2])
-        sync_redis.set(layout.serving_version, v3)
-        sync_redis.xadd(layout.events, {"kind": "model_serving", "version": v3, "origin": "test"})
-        await asyncio.sleep(1.0)
-        assert server_a.host.current.version == v2
+        promote(sync_redis, layout, v3)
+        await eventually(lambda: sync_redis.get(layout.serving_version) == v2.encode())
+        assert sync_redis.hget(layout.model_meta(v3), "state") == b"rejected"
+        assert b"digest mismatch" in sync_redis.hget(layout.model_meta(v3), "reason")
+        assert server_a.host.current.version == v2 == server_b.host.current.version
         assert (await a.classify(NET, "pcscf-1", windows("normal", 1)[0])).model_version == v2
 
         # So is one whose input spec differs from the serving model's.
-        narrow = artifact_factory(seed=14, features=100)
-        publish_artifact(sync_redis, layout, narrow)
-        await asyncio.sleep(1.5)
+        narrow = publish_artifact(sync_redis, layout, artifact_factory(seed=14, features=100)).version
+        await eventually(lambda: sync_redis.hget(layout.model_meta(narrow), "state") == b"rejected")
+        assert sync_redis.get(layout.serving_version) == v2.encode()
         assert server_b.host.current.version == v2
     sync_redis.close()
 
