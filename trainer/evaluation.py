@@ -17,6 +17,7 @@ and with one borrowed from a training network.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -92,8 +93,12 @@ class EvaluationSplit:
         return cls(np.stack(pool), windows[chosen], labels[chosen].astype(str), conditions, None)
 
 
-def simulated_split(options: EvaluationOptions, conditions: Sequence[str], steps: int) -> EvaluationSplit:
-    """The evaluation network's windows, simulated deterministically from options.seed."""
+@functools.lru_cache(maxsize=4)
+def simulated_split(options: EvaluationOptions, conditions: tuple[str, ...], steps: int) -> EvaluationSplit:
+    """The evaluation network's windows, simulated deterministically from options.seed.
+
+    Cached: comparing two models scores both on one simulation (callers do not modify it).
+    """
     per_condition = options.reference_pool_per_condition + options.test_windows_per_condition
     windows, labels = simulate_windows(PROFILES[options.network], conditions, per_condition, options.seed,
                                        steps)  # fmt: skip
@@ -340,7 +345,7 @@ def tower_embedders(tower: Any) -> tuple[Embed, Embed]:
 def evaluate_tower(tower: Any, threshold: float, conditions: Sequence[str], options: EvaluationOptions,
                    steps: int) -> tuple[EvaluationReport, EvaluationSplit]:  # fmt: skip
     """Simulates the evaluation network and scores the tower and the baseline on it."""
-    split = simulated_split(options, conditions, steps)
+    split = simulated_split(options, tuple(conditions), steps)
     return evaluate(*tower_embedders(tower), split, options, threshold), split
 
 

@@ -1,0 +1,84 @@
+"""A model swap under concurrent load, through real gRPC: nothing fails and nothing mixes versions.
+
+Every probe sends exactly the window enrolled as the network's reference case, so a
+window embedded by one version and matched against references embedded by the other
+would show a non-zero distance. The batch function is tapped to record the versions
+inside each batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import grpc
+import pytest
+import redis
+
+from client.client import AsyncFaultprintClient
+from server.model_registry import publish_artifact
+from server.redis_layout import RedisLayout
+from tests.integration.test_replicas_and_registry import eventually
+
+pytestmark = pytest.mark.integration
+
+NET = "net-swap"
+PROBES = 8
+
+
+async def test_a_swap_under_load_fails_no_request_and_never_mixes_versions(  # type: ignore[no-untyped-def]
+    start_server, artifact_factory, redis_url, redis_prefix, windows
+) -> None:
+    layout = RedisLayout(redis_prefix)
+    sync_redis = redis.Redis.from_url(redis_url)
+    v1 = publish_artifact(sync_redis, layout, artifact_factory(seed=41)).version
+    server, target = await start_server(model_source="redis")
+    batch_versions: list[set[str]] = []
+    batch_sizes: list[int] = []
+    run_batch = server.scheduler._run_batch
+
+    async def tapped(batch):  # type: ignore[no-untyped-def]
+        run = await run_batch(batch)
+        batch_versions.append({e.state.version for e in run.results})
+        batch_sizes.append(len(run.results))
+        return run
+
+    server.scheduler._run_batch = tapped
+    reference = windows("normal", 1, seed=9)[0]
+    old_runner = weakref.ref(server.host.current.runner)
+    answers: list[list[tuple[str, float]]] = [[] for _ in range(PROBES)]
+    failures: list[grpc.aio.AioRpcError] = []
+    stop = asyncio.Event()
+
+    async def probe(client: AsyncFaultprintClient, i: int) -> None:
+        while not stop.is_set():
+            try:
+                d = await client.classify(NET, f"pcscf-{i}", reference)
+                answers[i].append((d.model_version, d.distance))
+            except grpc.aio.AioRpcError as exc:
+                failures.append(exc)
+
+    async with AsyncFaultprintClient(target) as client:
+        await client.create_reference_case(NET, "normal", [reference])
+        load = [asyncio.create_task(probe(client, i)) for i in range(PROBES)]
+        await asyncio.sleep(1.0)
+        v2 = publish_artifact(sync_redis, layout, artifact_factory(seed=42)).version
+        await eventually(lambda: server.host.current.version == v2, timeout_s=30)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*load)
+
+    assert not failures, failures[:3]
+    flat = [a for per_probe in answers for a in per_probe]
+    assert {v for v, _ in flat} == {v1, v2}
+    assert max(d for _, d in flat) < 1e-4  # matched against references embedded by the same version
+    for per_probe in answers:  # once a probe is answered by v2, it is never answered by v1 again
+        versions = [v for v, _ in per_probe]
+        assert versions == sorted(versions, key=[v1, v2].index)
+    assert all(len(v) == 1 for v in batch_versions)
+    assert max(batch_sizes) > 1  # batches held several requests, so a mix was possible
+    assert len(sync_redis.hkeys(layout.embeddings(v2, NET))) == 1  # the reference re-embedded by v2
+    gc.collect()
+    assert old_runner() is None  # the old version's model is released
+    sync_redis.close()

@@ -1,0 +1,142 @@
+"""Rollout through the trainer's commands against two real replicas on one Redis.
+
+Publish as candidate (both replicas shadow it and report agreement), promote (both
+serve it), roll back (both return); and the publishing gate that refuses a model
+evaluating worse than the stable one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from client.client import AsyncFaultprintClient
+from server.model_registry import rollout_status
+from server.redis_layout import RedisLayout
+from tests.integration.test_replicas_and_registry import eventually
+from trainer.__main__ import main as trainer_main
+from trainer.evaluation import EvaluationOptions
+from trainer.publishing import PublishRefused, evaluate_artifact, publish_gated
+
+pytestmark = pytest.mark.integration
+
+NET = "net-r"
+
+
+def registry_cli(redis_url: str, prefix: str) -> Callable[..., asyncio.Future[int]]:
+    """Runs `faultprint-trainer <args>` against the test's registry, off the event loop."""
+
+    def run(*args: str) -> asyncio.Future[int]:
+        argv = [*args, "--redis-url", redis_url, "--redis-prefix", prefix]
+        return asyncio.ensure_future(asyncio.to_thread(trainer_main, argv))
+
+    return run
+
+
+async def test_candidate_shadow_promote_and_rollback_reach_both_replicas(  # type: ignore[no-untyped-def]
+    start_server, artifact_factory, redis_url, redis_prefix, windows, capsys
+) -> None:
+    layout = RedisLayout(redis_prefix)
+    sync_redis = redis.Redis.from_url(redis_url)
+    cli = registry_cli(redis_url, redis_prefix)
+    first, second = artifact_factory(seed=21), artifact_factory(seed=22)
+    v1, v2 = first.name, second.name
+    assert await cli("publish", str(first), "--promote") == 0
+    servers = [await start_server(model_source="redis", shadow_sample_rate=1.0) for _ in range(2)]
+    clients = [AsyncFaultprintClient(target) for _, target in servers]
+    try:
+        for condition in ("normal", "hss_unreachable"):
+            await clients[0].create_reference_case(NET, condition, [windows(condition, 1)[0]])
+
+        # Publish as candidate: both replicas load it next to v1 and shadow live windows.
+        assert await cli("publish", str(second), "--force") == 0
+        for client in clients:
+            await eventually(lambda c=client: _candidate_of(c, v2), timeout_s=30)
+        assert len(sync_redis.hkeys(layout.embeddings(v2, NET))) == 2  # references embedded by v2 too
+        for i in range(10):
+            for client in clients:
+                served = await client.classify(NET, f"pcscf-{i}", windows("normal", 1, seed=i)[0])
+                assert served.model_version == v1
+        await eventually(lambda: int(sync_redis.hget(layout.model_shadow(v2), "windows") or 0) == 20)
+        status = rollout_status(sync_redis, layout)
+        assert (status.stable, status.candidate) == (v1, v2)
+        changes = sum(n for k, n in status.shadow.items() if ">" in k)
+        assert status.shadow.get("same", 0) + changes == 20
+        assert [r["candidate"] for r in status.replicas.values()] == [v2, v2]
+        assert await cli("status") == 0
+        assert f"shadow agreement of {v2}" in capsys.readouterr().out
+
+        # Promote the candidate: both replicas serve it and shadow nothing.
+        assert await cli("promote") == 0
+        for (server, _), client in zip(servers, clients, strict=True):
+            await eventually(lambda s=server: s.host.current.version == v2, timeout_s=30)
+            assert (await client.classify(NET, "pcscf-1", windows("normal", 1)[0])).model_version == v2
+            assert (await client.model_info()).candidate_version == ""
+
+        # Roll back: both replicas return to v1.
+        assert await cli("rollback") == 0
+        for (server, _), client in zip(servers, clients, strict=True):
+            await eventually(lambda s=server: s.host.current.version == v1, timeout_s=30)
+            assert (await client.classify(NET, "pcscf-1", windows("normal", 1)[0])).model_version == v1
+        status = rollout_status(sync_redis, layout)
+        assert (status.stable, status.candidate, status.history) == (v1, None, [])
+        assert {v.version: v.state for v in status.versions} == {v1: "stable", v2: "rolled_back"}
+        await eventually(lambda: [r["serving"] for r in rollout_status(sync_redis, layout).replicas.values()]
+                         == [v1, v1])  # fmt: skip
+        # Nothing earlier to roll back to: refused with a reason, v1 stays.
+        assert await cli("rollback") == 2
+        assert sync_redis.get(layout.serving_version) == v1.encode()
+    finally:
+        for client in clients:
+            await client.close()
+        sync_redis.close()
+
+
+async def _candidate_of(client: AsyncFaultprintClient, version: str) -> bool:
+    return (await client.model_info()).candidate_version == version
+
+
+def test_publishing_refuses_a_model_that_evaluates_worse_unless_forced(  # type: ignore[no-untyped-def]
+    artifact_factory, redis_url: str, redis_prefix: str
+) -> None:
+    layout = RedisLayout(redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    options = EvaluationOptions(trials=2, test_windows_per_condition=10)
+    candidates = [artifact_factory(seed=31), artifact_factory(seed=32)]
+    scores = {a: evaluate_artifact(a, options).headline() for a in candidates}
+    better, worse = sorted(candidates, key=scores.__getitem__, reverse=True)
+    assert scores[better] > scores[worse], scores
+    publish_gated(client, layout, better, promote_it=True, force=False, options=options)
+
+    with pytest.raises(PublishRefused, match="worse than the stable version"):
+        publish_gated(client, layout, worse, promote_it=False, force=False, options=options)
+    assert not client.exists(layout.model_meta(worse.name))
+
+    comparison = publish_gated(client, layout, worse, promote_it=False, force=True, options=options)
+    assert comparison.worse and comparison.forced
+    assert (comparison.candidate_accuracy, comparison.stable_accuracy) == (scores[worse], scores[better])
+    assert client.get(layout.candidate_version) == worse.name.encode()
+    gate = json.loads(client.hget(layout.model_meta(worse.name), "evaluation_gate"))
+    assert gate["forced"] and gate["stable"] == better.name
+    client.close()
+
+
+def test_promotion_validates_the_stored_artifact_first(  # type: ignore[no-untyped-def]
+    artifact_factory, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    from server.model_registry import store_artifact
+
+    layout = RedisLayout(redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    version = store_artifact(client, layout, artifact_factory(seed=33)).version
+    blob = client.get(layout.model_artifact(version))
+    client.set(layout.model_artifact(version), blob[:-100])
+    argv = ["promote", version, "--redis-url", redis_url, "--redis-prefix", redis_prefix]
+    assert trainer_main(argv) == 2
+    assert client.get(layout.serving_version) is None
+    client.close()
