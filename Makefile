@@ -6,7 +6,7 @@ PROTOS := $(wildcard protos/faultprint/v1/*.proto)
 STUBS := gen/faultprint/v1/probe_service_pb2.py
 WITH_REDIS := scripts/with-redis.sh
 
-.PHONY: setup protos demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-profile bench-ceiling clean
+.PHONY: setup protos demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling clean
 
 setup: $(VENV)/.installed $(STUBS)
 
@@ -63,6 +63,10 @@ bench: setup $(VENV)/.bench-installed
 # Under 3 minutes: a smoke run of the same suite.
 bench-quick: setup $(VENV)/.bench-installed
 	$(WITH_REDIS) $(PY) benchmarks/suite.py --quick
+
+# A model promoted under sustained probe load, both encoders (about 3 minutes).
+bench-swap: setup $(VENV)/.bench-installed
+	$(WITH_REDIS) $(PY) benchmarks/swap.py
 
 # Where the server's time goes: py-spy over a server under streaming load (small encoder).
 bench-profile: setup $(VENV)/.bench-installed

@@ -18,6 +18,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -38,15 +39,22 @@ class Tally:
     measure_to: float
     latencies_ms: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    # With --record: (finished, Unix s; latency, ms; outcome; model version) of every call.
+    calls: list[tuple[float, float, str, str]] | None = None
 
     @classmethod
     def starting_now(cls, args: argparse.Namespace) -> tuple[float, Tally]:
         """The run's start, and a tally measuring from after its warm-up for its duration."""
         start = time.perf_counter()
-        return start, cls(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+        tally = cls(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+        if getattr(args, "record", None):
+            tally.calls = []
+        return start, tally
 
-    def add(self, started: float, outcome: str) -> None:
+    def add(self, started: float, outcome: str, version: str = "") -> None:
         finished = time.perf_counter()
+        if self.calls is not None:
+            self.calls.append((time.time(), (finished - started) * 1000, outcome, version))
         if self.measure_from <= finished <= self.measure_to:
             self.outcomes[outcome] += 1
             if outcome == "OK":
@@ -84,8 +92,8 @@ async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, w
     while not stop.is_set():
         started = time.perf_counter()
         try:
-            await client.classify(args.network, node, windows[i % len(windows)])
-            tally.add(started, "OK")
+            diagnosis = await client.classify(args.network, node, windows[i % len(windows)])
+            tally.add(started, "OK", diagnosis.model_version)
         except grpc.aio.AioRpcError as exc:
             tally.add(started, outcome_of(exc))
         i += 1
@@ -100,7 +108,8 @@ async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, 
             started = time.perf_counter()
             await stream.send(StreamItem(args.network, node, windows[i % len(windows)], sequence=i))
             answer = await stream.receive()
-            tally.add(started, "OK" if answer.HasField("diagnosis") else f"STREAM_ERROR_{answer.error.code}")
+            outcome = "OK" if answer.HasField("diagnosis") else f"STREAM_ERROR_{answer.error.code}"
+            tally.add(started, outcome, answer.diagnosis.model_version)
             i += 1
         await stream.close()
     finally:
@@ -231,6 +240,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         # Encoded once: the generator's own CPU, on the same cores as the server, is kept small.
         windows = [encode_window(w[: info.steps, : info.features]) for w in simulated]
         tally = await (open_loop if args.rate else closed_loop)(client, args, windows)
+    if tally.calls is not None:
+        await asyncio.to_thread(Path(args.record).write_text, json.dumps(tally.calls))
     return {"mode": args.mode, "concurrency": args.concurrency, "rate": args.rate,
             "deadline_ms": args.deadline_ms, **tally.summary()}  # fmt: skip
 
@@ -247,6 +258,7 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--profile", default="metro-eu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record", help="write every call (time, latency, outcome, version) as JSON here")
     args = parser.parse_args()
     if args.rate and not args.deadline_ms:
         parser.error("an open-loop run (--rate) needs --deadline-ms")

@@ -141,13 +141,13 @@ def run_ceiling(config: SuiteConfig, plan: ModelPlan) -> list[dict[str, float]]:
     return rows
 
 
-def build_artifact(plan: ModelPlan, root: Path) -> Path:
+def build_artifact(plan: ModelPlan, root: Path, seed: int = 7, version: str | None = None) -> Path:
     from encoder.tower import TowerConfig
     from trainer.export import export_untrained
     from trainer.features import NUM_FEATURES, WINDOW_STEPS
 
     tower = TowerConfig(WINDOW_STEPS, NUM_FEATURES, (plan.lstm_units, plan.lstm_units), plan.dense_units, 10)
-    return export_untrained(tower, root, seed=7, version=f"bench-{plan.name}")
+    return export_untrained(tower, root, seed=seed, version=version or f"bench-{plan.name}")
 
 
 class MetricsScraper:

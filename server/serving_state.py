@@ -2,7 +2,9 @@
 
 A batch reads the state once, so every request in it is embedded and matched under
 one version. A new version is loaded on every device, warmed at every batch size and
-used to re-embed every reference case off the serving path; only then does the swap
+used to re-embed every reference case off the serving path: on a loader thread of
+its own, at a lower OS scheduling priority where the platform allows, one batch at a
+time, so the devices' serving threads never queue behind it. Only then does the swap
 happen, in one assignment. Batches already running keep the old state until they finish.
 
 A candidate version (rolled out in shadow, see server/shadow.py) is held next to the
@@ -15,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +39,8 @@ W = TypeVar("W")
 
 # Longest a batch started on a replaced version is expected to run, in seconds.
 _OLD_VERSION_DRAIN_S = 2.0
+# Niceness of the thread that loads incoming versions (higher: yields the CPU to serving).
+_LOADER_NICE = 10
 # Reference windows are embedded in chunks no larger than this.
 _EMBED_CHUNK = 256
 
@@ -85,6 +91,10 @@ class ModelHost:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stager-{i}")
             for i in range(len(self.devices))
         ]
+        # Loads, warms and re-embeds incoming versions, beside the serving threads.
+        self.loader = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="model-loader", initializer=_lower_priority
+        )
         self._memory_task: asyncio.Task[None] | None = None
         # Keep loaded models out of the garbage collector's way (see _settle_memory). Only
         # for a process that runs one server: freezing is process-wide.
@@ -103,25 +113,30 @@ class ModelHost:
             raise Unavailable("no model is loaded yet; publish one with `faultprint-trainer publish`")
         return state
 
-    async def embed(self, runner: ModelRunner, windows: np.ndarray) -> np.ndarray:
+    async def embed(
+        self, runner: ModelRunner, windows: np.ndarray, executor: ThreadPoolExecutor | None = None
+    ) -> np.ndarray:
+        """Embeddings of windows in chunks, on executor (default: the first device's serving thread)."""
         loop = asyncio.get_running_loop()
         chunks = [
-            await loop.run_in_executor(self.executor, runner.embed, windows[i : i + _EMBED_CHUNK])
+            await loop.run_in_executor(executor or self.executor, runner.embed, windows[i : i + _EMBED_CHUNK])
             for i in range(0, len(windows), _EMBED_CHUNK)
         ]
         return np.concatenate(chunks)
 
     async def load(self, artifact_dir: Path) -> ServingState:
         """Loads, checks and warms a version, re-embeds every reference case, then swaps."""
-        runners = await self._on_every_device(
-            lambda i: ModelRunner(artifact_dir, self.devices[i], self._runner_options)
-        )
+        loop = asyncio.get_running_loop()
+        runners = [
+            await loop.run_in_executor(self.loader, ModelRunner, artifact_dir, device, self._runner_options)
+            for device in self.devices
+        ]
         runner = runners[0]
         async with self.lock:
             old = self.current
             if old is not None:
                 self._check_compatible(old.runner, runner)
-            timings = await self._on_every_device(lambda i: runners[i].warm(self._warm_sizes))
+            timings = [await self._warm(r, self._warm_sizes) for r in runners]
             # The slowest device's timings: estimates should err towards refusing late work.
             self.on_warmed(max(timings, key=lambda t: sum(t.values())))
             index = await self._build_index(runner)
@@ -144,12 +159,12 @@ class ModelHost:
         """Loads a version to shadow the serving one: checked, warmed, references re-embedded."""
         loop = asyncio.get_running_loop()
         runner = await loop.run_in_executor(
-            self.executor, ModelRunner, artifact_dir, self.devices[0], self._runner_options
+            self.loader, ModelRunner, artifact_dir, self.devices[0], self._runner_options
         )
         async with self.lock:
             if self.current is not None:
                 self._check_compatible(self.current.runner, runner)
-            await loop.run_in_executor(self.executor, runner.warm, self._warm_sizes[:1])
+            await self._warm(runner, self._warm_sizes[:1])
             self.candidate = ServingState((runner,), await self._build_index(runner))
         log.info(
             "shadowing candidate model %s next to %s", runner.version, self.current and self.current.version
@@ -181,12 +196,13 @@ class ModelHost:
             gc.collect()
         gc.freeze()
 
-    async def _on_every_device(self, work: Callable[[int], W]) -> list[W]:
-        """Runs work(device index) on each device's own thread, all at once."""
+    async def _warm(self, runner: ModelRunner, sizes: Iterable[int]) -> dict[int, float]:
+        """Warms a runner on the loader thread, one batch size per call."""
         loop = asyncio.get_running_loop()
-        return list(
-            await asyncio.gather(*(loop.run_in_executor(ex, work, i) for i, ex in enumerate(self.executors)))
-        )
+        timings: dict[int, float] = {}
+        for size in sizes:
+            timings.update(await loop.run_in_executor(self.loader, runner.warm, (size,)))
+        return timings
 
     async def reload_references(self) -> None:
         """Rebuilds the current version's index from Redis (at start-up and after a lost connection)."""
@@ -221,7 +237,7 @@ class ModelHost:
         fresh: dict[str, np.ndarray] = {}
         for case, windows, embeddings in loaded:
             if embeddings is None:
-                embeddings = fresh[case.case_id] = await self.embed(runner, windows)
+                embeddings = fresh[case.case_id] = await self.embed(runner, windows, self.loader)
             index.put(network, CaseEmbeddings(case.case_id, case.label, embeddings))
         await self.store.store_embeddings(network, runner.version, fresh)
 
@@ -261,5 +277,13 @@ class ModelHost:
     def close(self) -> None:
         if self._memory_task is not None:
             self._memory_task.cancel()
-        for executor in (*self.executors, *self.stagers):
+        for executor in (*self.executors, *self.stagers, self.loader):
             executor.shutdown(wait=True)
+
+
+def _lower_priority() -> None:
+    """Runs the calling thread at a lower scheduling priority (Linux: per-thread nice)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LOADER_NICE)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted
+        log.debug("model loader runs at normal priority: %s", exc)
