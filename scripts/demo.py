@@ -42,7 +42,7 @@ def main() -> int:
     artifacts = ROOT / ".demo" / "artifacts"
     try:
         artifact = run(PY, "-m", "trainer", "train", "--config", "small", "--out", str(artifacts), env=env)
-        run(PY, "-m", "trainer", "publish", artifact.strip().splitlines()[-1], env=env)
+        run(PY, "-m", "trainer", "publish", artifact.strip().splitlines()[-1], "--promote", env=env)
         with (
             open(ROOT / ".demo" / "server.log", "w") as log,
             ServerProcess({"model-source": "redis"}, env, log) as server,
