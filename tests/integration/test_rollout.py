@@ -140,3 +140,23 @@ def test_promotion_validates_the_stored_artifact_first(  # type: ignore[no-untyp
     assert trainer_main(argv) == 2
     assert client.get(layout.serving_version) is None
     client.close()
+
+
+async def test_a_candidate_no_replica_can_load_is_withdrawn_and_serving_goes_on(  # type: ignore[no-untyped-def]
+    start_server, artifact_factory, redis_url, redis_prefix, windows
+) -> None:
+    from server.model_registry import publish_artifact
+
+    layout = RedisLayout(redis_prefix)
+    sync_redis = redis.Redis.from_url(redis_url)
+    v1 = publish_artifact(sync_redis, layout, artifact_factory(seed=51)).version
+    server, target = await start_server(model_source="redis", shadow_sample_rate=1.0)
+    narrow = publish_artifact(sync_redis, layout, artifact_factory(seed=52, features=100), promote_it=False)
+    await eventually(lambda: sync_redis.hget(layout.model_meta(narrow.version), "state") == b"rejected")
+    assert b"features" in sync_redis.hget(layout.model_meta(narrow.version), "reason")
+    assert sync_redis.get(layout.candidate_version) is None
+    assert server.host.candidate is None
+    async with AsyncFaultprintClient(target) as client:
+        await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
+        assert (await client.classify(NET, "pcscf-1", windows("normal", 1)[0])).model_version == v1
+    sync_redis.close()
