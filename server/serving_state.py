@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -34,8 +33,6 @@ from server.reference_index import CaseEmbeddings, ReferenceIndex
 from server.reference_store import LoadedCase, ReferenceStore, StoredCase
 
 log = logging.getLogger(__name__)
-
-W = TypeVar("W")
 
 # Longest a batch started on a replaced version is expected to run, in seconds.
 _OLD_VERSION_DRAIN_S = 2.0
