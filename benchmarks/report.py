@@ -96,7 +96,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> str:
                 f"{o['offered_windows_per_s']:.0f} windows/s (2 x {o['capacity_windows_per_s']:.0f}); "
                 f"accepted {o['windows_per_s']:.0f}/s with p99 {o['p99_ms']:.1f} ms; rejection rate "
                 f"{o['rejection_rate']:.2f}; outcomes {o['outcomes']}; RSS {o['rss_mb_start']:.0f} → "
-                f"{o['rss_mb_end']:.0f} MB (max {o['rss_mb_max']:.0f}).",
+                f"{o['rss_mb_end']:.0f} MB (max {o['rss_mb_max']:.0f}). Windows whose batch finished "
+                f"after their deadline by the server's clock: {o.get('server_late', 'not measured')}.",
             ]
         lines.append("")
     lines += ["### Bars", "", "| bar | measured | required | pass |", "|---|---:|---:|---|"]

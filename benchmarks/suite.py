@@ -156,12 +156,24 @@ class MetricsScraper:
     def __init__(self, address: str) -> None:
         self.url = f"http://{address}/metrics"
 
-    def batch_totals(self) -> tuple[float, float]:
+    def _families(self) -> Any:
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = urllib.request.urlopen(self.url, timeout=5).read().decode()
+        return text_string_to_metric_families(urllib.request.urlopen(self.url, timeout=5).read().decode())
+
+    def counter(self, prefix: str) -> float:
+        """The sum of a counter's samples over its labels (0 before it is first incremented)."""
+        return sum(
+            sample.value
+            for family in self._families()
+            if family.name.startswith(prefix)
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+
+    def batch_totals(self) -> tuple[float, float]:
         total = count = 0.0
-        for family in text_string_to_metric_families(text):
+        for family in self._families():
             if family.name.startswith("faultprint_batch_size"):
                 for sample in family.samples:
                     if sample.name.endswith("_sum"):
@@ -258,9 +270,13 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     rate = 2 * capacity
     sampler = RssSampler(server)
     sampler.start()
+    late_before = scraper.counter("faultprint_requests_late")
     result = run_load(server.target, scraper, config, mode="unary", rate=f"{rate:.1f}",
                       deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s)  # fmt: skip
     samples = sampler.stop()
+    # Windows whose batch finished after their deadline, by the server's clock (answered
+    # DEADLINE_EXCEEDED); the client's LATE also counts time spent in the client and transport.
+    result["server_late"] = scraper.counter("faultprint_requests_late") - late_before
     settled = [rss for t, rss in samples if t >= config.warmup_s + 5] or [rss for _, rss in samples]
     result.update(
         model=plan.name, capacity_windows_per_s=capacity, offered_windows_per_s=rate,

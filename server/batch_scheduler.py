@@ -362,6 +362,8 @@ class SchedulerObserver(Protocol):
 
     def dispatched(self, size: int, padded_size: int, queue_waits_s: list[float]) -> None: ...
 
+    def late(self, count: int) -> None: ...
+
 
 class NullObserver:
     def rejected(self, reason: str) -> None:
@@ -371,6 +373,9 @@ class NullObserver:
         pass
 
     def dispatched(self, size: int, padded_size: int, queue_waits_s: list[float]) -> None:
+        pass
+
+    def late(self, count: int) -> None:
         pass
 
 
@@ -475,12 +480,33 @@ class BatchScheduler(Generic[T, R]):
             for request in batch:
                 _fail(request, exc)
         else:
-            for request, result in zip(batch, run.results, strict=True):
-                if not request.future.done():
-                    request.future.set_result(result)
+            self._resolve(batch, run.results)
         finally:
             self._policy.finish(decision.device, decision.padded_size, compute_s, self._now())
             self._wakeup.set()
+
+    def _resolve(self, batch: list[QueuedRequest[T]], results: Sequence[R]) -> None:
+        """Answers each request; one whose deadline passed while its batch ran gets DEADLINE_EXCEEDED.
+
+        Its caller has stopped waiting: a diagnosis delivered now would be an answer
+        after the deadline. Such requests mean the admission estimate was wrong, so
+        they are counted (observer.late).
+        """
+        now = self._now()
+        late = 0
+        for request, result in zip(batch, results, strict=True):
+            if request.future.done():
+                continue
+            if request.deadline is not None and now > request.deadline:
+                late += 1
+                overrun_ms = (now - request.deadline) * 1000
+                request.future.set_exception(
+                    DeadlineExceeded(f"the batch finished {overrun_ms:.0f} ms after the deadline")
+                )
+            else:
+                request.future.set_result(result)
+        if late:
+            self._observer.late(late)
 
     async def close(self) -> None:
         """Stops taking requests, fails those still queued, and lets running batches finish."""

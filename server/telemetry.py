@@ -84,6 +84,7 @@ class ServerTelemetry:
     queue_wait_ms: Histogram
     rejected_requests: Counter
     expired_requests: Counter
+    late_requests: Counter
 
     @classmethod
     def create(cls) -> ServerTelemetry:
@@ -122,6 +123,12 @@ class ServerTelemetry:
                 unit="{request}",
                 description="Queued windows dropped before compute: deadline passed or could not be met",
             ),
+            late_requests=meter.create_counter(
+                "faultprint.requests.late",
+                unit="{request}",
+                description="Windows whose batch finished after their deadline, answered DEADLINE_EXCEEDED "
+                "(the admission estimate was wrong)",
+            ),
         )
 
     def observe_queue(self, queue_depth: Callable[[], int], batches_in_flight: Callable[[], int]) -> None:
@@ -145,6 +152,9 @@ class ServerTelemetry:
 
     def expired(self, count: int) -> None:
         self.expired_requests.add(count)
+
+    def late(self, count: int) -> None:
+        self.late_requests.add(count)
 
     def dispatched(self, size: int, padded_size: int, queue_waits_s: list[float]) -> None:
         self.batch_size.record(size)

@@ -410,6 +410,30 @@ class RecordingObserver:
     def dispatched(self, size: int, padded_size: int, queue_waits_s: list[float]) -> None:
         self.events.append(("dispatched", (size, padded_size, len(queue_waits_s))))
 
+    def late(self, count: int) -> None:
+        self.events.append(("late", count))
+
+
+async def test_a_request_whose_batch_finishes_after_its_deadline_gets_deadline_exceeded() -> None:
+    """Admission let it in (no estimate yet), but the batch ran past its deadline: no late answer."""
+
+    async def run_batch(batch: Batch[int]) -> BatchRun[int]:
+        await asyncio.sleep(0.05)
+        return BatchRun(batch.payloads, compute_s=0.05)
+
+    observer = RecordingObserver()
+    options = BatchSchedulerOptions(max_batch_size=4, allowed_batch_sizes=(1, 2, 4))
+    scheduler: BatchScheduler[int, int] = BatchScheduler(run_batch, options, observer=observer)
+    scheduler.start()
+    loop = asyncio.get_running_loop()
+    in_time = asyncio.create_task(scheduler.submit(1, deadline=loop.time() + 5.0))
+    overrun = asyncio.create_task(scheduler.submit(2, deadline=loop.time() + 0.02))
+    assert await in_time == 1
+    with pytest.raises(DeadlineExceeded, match="ms after the deadline"):
+        await overrun
+    await scheduler.close()
+    assert ("late", 1) in observer.events
+
 
 async def test_observer_sees_dispatches_rejections_and_expiries() -> None:
     release = asyncio.Event()
