@@ -85,13 +85,12 @@ _ROLL_BACK = (
 local serving = redis.call('GET', KEYS[1])
 if not serving then return redis.error_reply('no model version is serving') end
 if ARGV[2] ~= '' and serving ~= ARGV[2] then return {'unchanged', serving} end
-redis.call('HSET', meta(serving), 'state', ARGV[3], 'reason', ARGV[4], 'ended_unix_s', ARGV[6])
 local previous = redis.call('LPOP', KEYS[3])
-if not previous then
-  if ARGV[3] == 'rejected' then return {'rejected', ''} end
-  redis.call('HSET', meta(serving), 'state', 'stable')
+if not previous and ARGV[3] ~= 'rejected' then
   return redis.error_reply('no earlier version to roll back to; ' .. serving .. ' stays')
 end
+redis.call('HSET', meta(serving), 'state', ARGV[3], 'reason', ARGV[4], 'ended_unix_s', ARGV[6])
+if not previous then return {'rejected', ''} end
 redis.call('SET', KEYS[1], previous)
 redis.call('HSET', meta(previous), 'state', 'stable')
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*',

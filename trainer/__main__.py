@@ -176,6 +176,8 @@ def _publish(args: argparse.Namespace) -> int:
         return 3
     state = "published and promoted" if args.promote else "published as candidate (replicas shadow it)"
     print(f"{state}: {comparison.candidate}; {comparison.summary()}" + (" (forced)" if args.force else ""))
+    if not args.promote and comparison.stable is None:
+        print("no version is stable yet, so nothing serves: `promote` makes this one serve")
     return 0
 
 

@@ -91,6 +91,7 @@ async def test_candidate_shadow_promote_and_rollback_reach_both_replicas(  # typ
         # Nothing earlier to roll back to: refused with a reason, v1 stays.
         assert await cli("rollback") == 2
         assert sync_redis.get(layout.serving_version) == v1.encode()
+        assert sync_redis.hmget(layout.model_meta(v1), "state", "reason") == [b"stable", None]
     finally:
         for client in clients:
             await client.close()
