@@ -14,6 +14,7 @@ from client.probe import ProbeOptions, enrol_one_per_condition, run_probes
 from server.model_registry import publish_artifact
 from server.redis_layout import RedisLayout
 from trainer.config import PRESETS
+from trainer.evaluation import BASELINE, EvaluationOptions, evaluate_tower, report_markdown
 from trainer.export import export
 from trainer.simulator import PROFILES, simulate_windows
 from trainer.training import train
@@ -33,7 +34,13 @@ async def test_one_shot_diagnosis_on_an_unseen_network_is_at_least_95_percent(  
         for i, n in enumerate(config.networks)
     ]
     result = train(config, np.concatenate([w for w, _ in parts]), np.concatenate([lab for _, lab in parts]))
-    artifact = export(result, config, tmp_path / "artifacts")
+    # The offline evaluation on the same unseen network: the model earns its place over raw 1-NN.
+    options = EvaluationOptions(network=UNSEEN, trials=3)
+    report, _ = evaluate_tower(result.tower, result.distance_threshold, config.conditions, options,
+                               config.tower.steps)  # fmt: skip
+    assert report.headline() >= 0.95
+    assert report.headline() > report.headline(BASELINE) + 0.1, report_markdown(report, "tiny")
+    artifact = export(result, config, tmp_path / "artifacts", evaluation=report.to_dict())
     publish_artifact(redis.Redis.from_url(redis_url), RedisLayout(redis_prefix), artifact)
 
     server, target = await start_server(model_source="redis")
