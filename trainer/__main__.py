@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from server.model_registry import RolloutStatus
     from server.redis_layout import RedisLayout
     from trainer.config import TrainingConfig
-    from trainer.evaluation import EvaluationReport
+    from trainer.evaluation import EvaluationOptions, EvaluationReport, EvaluationSplit
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -61,15 +61,21 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _windows_from_rows(paths: list[str], conditions: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
+                       network: str | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Labelled windows of the row files (of one network only, if given)."""
     from trainer.rows import Rows, read_rows
     from trainer.windowing import make_windows
 
     parts = [read_rows(Path(p)) for p in paths]
     unlabelled = [p for r, p in zip(parts, paths, strict=True) if r.label is None]
     if unlabelled:
-        raise SystemExit(f"{', '.join(unlabelled)}: no label column; training needs labelled rows")
+        raise SystemExit(f"{', '.join(unlabelled)}: no label column; training and evaluation need labels")
     merged = Rows.merge(parts)
+    if network is not None:
+        merged = merged.select(merged.network == network)
+        if not len(merged):
+            raise SystemExit(f"no rows of network {network!r} in {', '.join(paths)}")
     windows, labels, report = make_windows(merged)
     logging.info("windowing: %s", report.summary())
     known = np.isin(labels, conditions)
@@ -86,7 +92,7 @@ def _training_data(args: argparse.Namespace, config: TrainingConfig) -> tuple[np
         windows, labels = _windows_from_rows(args.rows, config.conditions)
         logging.info("training on %d windows from %s", len(labels), ", ".join(args.rows))
         return windows, labels
-    if args.eval_network in config.networks:
+    if args.eval_network in config.networks and not args.eval_rows:
         raise SystemExit(f"--eval-network {args.eval_network} is a training network; pick an unseen one")
     parts = [
         simulate_windows(
@@ -100,6 +106,20 @@ def _training_data(args: argparse.Namespace, config: TrainingConfig) -> tuple[np
     ]
     logging.info("training on %d windows of %s", sum(len(w) for w, _ in parts), ", ".join(config.networks))
     return np.concatenate([w for w, _ in parts]), np.concatenate([lab for _, lab in parts])
+
+
+def _evaluation_split(rows: list[str] | None, options: EvaluationOptions,
+                      conditions: tuple[str, ...]) -> EvaluationSplit | None:  # fmt: skip
+    """The evaluation network's windows from row files, or None to simulate them."""
+    from trainer.evaluation import EvaluationSplit
+
+    if not rows:
+        return None
+    windows, labels = _windows_from_rows(rows, conditions, options.network)
+    rng = np.random.default_rng(options.seed)
+    return EvaluationSplit.from_windows(
+        windows, labels, options.reference_pool_per_condition, rng, options.test_windows_per_condition
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -118,8 +138,9 @@ def _train(args: argparse.Namespace) -> int:
     )
     result = train(config, windows, labels, run)
     options = EvaluationOptions(network=args.eval_network)
+    split = _evaluation_split(args.eval_rows, options, config.conditions)
     report, split = evaluate_tower(result.tower, result.distance_threshold, config.conditions, options,
-                                   config.tower.steps)  # fmt: skip
+                                   config.tower.steps, split)  # fmt: skip
     export(result, config, Path(args.out), args.parent, report.to_dict(), version)
     files = write_evaluation(report, split, result.tower, version, result.history, out_dir / "evaluation")
     logging.info("evaluation: %s", ", ".join(str(f) for f in files))
@@ -147,7 +168,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     tower = load_tower(artifact, metadata)
     conditions = tuple(metadata.training.get("config", {}).get("conditions") or CONDITIONS)
     options = EvaluationOptions(network=args.network, trials=args.trials)
-    report, split = evaluate_tower(tower, metadata.distance_threshold, conditions, options, metadata.steps)
+    split = _evaluation_split(args.rows, options, conditions)
+    report, split = evaluate_tower(
+        tower, metadata.distance_threshold, conditions, options, metadata.steps, split
+    )
     out = Path(args.out) if args.out else artifact / "evaluation"
     history = metadata.training.get("history")
     write_evaluation(report, split, tower, metadata.version, history, out)
@@ -261,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=None, help="override the config's seed")
     train.add_argument("--rows", nargs="+", help="labelled row files (.parquet/.csv) instead of simulation")
     train.add_argument("--eval-network", default="island-apac", help="unseen network of the evaluation")
+    train.add_argument(
+        "--eval-rows", nargs="+", help="evaluate on these rows' --eval-network, not simulation"
+    )
     train.add_argument("--parent", help="the version this model is trained to replace")
     train.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard logs")
     train.add_argument("--no-progress", action="store_true", help="one line per epoch, no progress bar")
@@ -269,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("artifact", help="artifact directory")
     evaluate.add_argument("--network", default="island-apac", help="network to enrol and diagnose on")
     evaluate.add_argument("--trials", type=int, default=5, help="random draws of the references")
+    evaluate.add_argument("--rows", nargs="+", help="labelled row files holding --network, not simulation")
     evaluate.add_argument("--out", help="directory for the report and plots (default ARTIFACT/evaluation)")
     evaluate.set_defaults(func=_evaluate)
     simulate = commands.add_parser("simulate", help="write simulated labelled per-minute probe rows")

@@ -58,6 +58,9 @@ class EvaluationOptions:
             raise ValueError(f"shots {self.shots} must lie in [1, {self.reference_pool_per_condition}]")
         if min(self.trials, self.test_windows_per_condition) < 1:
             raise ValueError("trials and test_windows_per_condition must be positive")
+
+    def check_simulated(self) -> None:
+        """Both networks must be simulator profiles when the evaluation is simulated."""
         for name in (self.network, self.borrowed_normal_network):
             if name not in PROFILES:
                 raise ValueError(f"unknown network {name!r}; known: {sorted(PROFILES)}")
@@ -78,9 +81,16 @@ class EvaluationSplit:
 
     @classmethod
     def from_windows(
-        cls, windows: np.ndarray, labels: np.ndarray, pool_size: int, rng: np.random.Generator
+        cls,
+        windows: np.ndarray,
+        labels: np.ndarray,
+        pool_size: int,
+        rng: np.random.Generator,
+        test_per_condition: int | None = None,
     ) -> EvaluationSplit:
-        """Splits labelled windows of one network: pool_size per condition to draw references from."""
+        """Splits labelled windows of one network: pool_size per condition to draw references from,
+        and at most test_per_condition held out per condition (so that accuracy weighs every
+        condition alike, however many windows real data has of each)."""
         conditions = tuple(sorted(set(map(str, labels)), key=lambda c: (c != NORMAL, c)))
         pool, test = [], []
         for c in conditions:
@@ -88,7 +98,7 @@ class EvaluationSplit:
             if len(members) <= pool_size:
                 raise ValueError(f"condition {c!r} has {len(members)} windows; needs over {pool_size}")
             pool.append(windows[members[:pool_size]])
-            test.append(members[pool_size:])
+            test.append(members[pool_size:][:test_per_condition])
         chosen = np.concatenate(test)
         return cls(np.stack(pool), windows[chosen], labels[chosen].astype(str), conditions, None)
 
@@ -99,6 +109,7 @@ def simulated_split(options: EvaluationOptions, conditions: tuple[str, ...], ste
 
     Cached: comparing two models scores both on one simulation (callers do not modify it).
     """
+    options.check_simulated()
     per_condition = options.reference_pool_per_condition + options.test_windows_per_condition
     windows, labels = simulate_windows(PROFILES[options.network], conditions, per_condition, options.seed,
                                        steps)  # fmt: skip
@@ -342,10 +353,16 @@ def tower_embedders(tower: Any) -> tuple[Embed, Embed]:
     return model_embed, normalise
 
 
-def evaluate_tower(tower: Any, threshold: float, conditions: Sequence[str], options: EvaluationOptions,
-                   steps: int) -> tuple[EvaluationReport, EvaluationSplit]:  # fmt: skip
-    """Simulates the evaluation network and scores the tower and the baseline on it."""
-    split = simulated_split(options, tuple(conditions), steps)
+def evaluate_tower(
+    tower: Any,
+    threshold: float,
+    conditions: Sequence[str],
+    options: EvaluationOptions,
+    steps: int,
+    split: EvaluationSplit | None = None,
+) -> tuple[EvaluationReport, EvaluationSplit]:
+    """Scores the tower and the baseline on split (default: the simulated evaluation network)."""
+    split = split or simulated_split(options, tuple(conditions), steps)
     return evaluate(*tower_embedders(tower), split, options, threshold), split
 
 

@@ -8,8 +8,10 @@ One row per node and minute, as Parquet (``.parquet``) or CSV (``.csv``):
   timestamp column is accepted and converted);
 - one float column per statistic, named as in trainer/features.py (129 columns);
   extra columns are ignored, a missing one is an error;
-- ``label`` (string): ``normal`` or the fault present in that minute. Optional for
-  rows that are only to be diagnosed; needed for training.
+- ``label`` (string): ``normal`` or the fault that shows in that minute (as an operator
+  marks an incident: not the quiet hours of a busy-hour fault, nor the faint tail of one
+  that decays). Optional for rows that are only to be diagnosed; needed for training
+  and for evaluation on real data.
 
 Missing minutes are simply absent rows; a value lost in export is empty (CSV) or
 null/NaN; a probe restart shows as a negative counter delta. trainer/windowing.py
@@ -64,6 +66,11 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.minute)
+
+    def select(self, keep: np.ndarray) -> Rows:
+        """The rows where the boolean mask keep is true."""
+        label = None if self.label is None else self.label[keep]
+        return Rows(self.node[keep], self.network[keep], self.minute[keep], self.values[keep], label)
 
 
 def write_rows(rows: Rows, path: Path) -> None:

@@ -68,6 +68,8 @@ def overdispersed_counts(rng: np.random.Generator, mean: np.ndarray, shape_k: fl
 
 
 ONSET_SHAPES = ("step", "ramp", "busy_hour", "spike", "step_heal")
+# Share of a fault's full intensity from which a minute of a node timeline is labelled with it.
+VISIBLE_ACTIVITY = 0.1
 
 
 def _onset_activity(
@@ -507,8 +509,11 @@ def simulate_timeline(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """A node's statistics over consecutive minutes, and each minute's label.
 
-    A minute is labelled with the episode's fault while the fault is present (for a
-    busy-hour fault, only while the load brings it out); otherwise "normal".
+    A minute is labelled with the episode's fault while the fault shows, at VISIBLE_ACTIVITY
+    of its full intensity or more: a busy-hour fault only while the load brings it out,
+    a spike until it has decayed, as an operator would mark the incident; otherwise
+    "normal". (The faint tail of a decaying fault is left unlabelled rather than taught
+    as the fault: it looks like normal traffic.)
     """
     local = (start_minute_utc + profile.utc_offset_h * 60 + np.arange(minutes)) % 1440
     load = diurnal_load(local.astype(np.float64))
@@ -521,7 +526,7 @@ def simulate_timeline(
         activity = _onset_activity(shape, minutes, episode.onset, rng, load)
         activity[episode.onset + episode.duration :] = 0.0
         modify(params, activity, rng)
-        labels[activity > 0] = episode.condition
+        labels[activity >= VISIBLE_ACTIVITY] = episode.condition
     return _count(params, rng), labels.astype(str)
 
 

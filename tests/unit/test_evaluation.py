@@ -66,6 +66,13 @@ def test_the_split_keeps_references_apart_from_the_held_out_windows(split: Evalu
     assert not pooled & {w.tobytes() for w in split.test}
 
 
+def test_real_data_splits_hold_out_at_most_the_same_number_of_windows_per_condition() -> None:
+    rng = np.random.default_rng(1)
+    windows, labels = labelled_windows(rng, per_condition=40)
+    split = EvaluationSplit.from_windows(windows, labels, 5, rng, test_per_condition=8)
+    assert sorted(np.unique(split.test_labels, return_counts=True)[1]) == [8, 8, 8]
+
+
 def test_a_separating_embedder_scores_perfectly_with_a_full_confusion_matrix(split: EvaluationSplit) -> None:
     report = evaluate_method(first_statistic, split, OPTIONS, threshold=0.5)
     assert report.accuracy == {1: 1.0, 5: 1.0}
@@ -113,4 +120,4 @@ def test_options_refuse_shots_beyond_the_pool() -> None:
     with pytest.raises(ValueError, match="shots"):
         EvaluationOptions(shots=(1, 10), reference_pool_per_condition=5)
     with pytest.raises(ValueError, match="unknown network"):
-        EvaluationOptions(network="atlantis")
+        EvaluationOptions(network="atlantis").check_simulated()

@@ -121,6 +121,19 @@ def test_link_at_capacity_is_a_busy_hour_fault_absent_at_night() -> None:
     assert (labels[10 * 60 : 12 * 60] == "link_at_capacity").all()
 
 
+def test_a_decaying_fault_is_labelled_while_it_shows_not_through_its_faint_tail() -> None:
+    from trainer.simulator import Episode, simulate_timeline
+
+    rng = np.random.default_rng(5)
+    _, labels = simulate_timeline(
+        PROFILES["metro-eu"], 600, 240, [Episode("registration_storm", 30, 180)], rng
+    )
+    storm = np.flatnonzero(labels == "registration_storm")
+    assert storm[0] == 30  # from the spike itself
+    assert 15 <= len(storm) <= 50  # until it has decayed to a tenth (decay constant 8-20 min)
+    assert (labels[storm[-1] + 1 :] == "normal").all()
+
+
 def test_node_rows_are_deterministic_and_carry_probe_damage() -> None:
     from trainer.simulator import ProbeDamage, simulate_node_rows
 
