@@ -23,7 +23,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client import AsyncFaultprintClient, StreamItem, encode_window
+from client import AsyncFaultprintClient, StreamItem, ThrottleOptions, encode_window
+from client.throttle import THROTTLED_DETAILS
 from faultprint.v1 import window_pb2
 from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 
@@ -76,7 +77,10 @@ class Tally:
 
 
 def outcome_of(exc: grpc.aio.AioRpcError) -> str:
-    """The status name; a deadline enforced by the client's own timer is "LATE" (no answer in time)."""
+    """The status name; a deadline enforced by the client's own timer is "LATE" (no answer in time),
+    a call the client's adaptive throttling refused is "CLIENT_THROTTLED"."""
+    if exc.details() == THROTTLED_DETAILS:
+        return "CLIENT_THROTTLED"
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and (exc.details() or "") == "Deadline Exceeded":
         return "LATE"
@@ -157,6 +161,8 @@ async def open_stream_probe(client: AsyncFaultprintClient, args: argparse.Namesp
             if answer.HasField("diagnosis"):
                 in_time = time.perf_counter() - started <= timeout_s
                 tally.add(started, "OK" if in_time else "LATE")
+            elif answer.error.message == THROTTLED_DETAILS:
+                tally.add(started, "CLIENT_THROTTLED")
             else:
                 tally.add(started, STATUS_NAMES.get(answer.error.code, f"CODE_{answer.error.code}"))
 
@@ -234,7 +240,8 @@ async def open_loop(
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    async with AsyncFaultprintClient(args.target, timeout_s=60) as client:
+    throttle = ThrottleOptions(ratio=args.throttle_ratio) if args.throttle_ratio else None
+    async with AsyncFaultprintClient(args.target, timeout_s=60, throttle=throttle) as client:
         info = await client.model_info()
         simulated = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
         # Encoded once: the generator's own CPU, on the same cores as the server, is kept small.
@@ -243,7 +250,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     if tally.calls is not None:
         await asyncio.to_thread(Path(args.record).write_text, json.dumps(tally.calls))
     return {"mode": args.mode, "concurrency": args.concurrency, "rate": args.rate,
-            "deadline_ms": args.deadline_ms, **tally.summary()}  # fmt: skip
+            "deadline_ms": args.deadline_ms, "throttle_ratio": args.throttle_ratio,
+            **tally.summary()}  # fmt: skip
 
 
 def main() -> None:
@@ -258,6 +266,8 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--profile", default="metro-eu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--throttle-ratio", type=float, default=0.0,
+                        help="client-side adaptive throttling with this ratio (0: off)")  # fmt: skip
     parser.add_argument("--record", help="write every call (time, latency, outcome, version) as JSON here")
     args = parser.parse_args()
     if args.rate and not args.deadline_ms:

@@ -92,7 +92,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> str:
         if o:
             lines += [
                 "",
-                f"Overload ({o['seconds']:.0f} s, unary, deadline {o['deadline_ms']:.0f} ms): offered "
+                f"Overload ({o['seconds']:.0f} s, unary, deadline {o['deadline_ms']:.0f} ms, client "
+                f"throttling ratio {o.get('throttle_ratio') or 'off'}): offered "
                 f"{o['offered_windows_per_s']:.0f} windows/s (2 x {o['capacity_windows_per_s']:.0f}); "
                 f"accepted {o['windows_per_s']:.0f}/s with p99 {o['p99_ms']:.1f} ms; rejection rate "
                 f"{o['rejection_rate']:.2f}; outcomes {o['outcomes']}; RSS {o['rss_mb_start']:.0f} → "

@@ -7,7 +7,10 @@ For each encoder size (original 2 x LSTM-512, small 2 x LSTM-64):
    process; mean batch size comes from the server's own metrics (Prometheus scrape).
 3. Naive baseline: the same server with batching off (max batch size 1).
 4. Overload: open-loop unary calls with deadlines at 2 x the measured capacity, with
-   the server's RSS sampled every second.
+   the server's RSS sampled every second. The probes throttle themselves as deployed
+   probe agents do (client/throttle.py, ratio 2; --overload-throttle-ratio 0 turns it
+   off): the offered load stays 2 x capacity, and what the client refuses locally is
+   counted as CLIENT_THROTTLED.
 
 Writes benchmarks/results/suite[-quick].json, a markdown table (.md) and a plot (.png),
 checks the bars of the batching issue, and prints the table. Needs REDIS_URL (the
@@ -272,7 +275,8 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     sampler.start()
     late_before = scraper.counter("faultprint_requests_late")
     result = run_load(server.target, scraper, config, mode="unary", rate=f"{rate:.1f}",
-                      deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s)  # fmt: skip
+                      deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s,
+                      throttle_ratio=config.extra.get("overload_throttle_ratio", 0.0))  # fmt: skip
     samples = sampler.stop()
     # Windows whose batch finished after their deadline, by the server's clock (answered
     # DEADLINE_EXCEEDED); the client's LATE also counts time spent in the client and transport.
@@ -307,9 +311,12 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run, under 3 minutes")
     parser.add_argument("--models", default="original,small")
+    parser.add_argument("--overload-throttle-ratio", type=float, default=2.0,
+                        help="overload probes' client-side throttling ratio (0: off)")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = SuiteConfig.build(args.quick, args.models.split(","))
+    config.extra["overload_throttle_ratio"] = args.overload_throttle_ratio
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     report: dict[str, Any] = {"machine": machine(), "quick": config.quick, "models": {}}

@@ -1,5 +1,13 @@
 """The faultprint Python client: typed sync and asyncio access to a faultprint server."""
 
 from client.client import AsyncFaultprintClient, FaultprintClient, ProbeStream, StreamItem, encode_window
+from client.throttle import ThrottleOptions
 
-__all__ = ["AsyncFaultprintClient", "FaultprintClient", "ProbeStream", "StreamItem", "encode_window"]
+__all__ = [
+    "AsyncFaultprintClient",
+    "FaultprintClient",
+    "ProbeStream",
+    "StreamItem",
+    "ThrottleOptions",
+    "encode_window",
+]

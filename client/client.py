@@ -6,6 +6,8 @@ Windows are sent on the packed float32 fast path. Errors surface as grpc.RpcErro
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -13,6 +15,13 @@ from typing import TypeAlias
 import grpc
 import numpy as np
 
+from client.throttle import (
+    OVERLOAD_CODE_VALUES,
+    THROTTLED_DETAILS,
+    AdaptiveThrottle,
+    ThrottleOptions,
+    throttled_error,
+)
 from faultprint.v1 import (
     model_service_pb2,
     model_service_pb2_grpc,
@@ -25,6 +34,8 @@ from faultprint.v1 import (
 from faultprint.v1.diagnosis_pb2 import Diagnosis
 from faultprint.v1.model_service_pb2 import GetModelInfoResponse as ModelInfo
 from faultprint.v1.reference_case_service_pb2 import ReferenceCase
+
+_RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
 # Matches the server's default message limit (16 MiB); a reference case may carry many windows.
 _CHANNEL_OPTIONS = [
@@ -189,36 +200,73 @@ class ProbeStream:
 
     Answers carry the sequence number of their window and may come back in another
     order than the windows went out; a bad window gets an answer with an error set,
-    and the stream stays open.
+    and the stream stays open. With a throttle, a window refused locally gets its
+    RESOURCE_EXHAUSTED answer from the client itself (see client/throttle.py).
     """
 
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+    def __init__(self, call: grpc.aio.StreamStreamCall, throttle: AdaptiveThrottle | None = None) -> None:
         self._call = call
+        self._throttle = throttle
+        self._local: deque[probe_service_pb2.StreamClassifyWindowsResponse] = deque()
+        self._local_ready = asyncio.Event()
+        self._read: asyncio.Future[object] | None = None
 
     async def send(self, item: StreamItem) -> None:
+        if self._throttle is not None and not self._throttle.admit():
+            error = probe_service_pb2.StreamError(code=_RESOURCE_EXHAUSTED, message=THROTTLED_DETAILS)
+            answer = probe_service_pb2.StreamClassifyWindowsResponse(sequence=item.sequence, error=error)
+            self._local.append(answer)
+            self._local_ready.set()
+            return
         await self._call.write(_stream_request(item))
 
     async def receive(self) -> probe_service_pb2.StreamClassifyWindowsResponse:
         """The next answer; raises EOFError when the server has closed the stream."""
-        response = await self._call.read()
-        if response is grpc.aio.EOF:
-            raise EOFError("the server closed the stream")
-        return response
+        if self._throttle is None:
+            return _answer(await self._call.read())
+        while True:
+            self._local_ready.clear()
+            if self._local:
+                return self._local.popleft()
+            if self._read is None:
+                self._read = asyncio.ensure_future(self._call.read())
+            local = asyncio.ensure_future(self._local_ready.wait())
+            await asyncio.wait((self._read, local), return_when=asyncio.FIRST_COMPLETED)
+            local.cancel()
+            if self._read.done():
+                read, self._read = self._read, None
+                response = _answer(read.result())
+                error = response.error.code if response.HasField("error") else 0
+                self._throttle.record(error not in OVERLOAD_CODE_VALUES)
+                return response
 
     async def close(self) -> None:
         """Says no more windows will come; answers still owed arrive before the stream ends."""
         await self._call.done_writing()
 
     def cancel(self) -> None:
+        if self._read is not None:
+            self._read.cancel()
         self._call.cancel()
 
 
-class AsyncFaultprintClient(_Stubs):
-    """asyncio client. ``async with AsyncFaultprintClient(target) as fp: await fp.classify(...)``."""
+def _answer(response: object) -> probe_service_pb2.StreamClassifyWindowsResponse:
+    if response is grpc.aio.EOF:
+        raise EOFError("the server closed the stream")
+    return response
 
-    def __init__(self, target: str, timeout_s: float = 30.0) -> None:
+
+class AsyncFaultprintClient(_Stubs):
+    """asyncio client. ``async with AsyncFaultprintClient(target) as fp: await fp.classify(...)``.
+
+    With throttle options, classification backs off by itself while the server sheds
+    load (client/throttle.py): probe agents should use it.
+    """
+
+    def __init__(self, target: str, timeout_s: float = 30.0, throttle: ThrottleOptions | None = None) -> None:
         super().__init__(grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS))
         self.timeout_s = timeout_s
+        self.throttle = AdaptiveThrottle(throttle) if throttle is not None else None
 
     async def __aenter__(self) -> AsyncFaultprintClient:
         return self
@@ -240,12 +288,21 @@ class AsyncFaultprintClient(_Stubs):
     ) -> Diagnosis:
         """The node's diagnosis; timeout_s (default: the client's) is the call's deadline."""
         request = _classify_request(network, node, window, top_k)
-        response = await self.probe.ClassifyWindow(request, timeout=timeout_s or self.timeout_s)
+        if self.throttle is None:
+            return (await self.probe.ClassifyWindow(request, timeout=timeout_s or self.timeout_s)).diagnosis
+        if not self.throttle.admit():
+            raise throttled_error()
+        try:
+            response = await self.probe.ClassifyWindow(request, timeout=timeout_s or self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            self.throttle.record_status(exc.code())
+            raise
+        self.throttle.record(True)
         return response.diagnosis
 
     def open_stream(self, timeout_s: float | None = None) -> ProbeStream:
         """A long-lived stream for a probe agent: send windows, receive diagnoses as they are ready."""
-        return ProbeStream(self.probe.StreamClassifyWindows(timeout=timeout_s))
+        return ProbeStream(self.probe.StreamClassifyWindows(timeout=timeout_s), self.throttle)
 
     def classify_stream(
         self, items: AsyncIterator[StreamItem]

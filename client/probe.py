@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from client.client import AsyncFaultprintClient, StreamItem
+from client.throttle import ThrottleOptions
 from faultprint.v1 import diagnosis_pb2
 from trainer.simulator import CONDITIONS, NORMAL, PROFILES, random_window
 
@@ -95,7 +96,8 @@ async def run_agent(options: ProbeOptions, agent: int, tally: Tally) -> None:
             window = random_window(profile, condition, rng)
             yield StreamItem(options.network, node, window, sequence=seq)
 
-    async with AsyncFaultprintClient(options.target) as client:
+    # Probe agents back off by themselves while the server sheds load (client/throttle.py).
+    async with AsyncFaultprintClient(options.target, throttle=ThrottleOptions()) as client:
         async for response in client.classify_stream(items()):
             truth = truths[response.sequence]
             if response.HasField("error"):

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from client import AsyncFaultprintClient
+from client import AsyncFaultprintClient, StreamItem
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +159,37 @@ async def test_a_streamed_window_with_its_own_timeout_is_refused_early_and_the_s
     assert "longer deadline" in answers[1].error.message
     assert answers[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], answers[2]
     assert answers[3].diagnosis.label == "normal" and answers[4].diagnosis.label == "normal"
+
+
+async def test_a_throttled_probe_backs_off_while_the_server_sheds(  # type: ignore[no-untyped-def]
+    start_server, slow_artifact, windows
+) -> None:
+    from client import ThrottleOptions
+    from client.throttle import THROTTLED_DETAILS
+
+    _, target = await start_server(
+        model_source=str(slow_artifact), max_batch_size=8, max_queue_size=8, max_queue_delay_ms=2
+    )
+    window = windows("normal", 1)[0]
+    async with AsyncFaultprintClient(target, throttle=ThrottleOptions(ratio=1.5, window_s=5.0)) as client:
+        await client.create_reference_case("net-o", "normal", [window])
+        # Waves of 64 against a queue of 8: the server refuses most, then the client itself does.
+        details: Counter[str] = Counter()
+        for _ in range(6):
+            results = await asyncio.gather(
+                *(timed_classify(client, window, f"n{i}", None) for i in range(64)), return_exceptions=False
+            )
+            details.update("throttled" if d == THROTTLED_DETAILS else c for c, d, _ in results)
+        assert details["RESOURCE_EXHAUSTED"] > 0 and details["OK"] > 0, details
+        assert details["throttled"] > 0 and client.throttle is not None and client.throttle.refused > 0
+        assert sum(details.values()) == 6 * 64  # every call answered: by the server or the client
+        # A stream refuses locally too, answering the window with RESOURCE_EXHAUSTED itself.
+        stream = client.open_stream()
+        answers = []
+        for i in range(64):
+            await stream.send(StreamItem("net-o", f"s{i}", window, sequence=i))
+        for _ in range(64):
+            answers.append(await stream.receive())
+        await stream.close()
+        assert sorted(a.sequence for a in answers) == list(range(64))
+        assert any(a.error.message == THROTTLED_DETAILS for a in answers)

@@ -1,0 +1,120 @@
+"""Client-side adaptive throttling: a probe stops sending what an overloaded server would refuse.
+
+The technique of Google's SRE book ("Handling Overload"): each client counts, over the
+last window_s seconds, the requests it made and those the server accepted. While the
+server accepts nearly everything, nothing changes. Once requests exceed ratio x
+accepts, each new request is refused locally with probability
+(requests - ratio x accepts) / (requests + 1), without reaching the network. Only a
+server that has refused something in the window throttles its clients: a probe that
+has just started, with no answers yet, sends its first burst.
+
+A fleet of probes therefore backs off by itself when the servers shed load. The server
+no longer spends CPU refusing windows it cannot serve, and the windows it does receive
+arrive with their deadline still ahead of them. A refusal by the server (RESOURCE_EXHAUSTED,
+DEADLINE_EXCEEDED, UNAVAILABLE) counts as not accepted; any other answer, error or not,
+means the server had room for the request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+# Status codes that say the server had no room for a request.
+OVERLOAD_CODES = frozenset(
+    {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}
+)
+OVERLOAD_CODE_VALUES = frozenset(code.value[0] for code in OVERLOAD_CODES)
+
+
+@dataclass(frozen=True)
+class ThrottleOptions:
+    """How far requests may run ahead of what the server accepts."""
+
+    # Requests allowed per accepted request before local refusals start (the SRE book's K;
+    # lower is more aggressive).
+    ratio: float = 2.0
+    # Seconds of history the counts cover.
+    window_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.ratio < 1.0 or self.window_s <= 0:
+            raise ValueError(
+                f"throttle ratio must be >= 1 and window_s > 0, got {self.ratio}, {self.window_s}"
+            )
+
+
+class AdaptiveThrottle:
+    """Request and accept counts over a sliding window of one-second buckets."""
+
+    def __init__(self, options: ThrottleOptions, clock: Callable[[], float] = time.monotonic,
+                 seed: int | None = None) -> None:  # fmt: skip
+        self.options = options
+        self._clock = clock
+        self._rng = np.random.default_rng(seed)
+        # [second, requests, accepts, rejects], oldest first.
+        self._buckets: deque[list[int]] = deque()
+        self.requests = 0
+        self.accepts = 0
+        # Requests the server refused (overload), in the window.
+        self.rejects = 0
+        # Requests refused locally, since the start.
+        self.refused = 0
+
+    def _bucket(self) -> list[int]:
+        now = int(self._clock())
+        while self._buckets and self._buckets[0][0] <= now - self.options.window_s:
+            _, requests, accepts, rejects = self._buckets.popleft()
+            self.requests -= requests
+            self.accepts -= accepts
+            self.rejects -= rejects
+        if not self._buckets or self._buckets[-1][0] != now:
+            self._buckets.append([now, 0, 0, 0])
+        return self._buckets[-1]
+
+    def refusal_probability(self) -> float:
+        self._bucket()
+        if self.rejects == 0:
+            return 0.0
+        excess = self.requests - self.options.ratio * self.accepts
+        return max(0.0, excess / (self.requests + 1))
+
+    def admit(self) -> bool:
+        """Counts a request and says whether it may be sent."""
+        p = self.refusal_probability()
+        self._bucket()[1] += 1
+        self.requests += 1
+        if p > 0 and self._rng.random() < p:
+            self.refused += 1
+            return False
+        return True
+
+    def record(self, accepted: bool) -> None:
+        """Counts the server's answer to a request that was sent."""
+        if accepted:
+            self._bucket()[2] += 1
+            self.accepts += 1
+        else:
+            self._bucket()[3] += 1
+            self.rejects += 1
+
+    def record_status(self, code: grpc.StatusCode) -> None:
+        self.record(code not in OVERLOAD_CODES)
+
+
+def throttled_error() -> grpc.aio.AioRpcError:
+    """The error a locally refused call raises: RESOURCE_EXHAUSTED, as the server would say."""
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details=THROTTLED_DETAILS,
+    )
+
+
+THROTTLED_DETAILS = "refused by the client's adaptive throttling: the server is shedding load"
