@@ -117,4 +117,18 @@ async def start_server(
 
     yield start
     for server in started:
-        await server.stop()
+        await _stop_or_explain(server)
+
+
+async def _stop_or_explain(server: Any, timeout_s: float = 60.0) -> None:
+    """Stops a server; if that hangs, fails with the stack of every task still pending."""
+    import asyncio
+    import io
+
+    try:
+        await asyncio.wait_for(server.stop(), timeout_s)
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        pytest.fail(f"server.stop() did not finish in {timeout_s:.0f} s; pending tasks:\n{stacks.getvalue()}")
