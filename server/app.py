@@ -13,6 +13,7 @@ import functools
 import logging
 import signal
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,9 @@ from server.shadow import Shadow
 from server.telemetry import ServerTelemetry
 
 log = logging.getLogger(__name__)
+
+# Longest one part of a stopping replica may take (running batches finish, pending writes go).
+_PART_STOP_S = 10.0
 
 SERVICE_NAMES = (
     probe_service_pb2.DESCRIPTOR.services_by_name["ProbeService"].full_name,
@@ -80,12 +84,24 @@ class FaultprintServer:
         await asyncio.wait_for(self.sync.synced.wait(), timeout_s)
 
     async def stop(self) -> None:
+        """Stops in order; a part that does not stop in time is logged and left behind.
+
+        A replica that SIGTERM cannot stop is worse than one that leaves a Redis write or
+        a shadow chunk unfinished: they are caches, and the next replica rebuilds them.
+        """
         self.set_serving(False)
         await self.grpc_server.stop(self.settings.shutdown_grace_s)
-        await self.scheduler.close()
-        await self.writer.close()
-        await self.shadow.close()
-        await self.sync.stop()
+        parts: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
+            ("batcher", self.scheduler.close),
+            ("node-state writer", self.writer.close),
+            ("shadow", self.shadow.close),
+            ("replica sync", self.sync.stop),
+        )
+        for name, close in parts:
+            try:
+                await asyncio.wait_for(close(), _PART_STOP_S)
+            except TimeoutError:
+                log.error("shutdown: the %s did not stop in %.0f s; going on without it", name, _PART_STOP_S)
         self.host.close()
         await self.redis.aclose()
 

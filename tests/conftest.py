@@ -121,10 +121,21 @@ async def start_server(
 
 
 async def _stop_or_explain(server: Any, timeout_s: float = 60.0) -> None:
-    """Stops a server; if that hangs, fails with the stack of every task still pending."""
+    """Stops a server; fails if a part of it would not stop, or the whole stop hangs."""
     import asyncio
     import io
+    import logging
 
+    class Errors(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.ERROR)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    errors = Errors()
+    logging.getLogger("server.app").addHandler(errors)
     try:
         await asyncio.wait_for(server.stop(), timeout_s)
     except TimeoutError:
@@ -132,3 +143,6 @@ async def _stop_or_explain(server: Any, timeout_s: float = 60.0) -> None:
         for task in asyncio.all_tasks():
             task.print_stack(file=stacks)
         pytest.fail(f"server.stop() did not finish in {timeout_s:.0f} s; pending tasks:\n{stacks.getvalue()}")
+    finally:
+        logging.getLogger("server.app").removeHandler(errors)
+    assert not errors.messages, errors.messages
