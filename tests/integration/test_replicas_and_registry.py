@@ -167,3 +167,27 @@ async def test_redis_down_enrolment_is_unavailable_classification_continues(  # 
     finally:
         private.terminate()
         private.wait(10)
+
+
+async def test_a_part_that_will_not_stop_does_not_hold_up_shutdown(  # type: ignore[no-untyped-def]
+    redis_url, redis_prefix, artifact, tmp_path, monkeypatch, caplog
+) -> None:
+    from server import app
+    from server.settings import ServerSettings
+
+    monkeypatch.setattr(app, "_PART_STOP_S", 0.2)
+    settings = ServerSettings(listen_address="127.0.0.1:0", redis_url=redis_url, redis_prefix=redis_prefix,
+                              model_source=str(artifact), model_cache_dir=str(tmp_path), freeze_gc=False)  # fmt: skip
+    server, _ = await app.create_server(settings)
+    await server.wait_ready()
+    real_close = server.shadow.close
+
+    async def stuck() -> None:
+        await asyncio.Event().wait()
+
+    server.shadow.close = stuck
+    started = time.monotonic()
+    await server.stop()
+    assert time.monotonic() - started < 5.0
+    assert "the shadow did not stop in 0 s" in caplog.text
+    await real_close()
