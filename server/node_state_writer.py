@@ -33,6 +33,7 @@ class NodeStateWriter:
         self._interval = flush_interval_s
         self._pending: dict[tuple[str, str], dict[Any, Any]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.dropped = 0
 
     def record(self, network: str, node: str, embedding: np.ndarray, match: Match, version: str) -> None:
@@ -49,7 +50,7 @@ class NodeStateWriter:
         self._task = asyncio.create_task(self._run(), name="node-state-writer")
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._interval)
             await self.flush()
 
@@ -69,7 +70,9 @@ class NodeStateWriter:
             log.warning("dropped %d node diagnoses, Redis unavailable: %s", len(pending), exc)
 
     async def close(self) -> None:
+        """Lets the running flush finish (a write cancelled halfway can leave its Redis
+        connection unusable), then writes what is still pending."""
+        self._closing = True
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await self._task
         await self.flush()

@@ -17,6 +17,7 @@ when the candidate falls behind, windows are not sampled rather than queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -108,16 +109,20 @@ class Shadow:
         self._unflushed: dict[str, Counter[str]] = {}
         self.skipped = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = asyncio.Event()
 
     def start(self) -> None:
+        # The classifier first: close() cancels it, and lets the flusher end by itself.
         self._tasks = [
             asyncio.create_task(self._classify_loop(), name="shadow-classify"),
             asyncio.create_task(self._flush_loop(), name="shadow-flush"),
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        """Stops classifying, lets a running write of the counts finish, and writes the rest."""
+        self._closing.set()
+        if self._tasks:
+            self._tasks[0].cancel()  # the classifier; the flusher ends after its last write
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush()
 
@@ -175,8 +180,9 @@ class Shadow:
         self._unflushed.setdefault(candidate.version, Counter()).update(agreement_counts(stable, shadowed))
 
     async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.flush_interval_s)
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.options.flush_interval_s)
             await self._flush()
 
     async def _flush(self) -> None:
