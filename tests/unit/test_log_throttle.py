@@ -1,14 +1,7 @@
 """Rejection log lines under overload are throttled per RPC and code, never lost from the count."""
 
 from server.rpc import LogThrottle
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import FakeClock
 
 
 def test_first_line_passes_then_the_rest_of_the_interval_is_held_and_counted() -> None:

@@ -6,14 +6,7 @@ import grpc
 import pytest
 
 from client.throttle import AdaptiveThrottle, ThrottleOptions, throttled_error
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import FakeClock as Clock
 
 
 def test_a_server_that_accepts_everything_is_never_throttled() -> None:
