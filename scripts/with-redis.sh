@@ -32,7 +32,17 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/faultprint-redis.XXXXXX")
 port=$("$py" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
   --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
-stop() { kill "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$dir"; }
+# Waits for redis-server to exit before removing its directory (it writes its log while it
+# stops), and never fails: the command's own exit status is what this script returns.
+stop() {
+  local pid
+  pid=$(cat "$dir/redis.pid" 2>/dev/null || true)
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$dir" 2>/dev/null || true
+}
 trap stop EXIT
 export REDIS_URL="redis://127.0.0.1:$port/0"
 for _ in $(seq 50); do ping "$REDIS_URL" && break; sleep 0.1; done
