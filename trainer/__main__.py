@@ -160,13 +160,12 @@ def _evaluation_summary(report: EvaluationReport) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from encoder.artifact import load_tower, read_metadata
-    from trainer.evaluation import EvaluationOptions, evaluate_tower, write_evaluation
-    from trainer.simulator import CONDITIONS
+    from trainer.evaluation import EvaluationOptions, evaluate_tower, trained_conditions, write_evaluation
 
     artifact = Path(args.artifact)
     metadata = read_metadata(artifact)
     tower = load_tower(artifact, metadata)
-    conditions = tuple(metadata.training.get("config", {}).get("conditions") or CONDITIONS)
+    conditions = trained_conditions(metadata.training)
     options = EvaluationOptions(network=args.network, trials=args.trials)
     split = _evaluation_split(args.rows, options, conditions)
     report, split = evaluate_tower(

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.simulator import NORMAL, PROFILES, simulate_windows
+from trainer.simulator import CONDITIONS, NORMAL, PROFILES, simulate_windows
 
 # Maps windows (n, steps, features) to vectors (n, d) that are compared by Euclidean distance.
 Embed = Callable[[np.ndarray], np.ndarray]
@@ -338,6 +338,11 @@ def report_markdown(report: EvaluationReport, version: str) -> str:
     for c in report.conditions:
         lines.append(f"| {c} | " + " | ".join(str(model.confusion[c][d]) for d in report.conditions) + " |")
     return "\n".join(lines) + "\n"
+
+
+def trained_conditions(training: dict[str, Any]) -> tuple[str, ...]:
+    """The conditions a model was trained on, from its metadata's training record (all if unrecorded)."""
+    return tuple(training.get("config", {}).get("conditions") or CONDITIONS)
 
 
 def tower_embedders(tower: Any) -> tuple[Embed, Embed]:

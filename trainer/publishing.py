@@ -20,9 +20,8 @@ import redis
 from encoder.artifact import ArtifactError, load_tower, read_metadata
 from server.model_registry import download_artifact, promote, publish_artifact
 from server.redis_layout import RedisLayout
-from trainer.evaluation import EvaluationOptions, EvaluationReport, evaluate_tower
+from trainer.evaluation import EvaluationOptions, EvaluationReport, evaluate_tower, trained_conditions
 from trainer.features import NUM_FEATURES
-from trainer.simulator import CONDITIONS
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +67,9 @@ def evaluate_artifact(artifact_dir: Path, options: EvaluationOptions,
             f"version {metadata.version} reads {metadata.features} statistics per minute; the "
             f"evaluation simulates {NUM_FEATURES}"
         )
-    trained_on = metadata.training.get("config", {}).get("conditions") or CONDITIONS
     tower = load_tower(artifact_dir, metadata)
-    report, _ = evaluate_tower(tower, metadata.distance_threshold, tuple(conditions or trained_on), options,
+    report, _ = evaluate_tower(tower, metadata.distance_threshold,
+                               conditions or trained_conditions(metadata.training), options,
                                metadata.steps)  # fmt: skip
     return report
 
@@ -79,7 +78,7 @@ def compare_with_stable(client: redis.Redis, layout: RedisLayout, artifact_dir: 
                         options: EvaluationOptions) -> Comparison:  # fmt: skip
     """Scores the artifact and the registry's stable version on the same split."""
     metadata = read_metadata(artifact_dir)
-    conditions = tuple(metadata.training.get("config", {}).get("conditions") or CONDITIONS)
+    conditions = trained_conditions(metadata.training)
     candidate = evaluate_artifact(artifact_dir, options, conditions).headline()
     raw = client.get(layout.serving_version)
     if raw is None:
