@@ -75,6 +75,10 @@ class BatchSchedulerOptions:
     # Batches handed to one device at once: 2 lets the next batch be assembled and
     # copied while the current one computes.
     batches_in_flight: int = 1
+    # Time kept free at the end of each request's deadline for its answer to reach the
+    # caller (serialising, transport, the caller's own wake-up), in ms: admission and
+    # dispatch plan for every batch to finish this long before its requests' deadlines.
+    answer_margin_ms: float = 20.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -88,6 +92,8 @@ class BatchSchedulerOptions:
             )
         if self.batches_in_flight < 1:
             raise ValueError(f"batches_in_flight must be at least 1, got {self.batches_in_flight}")
+        if self.answer_margin_ms < 0:
+            raise ValueError(f"answer_margin_ms must be >= 0, got {self.answer_margin_ms}")
         sizes = self.allowed_batch_sizes
         if sizes and (list(sizes) != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] != self.max_batch_size):
             raise ValueError(
@@ -165,6 +171,7 @@ class BatchPolicy(Generic[T]):
         # Moving average of dispatched batch sizes: near 1 under light load.
         self.mean_batch_size = 1.0
         self._last_arrival = float("-inf")
+        self._margin_s = options.answer_margin_ms / 1000
 
     def __len__(self) -> int:
         return self._size
@@ -189,22 +196,26 @@ class BatchPolicy(Generic[T]):
         if deadline is None or not self.cost.known:
             return None
         left_ms = (deadline - now) * 1000
+        # The batch must end answer_margin_ms before the deadline, for the answer to travel.
+        answer_by = deadline - self._margin_s
         alone_ms = self._stretch(self.cost.seconds(self.options.padded_size(1))) * 1000
-        if left_ms < alone_ms:
+        if (answer_by - now) * 1000 < alone_ms:
             return Rejection(
                 "deadline_too_short",
                 DeadlineExceeded(
                     f"deadline leaves {left_ms:.1f} ms, less than one encoder batch takes "
-                    f"(about {alone_ms:.1f} ms); give the call a longer deadline"
+                    f"(about {alone_ms:.1f} ms) plus {self.options.answer_margin_ms:g} ms to deliver "
+                    "its answer; give the call a longer deadline"
                 ),
             )
         finish = self.estimated_finish(key, now)
-        if deadline < finish:
+        if answer_by < finish:
             return Rejection(
                 "overloaded",
                 ResourceExhausted(
                     f"server is overloaded: a new request would finish in about {(finish - now) * 1000:.0f} "
-                    f"ms, after its deadline ({left_ms:.0f} ms); retry with backoff or on another replica"
+                    f"ms, too close to its deadline ({left_ms:.0f} ms); retry with backoff or on another "
+                    "replica"
                 ),
             )
         return None
@@ -270,11 +281,11 @@ class BatchPolicy(Generic[T]):
             return decision
         start = max(now, self._busy_until[device])
         # A request answered after its deadline is wasted work: drop those that cannot make it
-        # (the batch's own compute, stretched, must end before the deadline).
+        # (the batch's own compute, stretched, must end answer_margin_ms before the deadline).
         compute = self._stretch(
             self.cost.seconds(self.options.padded_size(min(self._size, self.options.max_batch_size)))
         )
-        cutoff = start + compute if self.cost.known else now
+        cutoff = start + compute + self._margin_s if self.cost.known else now
         while self._turns and len(decision.batch) < self.options.max_batch_size:
             request = self._pop_next()
             if request.future.done():

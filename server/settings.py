@@ -47,6 +47,10 @@ class ServerSettings:
     # Batches handed to one device at once; 2 assembles (and on a GPU copies) the next
     # batch while the current one computes.
     batches_in_flight: int = 1
+    # Time kept free at the end of each call's deadline for the answer to reach the caller,
+    # in ms: a window is refused, or dropped before compute, unless its batch can finish
+    # this long before the deadline.
+    answer_margin_ms: float = 20.0
     # Devices to run the encoder on: "auto" (every visible GPU, else the CPU), "cpu",
     # or a comma list such as "/GPU:0,/GPU:1". One model replica and worker per device.
     devices: str = "auto"
@@ -117,6 +121,7 @@ class ServerSettings:
                 max_queue_size=self.max_queue_size,
                 allowed_batch_sizes=self.allowed_batch_sizes,
                 batches_in_flight=self.batches_in_flight,
+                answer_margin_ms=self.answer_margin_ms,
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc

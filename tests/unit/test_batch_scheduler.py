@@ -247,13 +247,26 @@ def test_more_devices_shorten_the_estimate() -> None:
 def test_a_request_that_would_finish_late_is_dropped_at_dispatch_not_computed() -> None:
     p = seeded(batches_in_flight=2)
     busy(p)  # busy until 10 ms
-    admit(p, 1, at=0.0, deadline=0.040)
+    admit(p, 1, at=0.0, deadline=0.060)
     admit(p, 2, at=0.0, deadline=1.0)
-    # At 15 ms the batch would start at best now and take about 20 ms (35 ms with the
-    # estimate's margin): request 1 cannot make 40 ms.
+    # At 15 ms the batch would start at best now and take about 13 ms (27 ms with the
+    # estimate's margin), and its answers need the 20 ms answer margin: request 1 cannot
+    # be answered by 60 ms.
     decision = p.decide(now=0.015)
     assert payloads(decision) == [2]
     assert [r.payload for r in decision.expired] == [1]
+
+
+def test_the_answer_margin_is_kept_free_at_admission_and_at_dispatch() -> None:
+    """A batch that would end inside the last answer_margin_ms of a deadline is not planned."""
+    for margin_ms, admitted in ((0.0, True), (20.0, False)):
+        p = seeded(answer_margin_ms=margin_ms)
+        # One batch of 1 takes 22.5 ms by the stretched estimate.
+        assert (p.check_admission("n", 0.040, 0.0) is None) is admitted
+    p = seeded(answer_margin_ms=0.0, batches_in_flight=2)
+    busy(p)
+    admit(p, 1, at=0.0, deadline=0.060)
+    assert payloads(p.decide(now=0.015)) == [1]  # the same request as above, with no margin
 
 
 def test_the_estimate_learns_from_measured_batches() -> None:

@@ -29,6 +29,7 @@ def test_flags_override_environment_and_defaults() -> None:
         (["--redis-url", "localhost:6379"], "must start with redis://"),
         (["--max-batch-size", "64", "--allowed-batch-sizes", "1,8"], "end at max_batch_size"),
         (["--listen-address", "50051"], "host:port"),
+        (["--answer-margin-ms", "-5"], "answer_margin_ms must be >= 0"),
     ],
 )
 def test_bad_values_fail_at_start_up_naming_the_setting(argv: list[str], message: str) -> None:
