@@ -42,12 +42,16 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     # With --record: (finished, Unix s; latency, ms; outcome; model version) of every call.
     calls: list[tuple[float, float, str, str]] | None = None
+    # Calls by outcome and by whole second of the run (warm-up included), to show when
+    # failures happened: at the start, in bursts, or spread out.
+    timeline: Counter[tuple[str, int]] = field(default_factory=Counter)
+    started_at: float = 0.0
 
     @classmethod
     def starting_now(cls, args: argparse.Namespace) -> tuple[float, Tally]:
         """The run's start, and a tally measuring from after its warm-up for its duration."""
         start = time.perf_counter()
-        tally = cls(start + args.warmup_s, start + args.warmup_s + args.duration_s)
+        tally = cls(start + args.warmup_s, start + args.warmup_s + args.duration_s, started_at=start)
         if getattr(args, "record", None):
             tally.calls = []
         return start, tally
@@ -56,6 +60,7 @@ class Tally:
         finished = time.perf_counter()
         if self.calls is not None:
             self.calls.append((time.time(), (finished - started) * 1000, outcome, version))
+        self.timeline[outcome, int(finished - self.started_at)] += 1
         if self.measure_from <= finished <= self.measure_to:
             self.outcomes[outcome] += 1
             if outcome == "OK":
@@ -73,7 +78,17 @@ class Tally:
             "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)),
             "max_ms": float(lat.max()),
+            "timeline": self._timeline(),
         }
+
+    def _timeline(self) -> dict[str, list[int]]:
+        """Calls per outcome in each second of the run, from its start (warm-up included)."""
+        seconds = int(self.measure_to - self.started_at) + 1
+        by_outcome: dict[str, list[int]] = {}
+        for (outcome, second), count in self.timeline.items():
+            if second < seconds:
+                by_outcome.setdefault(outcome, [0] * seconds)[second] += count
+        return by_outcome
 
 
 def outcome_of(exc: grpc.aio.AioRpcError) -> str:

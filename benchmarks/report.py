@@ -19,6 +19,14 @@ def point(model: dict[str, Any], server: str, mode: str, concurrency: int) -> di
     )
 
 
+def c1_compute_ms(model: dict[str, Any], c1_point: dict[str, Any]) -> float:
+    """The batch-1 compute time a C = 1 point's p99 is held to: the encoder's mean compute per
+    batch inside the server during that same point, so the bar measures what the server adds
+    and not the drift of a shared machine between the ceiling run and the load run minutes
+    later. Results without the in-run figure fall back to the ceiling's batch-1 time."""
+    return float(c1_point.get("mean_compute_ms") or ceiling_at(model, 1)["ms_per_batch"])
+
+
 def _bar(name: str, measured: float, required: float, passed: bool, unit: str = "") -> dict[str, Any]:
     return {"bar": name, "measured": measured, "required": required, "unit": unit, "pass": bool(passed)}
 
@@ -48,11 +56,10 @@ def check_bars(report: dict[str, Any]) -> list[dict[str, Any]]:
             ratio = p["windows_per_s"] / peak
             bars.append(_bar("small C=64 stream: throughput / ceiling", ratio, 0.40, ratio >= 0.40, "x"))
     for name, m in models.items():
-        compute_ms = ceiling_at(m, 1)["ms_per_batch"]
         for mode in ("unary", "stream"):
             p = point(m, "batching", mode, 1)
             if p:
-                bound = compute_ms + 5
+                bound = c1_compute_ms(m, p) + 5
                 bars.append(_bar(f"{name} C=1 {mode}: p99 <= batch-1 compute + 5 ms", p["p99_ms"], bound,
                                  p["p99_ms"] <= bound, "ms"))  # fmt: skip
         overload = m["batching"].get("overload")
@@ -65,6 +72,11 @@ def check_bars(report: dict[str, Any]) -> list[dict[str, Any]]:
     return bars
 
 
+def _c1_computes(model: dict[str, Any]) -> str:
+    points = [p for p in model["batching"]["points"] if p["concurrency"] == 1 and p.get("mean_compute_ms")]
+    return ", ".join(f"{p['mode']} {p['mean_compute_ms']:.2f} ms" for p in points) or "not measured"
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> str:
     lines = [f"Machine: {report['machine']}", ""]
     for name, m in report["models"].items():
@@ -73,7 +85,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> str:
             f"### {name} encoder (server max batch size {m['max_batch_size']})",
             "",
             f"Ceiling at batch {m['max_batch_size']}: **{peak['windows_per_s']:.0f} windows/s**; "
-            f"batch-1 compute {ceiling_at(m, 1)['ms_per_batch']:.2f} ms.",
+            f"batch-1 compute {ceiling_at(m, 1)['ms_per_batch']:.2f} ms (mean), "
+            f"{ceiling_at(m, 1)['p99_ms_per_batch']:.2f} ms (p99); inside the server during the C = 1 "
+            f"points: {_c1_computes(m)}.",
             "",
             "| server | call | C | windows/s | x ceiling | p50 ms | p95 ms | p99 ms | errors | mean batch |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",

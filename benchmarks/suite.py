@@ -5,7 +5,8 @@ For each encoder size (original 2 x LSTM-512, small 2 x LSTM-64):
 2. Server under load: closed-loop probes (C = 1, 16, 64, 256), unary and streaming,
    from a separate process (load_generator.py) over loopback gRPC to a server
    process; mean batch size comes from the server's own metrics (Prometheus scrape).
-3. Naive baseline: the same server with batching off (max batch size 1).
+3. Naive baseline: the same server with batching off (max batch size 1, one batch in flight,
+   every other setting as the batching server has it).
 4. Overload: open-loop unary calls with deadlines at 2 x the measured capacity, with
    the server's RSS sampled every second. The probes throttle themselves as deployed
    probe agents do (client/throttle.py, ratio 2; --overload-throttle-ratio 0 turns it
@@ -59,6 +60,13 @@ class ModelPlan:
         return int(self.server_flags["max-batch-size"])  # type: ignore[call-overload]
 
     @property
+    def naive_flags(self) -> dict[str, object]:
+        """The same server with batching off: one window per encoder call, one call at a time,
+        and every other setting (TensorFlow threads included) as the batching server has it."""
+        flags = {k: v for k, v in self.server_flags.items() if k != "allowed-batch-sizes"}
+        return {**flags, "max-batch-size": 1, "batches-in-flight": 1}
+
+    @property
     def batch_sizes(self) -> tuple[int, ...]:
         """The padded sizes the server uses, so the ceiling is measured at each of them."""
         from server.batch_scheduler import BatchSchedulerOptions
@@ -81,7 +89,7 @@ PLANS = {
     "small": ModelPlan(
         "small", 64, 64,
         {"max-batch-size": 64, "max-queue-delay-ms": 10, "batches-in-flight": 2, "max-queue-size": 4096,
-         "intra-op-threads": 1},
+         "intra-op-threads": 1, "allowed-batch-sizes": "1,2,4,8,16,24,32,40,48,56,64"},
         overload_deadline_ms=200,
     ),
 }  # fmt: skip
@@ -174,10 +182,11 @@ class MetricsScraper:
             if sample.name.endswith("_total")
         )
 
-    def batch_totals(self) -> tuple[float, float]:
+    def histogram_totals(self, prefix: str) -> tuple[float, float]:
+        """The sum and count of a histogram's samples over its labels."""
         total = count = 0.0
         for family in self._families():
-            if family.name.startswith("faultprint_batch_size"):
+            if family.name.startswith(prefix):
                 for sample in family.samples:
                     if sample.name.endswith("_sum"):
                         total += sample.value
@@ -203,12 +212,18 @@ def run_load(target: str, scraper: MetricsScraper, config: SuiteConfig, **load: 
             "--duration-s", str(duration_s), "--warmup-s", str(config.warmup_s)]  # fmt: skip
     for name, value in load.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
-    before = scraper.batch_totals()
+    histograms = ("faultprint_batch_size", "faultprint_batch_compute")
+    before = [scraper.histogram_totals(h) for h in histograms]
     done = subprocess.run(args, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    after = scraper.batch_totals()
+    after = [scraper.histogram_totals(h) for h in histograms]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    batches = after[1] - before[1]
-    result["mean_batch_size"] = (after[0] - before[0]) / batches if batches else 0.0
+    # Per batch, over this run alone: the mean batch size, and the encoder's mean compute
+    # time inside the server (the C = 1 bar compares latency with it, measured in the same run).
+    (size_sum, batches), (compute_sum, _) = (
+        (a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)
+    )
+    result["mean_batch_size"] = size_sum / batches if batches else 0.0
+    result["mean_compute_ms"] = compute_sum / batches if batches else 0.0
     return result
 
 
@@ -237,10 +252,11 @@ def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naiv
 
     metrics_address = f"127.0.0.1:{free_port()}"
     flags: dict[str, object] = {
-        "model-source": artifact, "telemetry-exporter": "prometheus", "metrics-address": metrics_address,
-        **(plan.server_flags if not naive else {"max-batch-size": 1, "batches-in-flight": 1,
-                                                "max-queue-size": plan.server_flags["max-queue-size"]}),
-    }  # fmt: skip
+        "model-source": artifact,
+        "telemetry-exporter": "prometheus",
+        "metrics-address": metrics_address,
+        **(plan.naive_flags if naive else plan.server_flags),
+    }
     prefix = f"faultprint-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}
     kind = "naive" if naive else "batching"
@@ -259,7 +275,8 @@ def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naiv
                     points.append(point)
                     log(f"{plan.name} {kind} {mode} C={c}: {point['windows_per_s']:.1f} w/s, "
                         f"p50 {point['p50_ms']:.1f} p99 {point['p99_ms']:.1f} ms, "
-                        f"batch {point['mean_batch_size']:.1f}, {point['outcomes']}")  # fmt: skip
+                        f"batch {point['mean_batch_size']:.1f} ({point['mean_compute_ms']:.1f} ms), "
+                        f"{point['outcomes']}")  # fmt: skip
             if not naive:
                 overload = run_overload(server, scraper, config, plan, points)
     finally:
