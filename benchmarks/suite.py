@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -299,9 +300,13 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     # DEADLINE_EXCEEDED); the client's LATE also counts time spent in the client and transport.
     result["server_late"] = scraper.counter("faultprint_requests_late") - late_before
     settled = [rss for t, rss in samples if t >= config.warmup_s + 5] or [rss for _, rss in samples]
+    # RSS swings by a few per cent from one second to the next with the load's bursts, so
+    # growth compares the medians of the first and the last 10 s, not two single samples.
+    edge = max(1, min(10, len(settled) // 3))
+    first, last = statistics.median(settled[:edge]), statistics.median(settled[-edge:])
     result.update(
         model=plan.name, capacity_windows_per_s=capacity, offered_windows_per_s=rate,
-        rss_mb_start=settled[0] / 2**20, rss_mb_end=settled[-1] / 2**20, rss_mb_max=max(settled) / 2**20,
+        rss_mb_start=first / 2**20, rss_mb_end=last / 2**20, rss_mb_max=max(settled) / 2**20,
         rss_samples=[(round(t, 1), round(rss / 2**20, 1)) for t, rss in samples],
     )  # fmt: skip
     answered = sum(v for k, v in result["outcomes"].items() if k != "offered")
