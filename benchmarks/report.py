@@ -114,7 +114,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> str:
                 f"{o['rejection_rate']:.2f}; outcomes {o['outcomes']}; RSS (median of the first and last "
                 f"10 s) {o['rss_mb_start']:.0f} → {o['rss_mb_end']:.0f} MB (max {o['rss_mb_max']:.0f}). "
                 "Windows whose batch finished after their deadline by the server's clock: "
-                f"{o.get('server_late', 'not measured')}.",
+                f"{o.get('server_late', 'not measured')}; server event-loop stalls over 50 ms: "
+                f"{o.get('server_loop_stalls', 'not measured')}; largest lateness of the suite's own "
+                f"1 s timer (a stall of the whole machine): {max(o.get('sampler_wake_lag_ms') or [0]):.0f} "
+                "ms.",
             ]
         lines.append("")
     lines += ["### Bars", "", "| bar | measured | required | pass |", "|---|---:|---:|---|"]

@@ -183,6 +183,18 @@ class MetricsScraper:
             if sample.name.endswith("_total")
         )
 
+    def histogram_above(self, prefix: str, bound: float) -> float:
+        """How many of a histogram's samples exceeded bound (a bucket boundary)."""
+        count = below = 0.0
+        for family in self._families():
+            if family.name.startswith(prefix):
+                for sample in family.samples:
+                    if sample.name.endswith("_count"):
+                        count += sample.value
+                    elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == bound:
+                        below += sample.value
+        return count - below
+
     def histogram_totals(self, prefix: str) -> tuple[float, float]:
         """The sum and count of a histogram's samples over its labels."""
         total = count = 0.0
@@ -228,19 +240,31 @@ def run_load(target: str, scraper: MetricsScraper, config: SuiteConfig, **load: 
     return result
 
 
+# A loop-lag sample above this (a bucket boundary of the histogram), in ms, is a stall.
+_STALL_MS = 50.0
+
+
 class RssSampler(threading.Thread):
-    """Samples a server's resident memory once a second."""
+    """Samples a server's resident memory once a second, and how late each sample woke.
+
+    A wake-up far later than its second means the whole machine stalled (every process
+    on it waits too), which tells such a stall from one inside the server.
+    """
 
     def __init__(self, server: Any) -> None:
         super().__init__(daemon=True)
         self.server = server
         self.samples: list[tuple[float, int]] = []
+        self.wake_lag_ms: list[float] = []
         self._halt = threading.Event()
         self._t0 = time.monotonic()
 
     def run(self) -> None:
-        while not self._halt.wait(1.0):
+        due = time.monotonic() + 1.0
+        while not self._halt.wait(max(0.0, due - time.monotonic())):
+            self.wake_lag_ms.append((time.monotonic() - due) * 1000)
             self.samples.append((time.monotonic() - self._t0, self.server.rss_bytes()))
+            due += 1.0
 
     def stop(self) -> list[tuple[float, int]]:
         self._halt.set()
@@ -292,6 +316,7 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     sampler = RssSampler(server)
     sampler.start()
     late_before = scraper.counter("faultprint_requests_late")
+    stalls_before = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
     result = run_load(server.target, scraper, config, mode="unary", rate=f"{rate:.1f}",
                       deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s,
                       throttle_ratio=config.extra.get("overload_throttle_ratio", 0.0))  # fmt: skip
@@ -299,6 +324,10 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     # Windows whose batch finished after their deadline, by the server's clock (answered
     # DEADLINE_EXCEEDED); the client's LATE also counts time spent in the client and transport.
     result["server_late"] = scraper.counter("faultprint_requests_late") - late_before
+    # Times the server's event loop ran its 100 ms timer more than _STALL_MS late: a stall
+    # inside the server that every call in flight waited through.
+    stalls = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
+    result["server_loop_stalls"] = stalls - stalls_before
     settled = [rss for t, rss in samples if t >= config.warmup_s + 5] or [rss for _, rss in samples]
     # RSS swings by a few per cent from one second to the next with the load's bursts, so
     # growth compares the medians of the first and the last 10 s, not two single samples.
@@ -308,6 +337,7 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
         model=plan.name, capacity_windows_per_s=capacity, offered_windows_per_s=rate,
         rss_mb_start=first / 2**20, rss_mb_end=last / 2**20, rss_mb_max=max(settled) / 2**20,
         rss_samples=[(round(t, 1), round(rss / 2**20, 1)) for t, rss in samples],
+        sampler_wake_lag_ms=[round(lag, 1) for lag in sampler.wake_lag_ms],
     )  # fmt: skip
     answered = sum(v for k, v in result["outcomes"].items() if k != "offered")
     result["rejection_rate"] = 1 - result["ok"] / answered if answered else 0.0

@@ -3,7 +3,7 @@
 ``create_server(settings)`` builds and starts one and returns it with its bound port
 (tests bind port 0); ``serve(settings)`` runs one until SIGINT or SIGTERM.
 Shutdown order: health goes NOT_SERVING, the gRPC server drains, then the batcher,
-the write-behind, the shadow, the replica sync and the Redis pool close.
+the write-behind, the shadow, the replica sync, the loop-lag monitor and the Redis pool close.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from faultprint.v1 import (
 from server import telemetry as telemetry_setup
 from server.batch_scheduler import BatchScheduler
 from server.devices import configure_threads, resolve_devices
+from server.loop_lag import LoopLagMonitor
 from server.node_state_writer import NodeStateWriter
 from server.redis_layout import RedisLayout
 from server.reference_store import ReferenceStore
@@ -75,6 +76,7 @@ class FaultprintServer:
     sync: ReplicaSync
     shadow: Shadow
     redis: aioredis.Redis
+    loop_lag: LoopLagMonitor
 
     def set_serving(self, serving: bool) -> None:
         set_health(self.health, serving)
@@ -96,6 +98,7 @@ class FaultprintServer:
             ("node-state writer", self.writer.close),
             ("shadow", self.shadow.close),
             ("replica sync", self.sync.stop),
+            ("loop-lag monitor", self.loop_lag.close),
         )
         for name, close in parts:
             try:
@@ -147,8 +150,9 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         client, layout, host, follow_registry, Path(settings.model_cache_dir),
         functools.partial(set_health, health_servicer),
     )  # fmt: skip
+    loop_lag = LoopLagMonitor(telemetry.event_loop_lag_ms.record)
     server = FaultprintServer(
-        settings, grpc_server, health_servicer, host, scheduler, writer, sync, shadow, client
+        settings, grpc_server, health_servicer, host, scheduler, writer, sync, shadow, client, loop_lag
     )
     probe_service_pb2_grpc.add_ProbeServiceServicer_to_server(ProbeServicer(encoder, writer), grpc_server)
     reference_case_service_pb2_grpc.add_ReferenceCaseServiceServicer_to_server(
@@ -169,6 +173,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     writer.start()
     shadow.start()
     server.sync.start()
+    loop_lag.start()
     log.info("faultprint server listening on port %d (model source: %s)", port, settings.model_source)
     return server, port
 

@@ -1,7 +1,8 @@
 """OpenTelemetry wiring: a span per RPC and per batch, and the metrics that show what the batcher does.
 
 Metrics: RPC latency; queue depth and queue wait; batch size, padding rows and compute
-time; rejections by reason; requests dropped as expired. The exporter is a setting:
+time; rejections by reason; requests dropped as expired; how late the event loop runs
+(server/loop_lag.py). The exporter is a setting:
 none (instruments stay no-ops unless the embedding application installed providers),
 console, OTLP over gRPC (configured by the standard OTEL_EXPORTER_OTLP_* variables),
 or prometheus (a scrape endpoint).
@@ -82,6 +83,7 @@ class ServerTelemetry:
     batch_rows: Counter
     batch_compute_ms: Histogram
     queue_wait_ms: Histogram
+    event_loop_lag_ms: Histogram
     rejected_requests: Counter
     expired_requests: Counter
     late_requests: Counter
@@ -111,6 +113,11 @@ class ServerTelemetry:
             ),
             queue_wait_ms=meter.create_histogram(
                 "faultprint.queue.wait", unit="ms", description="Time a window waited for its batch"
+            ),
+            event_loop_lag_ms=meter.create_histogram(
+                "faultprint.event_loop.lag",
+                unit="ms",
+                description="How late the event loop ran a 100 ms timer: every call in flight waits as long",
             ),
             rejected_requests=meter.create_counter(
                 "faultprint.requests.rejected",

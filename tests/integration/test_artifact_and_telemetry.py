@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
     async with AsyncFaultprintClient(target) as client:
         await client.create_reference_case("net-t", "normal", [windows("normal", 1)[0]])
         await client.classify("net-t", "pcscf-1", windows("normal", 1, seed=1)[0])
+    await asyncio.sleep(0.25)  # the loop-lag monitor probes every 100 ms
     names = {s.name: s for s in spans.get_finished_spans()}
     assert {"faultprint.v1/CreateReferenceCase", "faultprint.v1/ClassifyWindow", "faultprint.batch"} <= set(
         names
@@ -60,4 +62,5 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
         "faultprint.queue.wait",
         "faultprint.queue.depth",
         "faultprint.batches.in_flight",
+        "faultprint.event_loop.lag",
     } <= instruments
