@@ -173,39 +173,27 @@ class MetricsScraper:
 
         return text_string_to_metric_families(urllib.request.urlopen(self.url, timeout=5).read().decode())
 
-    def counter(self, prefix: str) -> float:
-        """The sum of a counter's samples over its labels (0 before it is first incremented)."""
+    def _sum(self, prefix: str, suffix: str, le: float | None = None) -> float:
+        """The sum over labels of a metric's samples named ...suffix (a bucket's: at bound le)."""
         return sum(
             sample.value
             for family in self._families()
             if family.name.startswith(prefix)
             for sample in family.samples
-            if sample.name.endswith("_total")
+            if sample.name.endswith(suffix) and (le is None or float(sample.labels["le"]) == le)
         )
+
+    def counter(self, prefix: str) -> float:
+        """A counter's total over its labels (0 before it is first incremented)."""
+        return self._sum(prefix, "_total")
 
     def histogram_above(self, prefix: str, bound: float) -> float:
         """How many of a histogram's samples exceeded bound (a bucket boundary)."""
-        count = below = 0.0
-        for family in self._families():
-            if family.name.startswith(prefix):
-                for sample in family.samples:
-                    if sample.name.endswith("_count"):
-                        count += sample.value
-                    elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == bound:
-                        below += sample.value
-        return count - below
+        return self._sum(prefix, "_count") - self._sum(prefix, "_bucket", le=bound)
 
     def histogram_totals(self, prefix: str) -> tuple[float, float]:
         """The sum and count of a histogram's samples over its labels."""
-        total = count = 0.0
-        for family in self._families():
-            if family.name.startswith(prefix):
-                for sample in family.samples:
-                    if sample.name.endswith("_sum"):
-                        total += sample.value
-                    elif sample.name.endswith("_count"):
-                        count += sample.value
-        return total, count
+        return self._sum(prefix, "_sum"), self._sum(prefix, "_count")
 
 
 def enrol(target: str) -> None:
