@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 # Fraction an overload run's RSS may grow between the median of its first settled 10 s and
-# that of its last 10 s.
+# that of its last 10 s (a third of the run each, in a run shorter than 30 s).
 RSS_GROWTH_ALLOWED = 0.05
 
 

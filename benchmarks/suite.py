@@ -318,7 +318,8 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     result["server_loop_stalls"] = stalls - stalls_before
     settled = [rss for t, rss in samples if t >= config.warmup_s + 5] or [rss for _, rss in samples]
     # RSS swings by a few per cent from one second to the next with the load's bursts, so
-    # growth compares the medians of the first and the last 10 s, not two single samples.
+    # growth compares the medians of the first and the last 10 s (a third of a shorter run),
+    # not two single samples.
     edge = max(1, min(10, len(settled) // 3))
     first, last = statistics.median(settled[:edge]), statistics.median(settled[-edge:])
     result.update(
