@@ -18,19 +18,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from server.model_runner import XLA_MODES
+
 SIZES = {"original": ((512, 512), 512, 10), "small": ((64, 64), 64, 10)}
 
 
-def measure(model: str, batch_sizes: list[int], seconds: float) -> list[dict[str, float]]:
-    import tensorflow as tf
-
+def measure(model: str, batch_sizes: list[int], seconds: float, xla: bool) -> list[dict[str, float]]:
     from encoder.tower import TowerConfig, build_tower
+    from server.model_runner import encoder_function
     from trainer.features import NUM_FEATURES, WINDOW_STEPS
 
     lstm, dense, emb = SIZES[model]
     tower = build_tower(TowerConfig(WINDOW_STEPS, NUM_FEATURES, lstm, dense, emb))
-    spec = tf.TensorSpec([None, WINDOW_STEPS, NUM_FEATURES], tf.float32)
-    embed = tf.function(lambda x: tower(x, training=False), input_signature=[spec])
+    embed = encoder_function(tower, WINDOW_STEPS, NUM_FEATURES, xla)
     rows = []
     for batch in batch_sizes:
         x = np.random.default_rng(0).random((batch, WINDOW_STEPS, NUM_FEATURES), dtype=np.float32)
@@ -40,7 +40,8 @@ def measure(model: str, batch_sizes: list[int], seconds: float) -> list[dict[str
             call_started = time.perf_counter()
             embed(x).numpy()
             durations.append(time.perf_counter() - call_started)
-        rows.append({"model": model, "batch_size": batch, "windows_per_s": len(durations) * batch / elapsed,
+        rows.append({"model": model, "batch_size": batch, "xla": xla,
+                     "windows_per_s": len(durations) * batch / elapsed,
                      "ms_per_batch": 1000 * elapsed / len(durations),
                      "p99_ms_per_batch": 1000 * float(np.percentile(durations, 99))})  # fmt: skip
         print(f"{model:9} batch {batch:5}: {rows[-1]['windows_per_s']:9.1f} windows/s, "
@@ -54,18 +55,21 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per batch size")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="as the server setting (0: default)")
+    parser.add_argument("--xla", default="auto", choices=XLA_MODES, help="as the server setting")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ceiling.json"))
     args = parser.parse_args()
     import tensorflow as tf
 
     from server.devices import configure_threads
+    from server.model_runner import RunnerOptions
 
     configure_threads(args.intra_op_threads)
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    xla = RunnerOptions(xla=args.xla).compiles("/GPU:0" if gpus else "/CPU:0")
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    rows = [r for m in args.models.split(",") for r in measure(m, sizes, args.seconds)]
+    rows = [r for m in args.models.split(",") for r in measure(m, sizes, args.seconds, xla)]
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-               "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-               "intra_op_threads": args.intra_op_threads}  # fmt: skip
+               "gpus": gpus, "intra_op_threads": args.intra_op_threads, "xla": xla}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
     print(f"\nmachine: {machine}\n\n| model | batch | windows/s | ms/batch |\n|---|---:|---:|---:|")

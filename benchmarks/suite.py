@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,8 @@ def run_ceiling(config: SuiteConfig, plan: ModelPlan) -> list[dict[str, float]]:
     subprocess.run(
         [sys.executable, str(HERE / "ceiling.py"), "--models", plan.name, "--seconds", str(config.ceiling_s),
          "--batch-sizes", ",".join(map(str, sizes)), "--out", str(out),
-         "--intra-op-threads", str(plan.server_flags.get("intra-op-threads", 0))],
+         "--intra-op-threads", str(plan.server_flags.get("intra-op-threads", 0)),
+         "--xla", str(plan.server_flags.get("xla", "auto"))],
         check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     rows = json.loads(out.read_text())["results"]
@@ -346,14 +347,31 @@ def _delete_keys(prefix: str) -> None:
     client.close()
 
 
+def with_flags(plan: ModelPlan, assignments: list[str]) -> ModelPlan:
+    """The plan with server settings given on the command line (NAME=VALUE, flag spelling)."""
+    flags = dict(plan.server_flags)
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep:
+            raise SystemExit(f"--server-flag {assignment!r}: expected NAME=VALUE")
+        flags[name.strip().lstrip("-").replace("_", "-")] = value.strip()
+    return replace(plan, server_flags=flags)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smoke run, under 3 minutes")
     parser.add_argument("--models", default="original,small")
-    parser.add_argument("--overload-throttle-ratio", type=float, default=2.0,
-                        help="overload probes' client-side throttling ratio (0: off)")  # fmt: skip
+    parser.add_argument(
+        "--overload-throttle-ratio",
+        type=float,
+        default=2.0,
+        help="overload probes' client-side throttling ratio (0: off)",
+    )
+    parser.add_argument("--server-flag", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting for all plans and ceilings (xla=off); repeatable")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = SuiteConfig.build(args.quick, args.models.split(","))
@@ -363,7 +381,7 @@ def main() -> int:
     report: dict[str, Any] = {"machine": machine(), "quick": config.quick, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in config.models:
-            plan = PLANS[name]
+            plan = with_flags(PLANS[name], args.server_flag)
             ceiling = run_ceiling(config, plan)
             artifact = build_artifact(plan, Path(tmp))
             batching = serve_and_measure(config, plan, artifact, naive=False)

@@ -4,6 +4,12 @@ The tower is rebuilt from the artifact's ``encoder.keras`` and traced on its dev
 that on a GPU Keras selects the fused cuDNN LSTM kernel. Precision (float32, or mixed
 float16/bfloat16 with float32 weights) and XLA compilation are per-server settings.
 Calls run on the device's own thread, and TensorFlow releases the GIL while it computes.
+
+XLA and cuDNN exclude each other: XLA has no kernel for the fused cuDNN LSTM op. On a CPU,
+where there is no cuDNN, XLA compiles each LSTM's 60 steps into one loop without
+TensorFlow's per-op dispatch, several times faster for small batches (see
+benchmarks/RESULTS.md), so ``xla="auto"`` compiles on CPUs and keeps cuDNN on GPUs.
+``xla="on"`` on a GPU rebuilds the LSTMs off the cuDNN path so XLA can compile them.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from encoder.artifact import ArtifactError, ModelMetadata, load_tower, read_meta
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# auto: XLA on CPU devices, cuDNN (no XLA) on GPUs; on: XLA everywhere; off: never.
+XLA_MODES = ("auto", "on", "off")
 # Layers that compute in the reduced precision under a mixed policy. The scaler and the
 # embedding projection stay float32: they set the distance scale the threshold is fitted on.
 _MIXED_LAYER_TYPES = ("LSTM", "BatchNormalization", "Dense")
@@ -34,12 +42,22 @@ class RunnerOptions:
 
     # float32, mixed_float16 or mixed_bfloat16 (weights stay float32 under mixed policies).
     precision: str = "float32"
-    # Compile the encoder with XLA (tf.function(jit_compile=True)).
-    xla: bool = False
+    # Compile the encoder with XLA (tf.function(jit_compile=True)): auto, on or off.
+    xla: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision is {self.precision!r}; allowed: {PRECISIONS}")
+        if self.xla not in XLA_MODES:
+            raise ValueError(f"xla is {self.xla!r}; allowed: {XLA_MODES}")
+
+    def compiles(self, device: str) -> bool:
+        """Whether the encoder is compiled with XLA on this device."""
+        return self.xla == "on" or (self.xla == "auto" and not is_gpu(device))
+
+
+def is_gpu(device: str) -> bool:
+    return "GPU" in device.upper()
 
 
 class ModelRunner:
@@ -54,19 +72,14 @@ class ModelRunner:
         self.metadata: ModelMetadata = read_metadata(artifact_dir)
         self.device = device
         self._tf = tf
+        self.xla = self.options.compiles(device)
         with tf.device(device):
             tower = load_tower(artifact_dir, self.metadata)
-            if self.options.precision != "float32":
-                tower = _with_precision(tower, self.options.precision)
+            tower = rebuilt_tower(tower, self.options.precision, cudnn=not (self.xla and is_gpu(device)))
+            self._embed = encoder_function(tower, self.metadata.steps, self.metadata.features, self.xla)
         self._tower = tower
-        spec = tf.TensorSpec([None, self.metadata.steps, self.metadata.features], tf.float32)
-        self._embed = tf.function(
-            lambda x: tf.cast(tower(x, training=False), tf.float32),
-            input_signature=[spec],
-            jit_compile=self.options.xla,
-        )
         # On a GPU, inputs are copied to the device on a separate thread before compute.
-        self.stages_inputs = "GPU" in device.upper()
+        self.stages_inputs = is_gpu(device)
 
     @property
     def version(self) -> str:
@@ -103,22 +116,48 @@ class ModelRunner:
             self.embed(zeros)
             timings[size] = time.perf_counter() - started
         log.info(
-            "model %s warmed on %s: %s",
+            "model %s warmed on %s%s: %s",
             self.version,
             self.device,
+            " (XLA)" if self.xla else "",
             ", ".join(f"batch {s} {t * 1000:.1f} ms" for s, t in timings.items()),
         )
         return timings
 
 
-def _with_precision(tower: Any, precision: str) -> Any:
-    """The same tower and weights with its recurrent and dense layers under a mixed policy."""
+def encoder_function(tower: Any, steps: int, features: int, xla: bool) -> Any:
+    """The traced graph the server (and the benchmark's ceiling) calls: windows in, float32 embeddings out.
+
+    Traced here, on the caller's device scope. Calling the concrete graph skips
+    tf.function's per-call argument binding and cache lookup: 0.98 against 0.74 ms per
+    call for the small encoder at batch 1 under XLA, a quarter of its time.
+    """
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, steps, features], tf.float32)
+    traced = tf.function(
+        lambda x: tf.cast(tower(x, training=False), tf.float32), input_signature=[spec], jit_compile=xla
+    )
+    return traced.get_concrete_function()
+
+
+def rebuilt_tower(tower: Any, precision: str, cudnn: bool) -> Any:
+    """The same tower and weights, with its recurrent and dense layers under a mixed policy
+    and, for XLA on a GPU, its LSTMs off the cuDNN path; the tower itself when neither applies."""
     import keras
 
+    if precision == "float32" and cudnn:
+        return tower
+    if not cudnn:
+        log.warning("XLA on a GPU: the LSTMs run without the fused cuDNN kernel, which XLA cannot compile")
     config = tower.get_config()
     for layer in config["layers"]:
-        if layer["class_name"] in _MIXED_LAYER_TYPES and layer["config"]["name"] not in _FLOAT32_LAYER_NAMES:
-            layer["config"]["dtype"] = precision
-    mixed = keras.Model.from_config(config)
-    mixed.set_weights(tower.get_weights())
-    return mixed
+        settings = layer["config"]
+        mixed = layer["class_name"] in _MIXED_LAYER_TYPES and settings["name"] not in _FLOAT32_LAYER_NAMES
+        if precision != "float32" and mixed:
+            settings["dtype"] = precision
+        if not cudnn and layer["class_name"] == "LSTM":
+            settings["use_cudnn"] = False
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(tower.get_weights())
+    return rebuilt

@@ -61,8 +61,9 @@ class ServerSettings:
     intra_op_threads: int = 0
     # Encoder arithmetic: float32, mixed_float16 or mixed_bfloat16.
     precision: str = "float32"
-    # Compile the encoder with XLA.
-    xla: bool = False
+    # Compile the encoder with XLA: auto (on CPUs; GPUs keep the cuDNN LSTM kernel,
+    # which XLA cannot compile), on, or off.
+    xla: str = "auto"
     # RPCs in progress before gRPC itself refuses new ones with RESOURCE_EXHAUSTED, before
     # any Python runs for them: the cheapest shedding under overload. 0: no limit.
     max_concurrent_rpcs: int = 0

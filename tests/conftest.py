@@ -107,6 +107,10 @@ async def start_server(
                 "shutdown_grace_s": 1.0,
                 # Many servers and event loops share this process; freezing is process-wide.
                 "freeze_gc": False,
+                # XLA compiles each batch size at warm-up (about half a second each), which
+                # tests of the serving plumbing do not need; the end-to-end test and the
+                # XLA tests run the default.
+                "xla": "off",
                 **overrides,
             }
         )

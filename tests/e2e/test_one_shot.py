@@ -43,7 +43,7 @@ async def test_one_shot_diagnosis_on_an_unseen_network_is_at_least_95_percent(  
     artifact = export(result, config, tmp_path / "artifacts", evaluation=report.to_dict())
     publish_artifact(redis.Redis.from_url(redis_url), RedisLayout(redis_prefix), artifact)
 
-    server, target = await start_server(model_source="redis")
+    server, target = await start_server(model_source="redis", xla="auto")
     assert server.host.current.version == artifact.name
     import asyncio
 

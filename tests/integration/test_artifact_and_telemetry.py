@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from client.client import AsyncFaultprintClient
-from encoder.artifact import SAVED_MODEL_DIR
-from server.model_runner import ModelRunner
+from encoder.artifact import SAVED_MODEL_DIR, load_tower, read_metadata
+from server.model_runner import ModelRunner, RunnerOptions, rebuilt_tower
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +64,20 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
         "faultprint.batches.in_flight",
         "faultprint.event_loop.lag",
     } <= instruments
+
+
+def test_xla_compiled_encoder_serves_the_same_embeddings(artifact: Path, windows) -> None:  # type: ignore[no-untyped-def]
+    batch = windows("normal", 4)
+    compiled, plain = (ModelRunner(artifact, options=RunnerOptions(xla=mode)) for mode in ("on", "off"))
+    assert (compiled.xla, plain.xla) == (True, False)
+    np.testing.assert_allclose(compiled.embed(batch), plain.embed(batch), atol=1e-5)
+
+
+def test_xla_on_a_gpu_rebuilds_the_lstms_off_the_cudnn_path(artifact: Path, windows) -> None:  # type: ignore[no-untyped-def]
+    tower = load_tower(artifact, read_metadata(artifact))
+    rebuilt = rebuilt_tower(tower, "float32", cudnn=False)
+    lstms = [layer for layer in rebuilt.layers if type(layer).__name__ == "LSTM"]
+    assert len(lstms) == 2 and all(layer.use_cudnn is False for layer in lstms)
+    batch = windows("normal", 2)
+    np.testing.assert_allclose(rebuilt(batch).numpy(), tower(batch).numpy(), atol=1e-6)
+    assert rebuilt_tower(tower, "float32", cudnn=True) is tower

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from server.model_runner import RunnerOptions
 from server.settings import ServerSettings, SettingsError
 
 
@@ -35,3 +36,12 @@ def test_flags_override_environment_and_defaults() -> None:
 def test_bad_values_fail_at_start_up_naming_the_setting(argv: list[str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         ServerSettings.from_args(argv, {})
+
+
+def test_xla_auto_compiles_on_cpus_and_keeps_cudnn_on_gpus() -> None:
+    auto, on, off = (RunnerOptions(xla=mode) for mode in ("auto", "on", "off"))
+    assert auto.compiles("/CPU:0") and not auto.compiles("/GPU:0")
+    assert on.compiles("/CPU:0") and on.compiles("/physical_device:GPU:1")
+    assert not off.compiles("/CPU:0") and not off.compiles("/GPU:0")
+    with pytest.raises(SettingsError, match="xla"):
+        ServerSettings.from_args(["--xla", "true"], env={})
