@@ -7,9 +7,11 @@ Calls run on the device's own thread, and TensorFlow releases the GIL while it c
 
 XLA and cuDNN exclude each other: XLA has no kernel for the fused cuDNN LSTM op. On a CPU,
 where there is no cuDNN, XLA compiles each LSTM's 60 steps into one loop without
-TensorFlow's per-op dispatch, several times faster for small batches (see
-benchmarks/RESULTS.md), so ``xla="auto"`` compiles on CPUs and keeps cuDNN on GPUs.
-``xla="on"`` on a GPU rebuilds the LSTMs off the cuDNN path so XLA can compile them.
+TensorFlow's per-op dispatch: for the small encoder 2-6 times faster at every batch size,
+for the original one as fast at batch 1 and a fifth slower at batch 32 (see
+benchmarks/RESULTS.md). So with ``xla="auto"`` a CPU runner times both graphs at each
+allowed batch size during warm-up and keeps the faster one per size; GPUs keep cuDNN.
+``xla="on"`` compiles every size (on a GPU the LSTMs are rebuilt off the cuDNN path).
 """
 
 from __future__ import annotations
@@ -52,8 +54,14 @@ class RunnerOptions:
             raise ValueError(f"xla is {self.xla!r}; allowed: {XLA_MODES}")
 
     def compiles(self, device: str) -> bool:
-        """Whether the encoder is compiled with XLA on this device."""
+        """Whether the encoder may be compiled with XLA on this device."""
         return self.xla == "on" or (self.xla == "auto" and not is_gpu(device))
+
+    def graphs(self, device: str) -> tuple[bool, ...]:
+        """The graphs a runner on this device chooses from, by whether XLA compiles them."""
+        if self.xla == "on":
+            return (True,)
+        return (False, True) if self.compiles(device) else (False,)
 
 
 def is_gpu(device: str) -> bool:
@@ -72,12 +80,19 @@ class ModelRunner:
         self.metadata: ModelMetadata = read_metadata(artifact_dir)
         self.device = device
         self._tf = tf
-        self.xla = self.options.compiles(device)
         with tf.device(device):
             tower = load_tower(artifact_dir, self.metadata)
-            tower = rebuilt_tower(tower, self.options.precision, cudnn=not (self.xla and is_gpu(device)))
-            self._embed = encoder_function(tower, self.metadata.steps, self.metadata.features, self.xla)
+            cudnn = not (self.options.compiles(device) and is_gpu(device))
+            tower = rebuilt_tower(tower, self.options.precision, cudnn=cudnn)
+            self._graphs = {
+                xla: encoder_function(tower, self.metadata.steps, self.metadata.features, xla)
+                for xla in self.options.graphs(device)
+            }
         self._tower = tower
+        # The graph each warmed batch size runs; other sizes (reference cases embedded in
+        # bulk) run the first graph, so an odd size never waits for an XLA compilation.
+        self._by_size: dict[int, Any] = {}
+        self.compiled_sizes: tuple[int, ...] = ()
         # On a GPU, inputs are copied to the device on a separate thread before compute.
         self.stages_inputs = is_gpu(device)
 
@@ -94,35 +109,42 @@ class ModelRunner:
 
     def embed(self, batch: Any) -> np.ndarray:
         """Embeddings (n, embedding_size) of windows (n, steps, features); blocking."""
+        graph = self._by_size.get(len(batch)) or next(iter(self._graphs.values()))
         with self._tf.device(self.device):
-            return self._embed(batch).numpy()
+            return graph(batch).numpy()
 
     def warm(self, batch_sizes: Iterable[int]) -> dict[int, float]:
-        """Traces and runs every batch size, so no request pays for it; returns seconds per size.
+        """Traces (and compiles) every batch size, so no request pays for it; returns seconds per size.
 
-        Each size runs twice; the second, traced run is the timing that seeds the
-        scheduler's estimate of batch time.
+        Where both graphs are candidates, each size keeps the faster. The timing (the
+        best of two runs after the first) seeds the scheduler's estimate of batch time.
         """
         timings = {}
         for size in batch_sizes:
             zeros = np.zeros((size, self.metadata.steps, self.metadata.features), np.float32)
-            out = self.embed(zeros)
-            if out.shape != (size, self.metadata.embedding_size) or not np.isfinite(out).all():
+            seconds, xla = min((self._time(self._graphs[xla], zeros), xla) for xla in self._graphs)
+            self._by_size[size], timings[size] = self._graphs[xla], seconds
+            if xla:
+                self.compiled_sizes = tuple(sorted({*self.compiled_sizes, size}))
+        on = set(self.compiled_sizes)
+        sizes = ", ".join(f"batch {n} {t * 1000:.1f} ms{' (XLA)' * (n in on)}" for n, t in timings.items())
+        log.info("model %s warmed on %s: %s", self.version, self.device, sizes)
+        return timings
+
+    def _time(self, graph: Any, zeros: np.ndarray) -> float:
+        with self._tf.device(self.device):
+            out = graph(zeros).numpy()
+            if out.shape != (len(zeros), self.metadata.embedding_size) or not np.isfinite(out).all():
                 raise ArtifactError(
                     f"version {self.version} produced {out.shape} (finite: {np.isfinite(out).all()}) "
-                    f"for a batch of {size}"
+                    f"for a batch of {len(zeros)}"
                 )
-            started = time.perf_counter()
-            self.embed(zeros)
-            timings[size] = time.perf_counter() - started
-        log.info(
-            "model %s warmed on %s%s: %s",
-            self.version,
-            self.device,
-            " (XLA)" if self.xla else "",
-            ", ".join(f"batch {s} {t * 1000:.1f} ms" for s, t in timings.items()),
-        )
-        return timings
+            runs = []
+            for _ in range(2):
+                started = time.perf_counter()
+                graph(zeros).numpy()
+                runs.append(time.perf_counter() - started)
+        return min(runs)
 
 
 def encoder_function(tower: Any, steps: int, features: int, xla: bool) -> Any:

@@ -38,10 +38,10 @@ def test_bad_values_fail_at_start_up_naming_the_setting(argv: list[str], message
         ServerSettings.from_args(argv, {})
 
 
-def test_xla_auto_compiles_on_cpus_and_keeps_cudnn_on_gpus() -> None:
+def test_xla_auto_chooses_between_graphs_on_cpus_and_keeps_cudnn_on_gpus() -> None:
     auto, on, off = (RunnerOptions(xla=mode) for mode in ("auto", "on", "off"))
-    assert auto.compiles("/CPU:0") and not auto.compiles("/GPU:0")
-    assert on.compiles("/CPU:0") and on.compiles("/physical_device:GPU:1")
-    assert not off.compiles("/CPU:0") and not off.compiles("/GPU:0")
+    assert auto.graphs("/CPU:0") == (False, True) and auto.graphs("/GPU:0") == (False,)
+    assert on.graphs("/CPU:0") == on.graphs("/physical_device:GPU:1") == (True,)
+    assert off.graphs("/CPU:0") == off.graphs("/GPU:0") == (False,)
     with pytest.raises(SettingsError, match="xla"):
         ServerSettings.from_args(["--xla", "true"], env={})
