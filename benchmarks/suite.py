@@ -188,9 +188,13 @@ class MetricsScraper:
         """A counter's total over its labels (0 before it is first incremented)."""
         return self._sum(prefix, "_total")
 
+    def histogram_at_most(self, prefix: str, bound: float) -> float:
+        """How many of a histogram's samples were at most bound (a bucket boundary)."""
+        return self._sum(prefix, "_bucket", le=bound)
+
     def histogram_above(self, prefix: str, bound: float) -> float:
         """How many of a histogram's samples exceeded bound (a bucket boundary)."""
-        return self._sum(prefix, "_count") - self._sum(prefix, "_bucket", le=bound)
+        return self._sum(prefix, "_count") - self.histogram_at_most(prefix, bound)
 
     def histogram_totals(self, prefix: str) -> tuple[float, float]:
         """The sum and count of a histogram's samples over its labels."""
@@ -305,6 +309,7 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     sampler = RssSampler(server)
     sampler.start()
     late_before = scraper.counter("faultprint_requests_late")
+    left_before = _deadline_left(scraper)
     stalls_before = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
     result = run_load(server.target, scraper, config, mode="unary", rate=f"{rate:.1f}",
                       deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s,
@@ -313,6 +318,12 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     # Windows whose batch finished after their deadline, by the server's clock (answered
     # DEADLINE_EXCEEDED); the client's LATE also counts time spent in the client and transport.
     result["server_late"] = scraper.counter("faultprint_requests_late") - late_before
+    # Successful answers by how little of their deadline was left when the server had them
+    # ready: those under the answer margin may reach the caller too late.
+    result["answers_ready_with_ms_left"] = {
+        f"<={bound:g}": after - before
+        for (bound, after), before in zip(_deadline_left(scraper).items(), left_before.values(), strict=True)
+    }
     # Times the server's event loop ran its 100 ms timer more than _STALL_MS late: a stall
     # inside the server that every call in flight waited through.
     stalls = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
@@ -335,6 +346,12 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
         f"{result['p99_ms']:.1f} ms (deadline {plan.overload_deadline_ms:.0f}), RSS "
         f"{result['rss_mb_start']:.0f} -> {result['rss_mb_end']:.0f} MB")  # fmt: skip
     return result
+
+
+def _deadline_left(scraper: MetricsScraper) -> dict[float, float]:
+    """Cumulative counts of successful answers ready with at most so many ms of deadline left."""
+    name = "faultprint_rpc_deadline_left"
+    return {bound: scraper.histogram_at_most(name, bound) for bound in (0, 5, 10, 20)}
 
 
 def _delete_keys(prefix: str) -> None:

@@ -1,4 +1,4 @@
-"""The wrapper every unary RPC handler goes through: a span, a latency histogram, and error mapping."""
+"""The wrapper every unary RPC handler goes through: a span, two histograms, and error mapping."""
 
 from __future__ import annotations
 
@@ -31,7 +31,11 @@ def unary_rpc(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
             code = grpc.StatusCode.OK
             with telemetry.tracer.start_as_current_span(f"faultprint.v1/{name}") as span:
                 try:
-                    return await handler(self, request, context)
+                    response = await handler(self, request, context)
+                    left_s = context.time_remaining()
+                    if left_s is not None:
+                        telemetry.rpc_deadline_left_ms.record(left_s * 1000, {"rpc.method": name})
+                    return response
                 except Exception as exc:
                     code, message = status_for(exc)
                     span.set_attribute("rpc.grpc.status_code", code.value[0])

@@ -72,6 +72,11 @@ def _configure_prometheus(address: str, service_name: str) -> None:
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()]))
 
 
+# Buckets of faultprint.rpc.deadline_left, in ms: the first counts answers ready at or after
+# the deadline; the next few resolve the answer margin (20 ms by default).
+DEADLINE_LEFT_BOUNDS_MS = [0, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+
 @dataclass
 class ServerTelemetry:
     """The server's instruments; also the batch scheduler's observer."""
@@ -79,6 +84,7 @@ class ServerTelemetry:
     tracer: Tracer
     meter: Meter
     rpc_latency_ms: Histogram
+    rpc_deadline_left_ms: Histogram
     batch_size: Histogram
     batch_rows: Counter
     batch_compute_ms: Histogram
@@ -96,6 +102,13 @@ class ServerTelemetry:
             meter=meter,
             rpc_latency_ms=meter.create_histogram(
                 "faultprint.rpc.latency", unit="ms", description="Server-side latency of each RPC"
+            ),
+            rpc_deadline_left_ms=meter.create_histogram(
+                "faultprint.rpc.deadline_left",
+                unit="ms",
+                description="Time left before the caller's deadline when a successful answer was ready; "
+                "under the answer margin, it may reach the caller too late",
+                explicit_bucket_boundaries_advisory=DEADLINE_LEFT_BOUNDS_MS,
             ),
             batch_size=meter.create_histogram(
                 "faultprint.batch.size",

@@ -45,7 +45,7 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
     _, target = await start_server(model_source=str(artifact))
     async with AsyncFaultprintClient(target) as client:
         await client.create_reference_case("net-t", "normal", [windows("normal", 1)[0]])
-        await client.classify("net-t", "pcscf-1", windows("normal", 1, seed=1)[0])
+        await client.classify("net-t", "pcscf-1", windows("normal", 1, seed=1)[0], timeout_s=5)
     await asyncio.sleep(0.25)  # the loop-lag monitor probes every 100 ms
     names = {s.name: s for s in spans.get_finished_spans()}
     assert {"faultprint.v1/CreateReferenceCase", "faultprint.v1/ClassifyWindow", "faultprint.batch"} <= set(
@@ -63,7 +63,19 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
         "faultprint.queue.depth",
         "faultprint.batches.in_flight",
         "faultprint.event_loop.lag",
+        "faultprint.rpc.deadline_left",
     } <= instruments
+    left = [
+        point
+        for rm in exported.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "faultprint.rpc.deadline_left"
+        for point in m.data.data_points
+        if point.attributes["rpc.method"] == "ClassifyWindow"
+    ]
+    # One answer, ready well inside its 5 s deadline.
+    assert len(left) == 1 and left[0].count == 1 and 4000 < left[0].sum < 5000
 
 
 def test_xla_compiled_encoder_serves_the_same_embeddings(artifact: Path, windows) -> None:  # type: ignore[no-untyped-def]
