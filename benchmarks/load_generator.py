@@ -26,6 +26,7 @@ import numpy as np
 from client import AsyncFaultprintClient, StreamItem, ThrottleOptions, encode_window
 from client.throttle import THROTTLED_DETAILS
 from faultprint.v1 import window_pb2
+from server.loop_lag import LoopLagMonitor
 from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 
 # Cap on calls an open-loop run keeps outstanding, so a stalled server cannot exhaust the client.
@@ -46,6 +47,9 @@ class Tally:
     # failures happened: at the start, in bursts, or spread out.
     timeline: Counter[tuple[str, int]] = field(default_factory=Counter)
     started_at: float = 0.0
+    # The generator's own event-loop lag, in ms, worst per second of the run: a call this
+    # process sends or reads late is late however fast the server answered.
+    loop_lag_ms: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def starting_now(cls, args: argparse.Namespace) -> tuple[float, Tally]:
@@ -66,6 +70,12 @@ class Tally:
             if outcome == "OK":
                 self.latencies_ms.append((finished - started) * 1000)
 
+    def add_loop_lags(self, samples: list[tuple[float, float]]) -> None:
+        """(perf_counter time, lag in ms) samples of the generator's loop, kept as the worst per second."""
+        for at, lag_ms in samples:
+            second = int(at - self.started_at)
+            self.loop_lag_ms[second] = max(lag_ms, self.loop_lag_ms.get(second, 0.0))
+
     def summary(self) -> dict[str, object]:
         seconds = self.measure_to - self.measure_from
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
@@ -79,6 +89,10 @@ class Tally:
             "p99_ms": float(np.percentile(lat, 99)),
             "max_ms": float(lat.max()),
             "timeline": self._timeline(),
+            "generator_loop_lag_ms": [
+                round(self.loop_lag_ms.get(second, 0.0), 1)
+                for second in range(int(self.measure_to - self.started_at) + 1)
+            ],
         }
 
     def _timeline(self) -> dict[str, list[int]]:
@@ -261,7 +275,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         simulated = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
         # Encoded once: the generator's own CPU, on the same cores as the server, is kept small.
         windows = [encode_window(w[: info.steps, : info.features]) for w in simulated]
-        tally = await (open_loop if args.rate else closed_loop)(client, args, windows)
+        lags: list[tuple[float, float]] = []
+        monitor = LoopLagMonitor(lambda lag_ms: lags.append((time.perf_counter(), lag_ms)))
+        monitor.start()
+        try:
+            tally = await (open_loop if args.rate else closed_loop)(client, args, windows)
+        finally:
+            await monitor.close()
+        tally.add_loop_lags(lags)
     if tally.calls is not None:
         await asyncio.to_thread(Path(args.record).write_text, json.dumps(tally.calls))
     return {"mode": args.mode, "concurrency": args.concurrency, "rate": args.rate,
