@@ -113,7 +113,7 @@ class SuiteConfig:
     @classmethod
     def build(cls, quick: bool, models: list[str]) -> SuiteConfig:
         if quick:
-            return cls(True, models, [1, 64], ["unary", "stream"], [64], 4.0, 1.5, 12.0, 1.0, "suite-quick")
+            return cls(True, models, [1, 64], ["unary", "stream"], [64], 3.0, 1.5, 10.0, 0.5, "suite-quick")
         return cls(
             False, models, [1, 16, 64, 256], ["unary", "stream"], [1, 64], 10.0, 3.0, 60.0, 3.0, "suite"
         )
@@ -137,8 +137,11 @@ def machine() -> dict[str, Any]:
 
 
 def run_ceiling(config: SuiteConfig, plan: ModelPlan) -> list[dict[str, float]]:
-    """The encoder alone, in its own process, so the server run that follows starts clean."""
-    sizes = plan.batch_sizes
+    """The encoder alone, in its own process, so the server run that follows starts clean.
+
+    A quick run times only the sizes the bars use: 1 and the server's max batch size.
+    """
+    sizes = (1, plan.max_batch_size) if config.quick else plan.batch_sizes
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     subprocess.run(
         [sys.executable, str(HERE / "ceiling.py"), "--models", plan.name, "--seconds", str(config.ceiling_s),
