@@ -90,8 +90,10 @@ class ModelRunner:
             }
         self._tower = tower
         # The graph each warmed batch size runs; other sizes (reference cases embedded in
-        # bulk) run the first graph, so an odd size never waits for an XLA compilation.
+        # bulk) run the first graph, so with xla=auto an odd size never waits for an XLA
+        # compilation.
         self._by_size: dict[int, Any] = {}
+        self._other_sizes = next(iter(self._graphs.values()))
         self.compiled_sizes: tuple[int, ...] = ()
         # On a GPU, inputs are copied to the device on a separate thread before compute.
         self.stages_inputs = is_gpu(device)
@@ -109,7 +111,7 @@ class ModelRunner:
 
     def embed(self, batch: Any) -> np.ndarray:
         """Embeddings (n, embedding_size) of windows (n, steps, features); blocking."""
-        graph = self._by_size.get(len(batch)) or next(iter(self._graphs.values()))
+        graph = self._by_size.get(len(batch), self._other_sizes)
         with self._tf.device(self.device):
             return graph(batch).numpy()
 

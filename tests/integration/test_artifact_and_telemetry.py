@@ -74,8 +74,9 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
         for point in m.data.data_points
         if point.attributes["rpc.method"] == "ClassifyWindow"
     ]
-    # One answer, ready well inside its 5 s deadline.
-    assert len(left) == 1 and left[0].count == 1 and 4000 < left[0].sum < 5000
+    # One answer, ready well inside its 5 s deadline. gRPC sends the timeout rounded to its
+    # wire format's precision, so the server's deadline may lie a few ms past the client's.
+    assert len(left) == 1 and left[0].count == 1 and 4000 < left[0].sum < 5100
 
 
 def test_xla_compiled_encoder_serves_the_same_embeddings(artifact: Path, windows) -> None:  # type: ignore[no-untyped-def]
