@@ -3,7 +3,7 @@
 A batch reads the state once, so every request in it is embedded and matched under
 one version. A new version is loaded on every device, warmed at every batch size and
 used to re-embed every reference case off the serving path: on a loader thread of
-its own, at a lower OS scheduling priority where the platform allows, one batch at a
+its own, on CPU time the serving threads leave where the platform allows, one batch at a
 time, so the devices' serving threads never queue behind it. Only then does the swap
 happen, in one assignment. Batches already running keep the old state until they finish.
 
@@ -279,8 +279,20 @@ class ModelHost:
 
 
 def _lower_priority() -> None:
-    """Runs the calling thread at a lower scheduling priority (Linux: per-thread nice)."""
+    """Runs the calling thread only on CPU time the serving threads leave (Linux: SCHED_IDLE).
+
+    With XLA, warming a version compiles it at every batch size: seconds of CPU. At nice
+    10 that still took enough of two cores to double the serving p99 during a swap
+    (benchmarks/RESULTS.md); SCHED_IDLE does not. A swap under full load takes longer.
+    Where SCHED_IDLE is missing, nice 10 is the fallback.
+    """
+    thread = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LOADER_NICE)
+        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+        return
     except (AttributeError, OSError) as exc:  # not Linux, or not permitted
+        log.debug("model loader cannot use SCHED_IDLE: %s", exc)
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, _LOADER_NICE)
+    except (AttributeError, OSError) as exc:
         log.debug("model loader runs at normal priority: %s", exc)
