@@ -118,7 +118,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> str:
                 f"{o.get('server_loop_stalls', 'not measured')}; largest lateness of the suite's own "
                 f"1 s timer (a stall of the whole machine): {max(o.get('sampler_wake_lag_ms') or [0]):.0f} "
                 "ms. Successful answers ready with at most so many ms of their deadline left, by the "
-                f"server's clock: {o.get('answers_ready_with_ms_left', 'not measured')}. Largest lag of the "
+                f"server's clock: {o.get('answers_ready_with_ms_left', 'not measured')}. Calls reaching the "
+                f"handlers ({o.get('calls_arriving', 'not measured')}) with at most so many ms of their "
+                f"deadline left (queued in gRPC): {o.get('calls_arriving_with_ms_left', 'not measured')}. "
+                "Largest lag of the "
                 f"load generator's own event loop: {max(o.get('generator_loop_lag_ms') or [0]):.0f} ms.",
             ]
         lines.append("")

@@ -313,6 +313,8 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     sampler.start()
     late_before = scraper.counter("faultprint_requests_late")
     left_before = _deadline_left(scraper)
+    arrival_before = _deadline_left(scraper, _ARRIVAL, _ARRIVAL_BOUNDS_MS)
+    arrivals_before = scraper.histogram_totals(_ARRIVAL)[1]
     stalls_before = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
     result = run_load(server.target, scraper, config, mode="unary", rate=f"{rate:.1f}",
                       deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s,
@@ -323,10 +325,12 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     result["server_late"] = scraper.counter("faultprint_requests_late") - late_before
     # Successful answers by how little of their deadline was left when the server had them
     # ready: those under the answer margin may reach the caller too late.
-    result["answers_ready_with_ms_left"] = {
-        f"<={bound:g}": after - before
-        for (bound, after), before in zip(_deadline_left(scraper).items(), left_before.values(), strict=True)
-    }
+    result["answers_ready_with_ms_left"] = _since(_deadline_left(scraper), left_before)
+    # Calls by how much of their deadline was left when they reached faultprint's handlers:
+    # a call that spent most of it queued inside gRPC can no longer be answered in time.
+    arrivals = _deadline_left(scraper, _ARRIVAL, _ARRIVAL_BOUNDS_MS)
+    result["calls_arriving_with_ms_left"] = _since(arrivals, arrival_before)
+    result["calls_arriving"] = scraper.histogram_totals(_ARRIVAL)[1] - arrivals_before
     # Times the server's event loop ran its 100 ms timer more than _STALL_MS late: a stall
     # inside the server that every call in flight waited through.
     stalls = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
@@ -351,10 +355,21 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     return result
 
 
-def _deadline_left(scraper: MetricsScraper) -> dict[float, float]:
-    """Cumulative counts of successful answers ready with at most so many ms of deadline left."""
-    name = "faultprint_rpc_deadline_left"
-    return {bound: scraper.histogram_at_most(name, bound) for bound in (0, 5, 10, 20)}
+_READY = "faultprint_rpc_deadline_left"
+_READY_BOUNDS_MS = (0, 5, 10, 20)
+_ARRIVAL = "faultprint_rpc_deadline_on_arrival"
+_ARRIVAL_BOUNDS_MS = (20, 50, 100)
+
+
+def _deadline_left(
+    scraper: MetricsScraper, name: str = _READY, bounds: tuple[int, ...] = _READY_BOUNDS_MS
+) -> dict[float, float]:
+    """Cumulative counts of a deadline histogram's samples at or under each bound (ms)."""
+    return {bound: scraper.histogram_at_most(name, bound) for bound in bounds}
+
+
+def _since(after: dict[float, float], before: dict[float, float]) -> dict[str, float]:
+    return {f"<={bound:g}": count - before[bound] for bound, count in after.items()}
 
 
 def _delete_keys(prefix: str) -> None:

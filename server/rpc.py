@@ -1,4 +1,4 @@
-"""The wrapper every unary RPC handler goes through: a span, two histograms, and error mapping."""
+"""The wrapper every unary RPC handler goes through: a span, latency and deadline metrics, error mapping."""
 
 from __future__ import annotations
 
@@ -23,18 +23,23 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 def unary_rpc(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     """Wraps a servicer method; domain errors become the status errors.status_for gives."""
 
+    method = {"rpc.method": name}
+
     def wrap(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(handler)
         async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
             telemetry: ServerTelemetry = self.telemetry
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            arrival_left_s = context.time_remaining()
+            if arrival_left_s is not None:
+                telemetry.rpc_deadline_on_arrival_ms.record(arrival_left_s * 1000, method)
             with telemetry.tracer.start_as_current_span(f"faultprint.v1/{name}") as span:
                 try:
                     response = await handler(self, request, context)
                     left_s = context.time_remaining()
                     if left_s is not None:
-                        telemetry.rpc_deadline_left_ms.record(left_s * 1000, {"rpc.method": name})
+                        telemetry.rpc_deadline_left_ms.record(left_s * 1000, method)
                     return response
                 except Exception as exc:
                     code, message = status_for(exc)

@@ -72,8 +72,8 @@ def _configure_prometheus(address: str, service_name: str) -> None:
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()]))
 
 
-# Buckets of faultprint.rpc.deadline_left, in ms: the first counts answers ready at or after
-# the deadline; the next few resolve the answer margin (20 ms by default).
+# Buckets of faultprint.rpc.deadline_left and .deadline_on_arrival, in ms: the first counts
+# calls at or past their deadline; the next few resolve the answer margin (20 ms by default).
 DEADLINE_LEFT_BOUNDS_MS = [0, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 
 
@@ -85,6 +85,7 @@ class ServerTelemetry:
     meter: Meter
     rpc_latency_ms: Histogram
     rpc_deadline_left_ms: Histogram
+    rpc_deadline_on_arrival_ms: Histogram
     batch_size: Histogram
     batch_rows: Counter
     batch_compute_ms: Histogram
@@ -108,6 +109,13 @@ class ServerTelemetry:
                 unit="ms",
                 description="Time left before the caller's deadline when a successful answer was ready; "
                 "under the answer margin, it may reach the caller too late",
+                explicit_bucket_boundaries_advisory=DEADLINE_LEFT_BOUNDS_MS,
+            ),
+            rpc_deadline_on_arrival_ms=meter.create_histogram(
+                "faultprint.rpc.deadline_on_arrival",
+                unit="ms",
+                description="Time left before the caller's deadline when a call reached faultprint's "
+                "handler; falling under load, calls are queueing in gRPC before the server takes them",
                 explicit_bucket_boundaries_advisory=DEADLINE_LEFT_BOUNDS_MS,
             ),
             batch_size=meter.create_histogram(
