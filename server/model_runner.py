@@ -7,7 +7,7 @@ Calls run on the device's own thread, and TensorFlow releases the GIL while it c
 
 XLA and cuDNN exclude each other: XLA has no kernel for the fused cuDNN LSTM op. On a CPU,
 where there is no cuDNN, XLA compiles each LSTM's 60 steps into one loop without
-TensorFlow's per-op dispatch: for the small encoder 2-6 times faster at every batch size,
+TensorFlow's per-op dispatch: for the small encoder 1.4-6 times faster at every batch size,
 for the original one as fast at batch 1 and a fifth slower at batch 32 (see
 benchmarks/RESULTS.md). So with ``xla="auto"`` a CPU runner times both graphs at each
 allowed batch size during warm-up and keeps the faster one per size; GPUs keep cuDNN.
@@ -94,13 +94,18 @@ class ModelRunner:
         # compilation.
         self._by_size: dict[int, Any] = {}
         self._other_sizes = next(iter(self._graphs.values()))
-        self.compiled_sizes: tuple[int, ...] = ()
         # On a GPU, inputs are copied to the device on a separate thread before compute.
         self.stages_inputs = is_gpu(device)
 
     @property
     def version(self) -> str:
         return self.metadata.version
+
+    @property
+    def compiled_sizes(self) -> tuple[int, ...]:
+        """The warmed batch sizes that run the XLA-compiled graph."""
+        compiled = self._graphs.get(True)
+        return tuple(sorted(size for size, graph in self._by_size.items() if graph is compiled))
 
     def stage(self, batch: np.ndarray) -> Any:
         """Copies an assembled batch to the device; on a GPU this overlaps the running batch."""
@@ -126,8 +131,6 @@ class ModelRunner:
             zeros = np.zeros((size, self.metadata.steps, self.metadata.features), np.float32)
             seconds, xla = min((self._time(self._graphs[xla], zeros), xla) for xla in self._graphs)
             self._by_size[size], timings[size] = self._graphs[xla], seconds
-            if xla:
-                self.compiled_sizes = tuple(sorted({*self.compiled_sizes, size}))
         on = set(self.compiled_sizes)
         sizes = ", ".join(f"batch {n} {t * 1000:.1f} ms{' (XLA)' * (n in on)}" for n, t in timings.items())
         log.info("model %s warmed on %s: %s", self.version, self.device, sizes)
