@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.suite import PLANS, RESULTS, _delete_keys, build_artifact, enrol  # noqa: E402
+from client.throttle import ThrottleOptions  # noqa: E402
 from server.launcher import ServerProcess  # noqa: E402
 
 
@@ -52,6 +53,14 @@ def summarise(raw: Path, top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _open_loop(args: argparse.Namespace) -> list[str]:
+    """Load-generator flags for an open-loop (overload) run; none for closed-loop probes."""
+    if not args.rate:
+        return []
+    return ["--rate", str(args.rate), "--deadline-ms", str(args.deadline_ms),
+            "--throttle-ratio", str(args.throttle_ratio)]  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,11 +70,25 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open-loop windows/s instead of closed-loop probes (unary overload)",
+    )
+    parser.add_argument("--deadline-ms", type=float, default=200.0, help="per-call deadline with --rate")
+    parser.add_argument(
+        "--throttle-ratio",
+        type=float,
+        default=ThrottleOptions().ratio,
+        help="the probes' client-side throttling ratio with --rate (0: off)",
+    )
     args = parser.parse_args()
     plan = PLANS[args.model]
     prefix = f"faultprint-profile-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = RESULTS / f"profile-{args.model}-{args.mode}.txt"
+    kind = f"{args.mode}-overload" if args.rate else args.mode
+    out = RESULTS / f"profile-{args.model}-{kind}.txt"
     with tempfile.TemporaryDirectory() as tmp:
         artifact = build_artifact(plan, Path(tmp))
         try:
@@ -74,7 +97,7 @@ def main() -> int:
                 load = subprocess.Popen(
                     [sys.executable, str(HERE / "load_generator.py"), "--target", server.target,
                      "--mode", args.mode, "--concurrency", str(args.concurrency),
-                     "--duration-s", str(args.seconds + 2), "--warmup-s", "2"],
+                     "--duration-s", str(args.seconds + 2), "--warmup-s", "2", *_open_loop(args)],
                     stdout=subprocess.PIPE, text=True,
                 )  # fmt: skip
                 raw = Path(tmp) / "server.raw"
@@ -88,7 +111,8 @@ def main() -> int:
                 result = load.communicate()[0].strip().splitlines()[-1]
         finally:
             _delete_keys(prefix)
-        text = f"{args.model} encoder, {args.mode}, C={args.concurrency}; load: {result}\n\n" + summarise(
+        load_shape = f"{args.rate:g} windows/s offered" if args.rate else f"C={args.concurrency}"
+        text = f"{args.model} encoder, {args.mode}, {load_shape}; load: {result}\n\n" + summarise(
             raw, args.top
         )
     out.write_text(text)

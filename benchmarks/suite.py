@@ -9,9 +9,9 @@ For each encoder size (original 2 x LSTM-512, small 2 x LSTM-64):
    every other setting as the batching server has it).
 4. Overload: open-loop unary calls with deadlines at 2 x the measured capacity, with
    the server's RSS sampled every second. The probes throttle themselves as deployed
-   probe agents do (client/throttle.py, ratio 2; --overload-throttle-ratio 0 turns it
-   off): the offered load stays 2 x capacity, and what the client refuses locally is
-   counted as CLIENT_THROTTLED.
+   probe agents do (client/throttle.py, its default ratio; --overload-throttle-ratio
+   sets another, 0 turns it off): the offered load stays 2 x capacity, and what the
+   client refuses locally is counted as CLIENT_THROTTLED.
 
 Writes benchmarks/results/suite[-quick].json, a markdown table (.md) and a plot (.png),
 checks the bars of the batching issue, and prints the table. Needs REDIS_URL (the
@@ -42,6 +42,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import check_bars, write_markdown, write_plot  # noqa: E402
+from client.throttle import ThrottleOptions  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -402,8 +403,8 @@ def main() -> int:
     parser.add_argument(
         "--overload-throttle-ratio",
         type=float,
-        default=2.0,
-        help="overload probes' client-side throttling ratio (0: off)",
+        default=ThrottleOptions().ratio,
+        help="overload probes' client-side throttling ratio (default: the client library's; 0: off)",
     )
     parser.add_argument("--server-flag", action="append", default=[], metavar="NAME=VALUE",
                         help="a server setting for all plans and ceilings (xla=off); repeatable")  # fmt: skip

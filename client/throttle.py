@@ -4,9 +4,11 @@ The technique of Google's SRE book ("Handling Overload"): each client counts, ov
 last window_s seconds, the requests it made and those the server accepted. While the
 server accepts nearly everything, nothing changes. Once requests exceed ratio x
 accepts, each new request is refused locally with probability
-(requests - ratio x accepts) / (requests + 1), without reaching the network. Only a
-server that has refused something in the window throttles its clients: a probe that
-has just started, with no answers yet, sends its first burst.
+(requests - ratio x accepts) / (requests + 1), without reaching the network. Throttling
+arms when the server refuses something, so a probe that has just started, with no
+answers yet, sends its first burst; it disarms only once requests fit within ratio x
+accepts again, so sending ramps back up after an overload instead of jumping to the
+whole demand: after a window without refusals, in about fifteen seconds.
 
 A fleet of probes therefore backs off by itself when the servers shed load. The server
 no longer spends CPU refusing windows it cannot serve, and the windows it does receive
@@ -31,14 +33,21 @@ OVERLOAD_CODES = frozenset(
 )
 OVERLOAD_CODE_VALUES = frozenset(code.value[0] for code in OVERLOAD_CODES)
 
+# Factor the refusal probability's ceiling falls by each second once the server has
+# gone a whole window without refusing anything.
+RAMP_PER_QUIET_S = 0.75
+
 
 @dataclass(frozen=True)
 class ThrottleOptions:
     """How far requests may run ahead of what the server accepts."""
 
     # Requests allowed per accepted request before local refusals start (the SRE book's K;
-    # lower is more aggressive).
-    ratio: float = 2.0
+    # lower is more aggressive). The book's 2 suits servers whose refusals are cheap; a
+    # faultprint refusal costs about as much gRPC and Python work as an answer, so under
+    # 2x overload a ratio of 2 lets the whole overload through and calls time out queued
+    # in gRPC (benchmarks/RESULTS.md). At 1.1 the server gets ~1.1x what it takes.
+    ratio: float = 1.1
     # Seconds of history the counts cover.
     window_s: float = 10.0
 
@@ -65,6 +74,10 @@ class AdaptiveThrottle:
         self.rejects = 0
         # Requests refused locally, since the start.
         self.refused = 0
+        # Whether the server has refused something since demand last fit its accepts.
+        self._armed = False
+        # The whole second of the server's latest refusal.
+        self._last_refusal_s = -(2**62)
 
     def _bucket(self) -> list[int]:
         now = int(self._clock())
@@ -79,10 +92,27 @@ class AdaptiveThrottle:
 
     def refusal_probability(self) -> float:
         self._bucket()
-        if self.rejects == 0:
-            return 0.0
         excess = self.requests - self.options.ratio * self.accepts
-        return max(0.0, excess / (self.requests + 1))
+        # Armed by a refusal; disarmed only once demand no longer outruns ratio x accepts,
+        # not when the last refusal leaves the window: while local refusals hold the load
+        # just under what the server takes, the server refuses nothing, and disarming then
+        # would let the whole excess through at once.
+        if self.rejects:
+            self._armed = True
+        if excess <= 0:
+            self._armed = False
+        if not self._armed:
+            return 0.0
+        return min(excess / (self.requests + 1), self._ceiling())
+
+    def _ceiling(self) -> float:
+        """The most the refusal probability may be: 1 until the server has gone a whole
+        window without refusing anything, then RAMP_PER_QUIET_S times less each second.
+        Sending then ramps back up to the whole demand in about fifteen seconds, instead of
+        growing only as fast as accepts at the ratio let it, which after an outage, with
+        almost no accepts, takes minutes."""
+        quiet_s = int(self._clock()) - self._last_refusal_s - int(self.options.window_s)
+        return RAMP_PER_QUIET_S ** max(0, min(quiet_s, 1000))
 
     def admit(self) -> bool:
         """Counts a request and says whether it may be sent."""
@@ -102,6 +132,7 @@ class AdaptiveThrottle:
         else:
             self._bucket()[3] += 1
             self.rejects += 1
+            self._last_refusal_s = int(self._clock())
 
     def record_status(self, code: grpc.StatusCode) -> None:
         self.record(code not in OVERLOAD_CODES)

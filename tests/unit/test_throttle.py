@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import grpc
 import pytest
 
@@ -56,6 +58,53 @@ def test_history_older_than_the_window_is_forgotten() -> None:
     clock.now += 11.0
     assert throttle.refusal_probability() == 0.0
     assert (throttle.requests, throttle.accepts) == (0, 0)
+
+
+def _overload_seconds(throttle: AdaptiveThrottle, clock: Clock, seconds: int, offered: int,
+                      capacity: int) -> list[tuple[int, int]]:  # fmt: skip
+    """(sent, accepted) per second while a client offers `offered` calls a second to a
+    server that accepts the first `capacity` of each second and refuses the rest."""
+    start, per_second = clock.now, []
+    for second in range(seconds):
+        sent = accepted = 0
+        for i in range(offered):
+            clock.now = start + second + i / offered
+            if throttle.admit():
+                sent += 1
+                accepted += sent <= capacity
+                throttle.record(sent <= capacity)
+        per_second.append((sent, accepted))
+    return per_second
+
+
+def test_twice_the_capacity_reaches_the_server_as_little_more_than_its_capacity() -> None:
+    """The default ratio: under 2x overload the server receives ~1.1x what it can take, so
+    its refusals cost little, while it still gets enough to stay fully busy."""
+    clock = Clock()
+    steady = _overload_seconds(AdaptiveThrottle(ThrottleOptions(), clock, seed=4), clock, 60, 200, 100)[10:]
+    assert max(sent for sent, _ in steady) <= 130
+    assert sum(accepted for _, accepted in steady) >= 0.97 * 100 * len(steady)
+    # The SRE book's ratio of 2 lets the whole overload through to this server.
+    clock = Clock()
+    loose = _overload_seconds(
+        AdaptiveThrottle(ThrottleOptions(ratio=2.0), clock, seed=4), clock, 60, 200, 100
+    )
+    assert min(sent for sent, _ in loose[10:]) == 200
+
+
+def test_after_an_outage_sending_ramps_back_up_within_seconds() -> None:
+    """A 2 s outage, then a server that takes everything: sending stays low while the
+    outage is in the window, then ramps up step by step rather than jumping to the whole
+    demand, and reaches it about 15 s after the window."""
+    for seed in (5, 6, 7):
+        clock = Clock()
+        throttle = AdaptiveThrottle(ThrottleOptions(window_s=10.0), clock, seed=seed)
+        _overload_seconds(throttle, clock, 2, 200, 0)
+        sent = [s for s, _ in _overload_seconds(throttle, clock, 40, 200, 200)]
+        assert max(sent[:7]) < 20
+        assert all(b - a <= 60 for a, b in itertools.pairwise(sent))
+        assert sent[25:] == [200] * 15
+        assert throttle.refusal_probability() == 0.0
 
 
 def test_only_overload_statuses_count_as_refusals() -> None:
