@@ -8,7 +8,8 @@ accepts, each new request is refused locally with probability
 arms when the server refuses something, so a probe that has just started, with no
 answers yet, sends its first burst; it disarms only once requests fit within ratio x
 accepts again, so sending ramps back up after an overload instead of jumping to the
-whole demand: after a window without refusals, in about fifteen seconds.
+whole demand: after a window without refusals, up to half the demand within a few
+seconds, and from there as accepts grow.
 
 A fleet of probes therefore backs off by itself when the servers shed load. The server
 no longer spends CPU refusing windows it cannot serve, and the windows it does receive
@@ -34,8 +35,12 @@ OVERLOAD_CODES = frozenset(
 OVERLOAD_CODE_VALUES = frozenset(code.value[0] for code in OVERLOAD_CODES)
 
 # Factor the refusal probability's ceiling falls by each second once the server has
-# gone a whole window without refusing anything.
+# gone a whole window without refusing anything, down to RAMP_FLOOR.
 RAMP_PER_QUIET_S = 0.75
+# The fade alone never sends more than half the demand; beyond that, sending grows only
+# as accepts do. Under twice the server's capacity, half the demand is that capacity, so
+# the fade probes up to it and not past it (a fade to 0 overshot and timed calls out).
+RAMP_FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,11 @@ class AdaptiveThrottle:
 
     def _ceiling(self) -> float:
         """The most the refusal probability may be: 1 until the server has gone a whole
-        window without refusing anything, then RAMP_PER_QUIET_S times less each second.
-        Sending then ramps back up to the whole demand in about fifteen seconds, instead of
-        growing only as fast as accepts at the ratio let it, which after an outage, with
-        almost no accepts, takes minutes."""
+        window without refusing anything, then RAMP_PER_QUIET_S times less each second,
+        down to RAMP_FLOOR. After an outage, with almost no accepts, sending otherwise
+        grows only as fast as accepts at the ratio let it, which from nothing takes minutes."""
         quiet_s = int(self._clock()) - self._last_refusal_s - int(self.options.window_s)
-        return RAMP_PER_QUIET_S ** max(0, min(quiet_s, 1000))
+        return max(RAMP_FLOOR, RAMP_PER_QUIET_S ** max(0, quiet_s))
 
     def admit(self) -> bool:
         """Counts a request and says whether it may be sent."""
