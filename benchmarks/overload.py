@@ -1,0 +1,73 @@
+"""Open-loop overload against one server, once per client-throttling ratio, to tune the throttle.
+
+Starts one server with a plan's settings (the small encoder by default), then for each
+ratio drives it from a separate load-generator process with unary calls at a fixed rate,
+each with its deadline, and prints one line per ratio: calls by outcome in the measured
+window, accepted windows/s and their p99, and the per-second timelines of accepted, LATE
+(the client's own deadline fired first) and DEADLINE_EXCEEDED calls. The suite's overload
+run uses one ratio on a fresh server; this compares ratios on the same server minutes
+apart. Needs REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.suite import PLANS, _delete_keys, build_artifact, enrol  # noqa: E402
+from server.launcher import ServerProcess  # noqa: E402
+
+
+def overload(target: str, args: argparse.Namespace, ratio: str) -> dict[str, object]:
+    """One load-generator run at args.rate with this throttling ratio; its JSON result."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "load_generator.py"), "--target", target, "--rate", str(args.rate),
+         "--deadline-ms", str(args.deadline_ms), "--duration-s", str(args.seconds),
+         "--warmup-s", str(args.warmup_s), "--throttle-ratio", ratio],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="small", choices=sorted(PLANS))
+    parser.add_argument("--rate", type=float, required=True, help="windows/s offered")
+    parser.add_argument("--ratios", default="1.1,2", help="throttling ratios to compare (0: off)")
+    parser.add_argument("--deadline-ms", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per ratio")
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    args = parser.parse_args()
+    plan = PLANS[args.model]
+    prefix = f"faultprint-overload-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = build_artifact(plan, Path(tmp))
+        try:
+            with ServerProcess({"model-source": artifact, **plan.server_flags}, env) as server:
+                enrol(server.target)
+                for ratio in args.ratios.split(","):
+                    result = overload(server.target, args, ratio)
+                    timeline: dict[str, list[int]] = result["timeline"]  # type: ignore[assignment]
+                    print(f"ratio {ratio}: {result['outcomes']}; accepted {result['windows_per_s']:.0f}/s, "
+                          f"p99 {result['p99_ms']:.0f} ms", flush=True)  # fmt: skip
+                    for outcome in ("OK", "LATE", "DEADLINE_EXCEEDED"):
+                        print(f"  {outcome} per second: {timeline.get(outcome, [])}", flush=True)
+        finally:
+            _delete_keys(prefix)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
