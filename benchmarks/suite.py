@@ -1,7 +1,9 @@
 """The benchmark suite (`make bench`, or `make bench-quick` for a smoke run under 3 minutes).
 
 For each encoder size (original 2 x LSTM-512, small 2 x LSTM-64):
-1. Ceiling: the encoder alone, in process, at each allowed batch size (ceiling.py).
+1. Ceiling: the encoder alone, in process, at each allowed batch size (ceiling.py); in a
+   full run timed again at the max batch size just before each C = 64 point, which the
+   throughput bars divide by.
 2. Server under load: closed-loop probes (C = 1, 16, 64, 256), unary and streaming,
    from a separate process (load_generator.py) over loopback gRPC to a server
    process; mean batch size comes from the server's own metrics (Prometheus scrape).
@@ -120,6 +122,10 @@ class SuiteConfig:
         )
 
 
+# The concurrency the throughput bars are read at.
+BAR_CONCURRENCY = 64
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -137,12 +143,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_ceiling(config: SuiteConfig, plan: ModelPlan) -> list[dict[str, float]]:
+def run_ceiling(config: SuiteConfig, plan: ModelPlan, sizes: tuple[int, ...] = ()) -> list[dict[str, float]]:
     """The encoder alone, in its own process, so the server run that follows starts clean.
 
     A quick run times only the sizes the bars use: 1 and the server's max batch size.
     """
-    sizes = (1, plan.max_batch_size) if config.quick else plan.batch_sizes
+    sizes = sizes or ((1, plan.max_batch_size) if config.quick else plan.batch_sizes)
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     subprocess.run(
         [sys.executable, str(HERE / "ceiling.py"), "--models", plan.name, "--seconds", str(config.ceiling_s),
@@ -156,6 +162,16 @@ def run_ceiling(config: SuiteConfig, plan: ModelPlan) -> list[dict[str, float]]:
     for row in rows:
         log(f"ceiling {plan.name} batch {row['batch_size']}: {row['windows_per_s']:.1f} windows/s")
     return rows
+
+
+def ceiling_beside(config: SuiteConfig, plan: ModelPlan, concurrency: int) -> dict[str, float]:
+    """For a point a throughput bar is read at (C = 64, full runs), the ceiling at the max batch
+    size timed again just before it, with the server idle: the machine's speed drifts by ±20 %
+    over the minutes between the run's first ceiling and this point."""
+    if config.quick or concurrency != BAR_CONCURRENCY:
+        return {}
+    row = run_ceiling(config, plan, (plan.max_batch_size,))[0]
+    return {"ceiling_beside_windows_per_s": row["windows_per_s"]}
 
 
 def build_artifact(plan: ModelPlan, root: Path, seed: int = 7, version: str | None = None) -> Path:
@@ -292,8 +308,9 @@ def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naiv
             concurrencies = config.naive_concurrencies if naive else config.concurrencies
             for mode in config.modes:
                 for c in concurrencies:
+                    beside = {} if naive else ceiling_beside(config, plan, c)
                     point = run_load(server.target, scraper, config, mode=mode, concurrency=c)
-                    point.update(model=plan.name, server=kind)
+                    point.update(model=plan.name, server=kind, **beside)
                     points.append(point)
                     log(f"{plan.name} {kind} {mode} C={c}: {point['windows_per_s']:.1f} w/s, "
                         f"p50 {point['p50_ms']:.1f} p99 {point['p99_ms']:.1f} ms, "
