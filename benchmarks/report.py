@@ -29,8 +29,9 @@ def c1_compute_ms(model: dict[str, Any], c1_point: dict[str, Any]) -> float:
 
 
 def bar_ceiling(model: dict[str, Any], p: dict[str, Any]) -> float:
-    """The ceiling a throughput bar divides by: the one timed just before the point when the
-    run has it (full runs), else the run's first ceiling at the server's max batch size."""
+    """The ceiling a throughput bar divides by: the mean of the two timed just before and after
+    the point when the run has them (full runs), else the run's first ceiling at the server's
+    max batch size."""
     return float(
         p.get("ceiling_beside_windows_per_s") or ceiling_at(model, model["max_batch_size"])["windows_per_s"]
     )
@@ -111,13 +112,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> str:
                 )
         beside = [p for p in m["batching"]["points"] if p.get("ceiling_beside_windows_per_s")]
         if beside:
-            timed = ", ".join(
-                f"{p['mode']} C={p['concurrency']} {p['ceiling_beside_windows_per_s']:.0f} "
-                f"(x {p['windows_per_s'] / p['ceiling_beside_windows_per_s']:.2f})"
+            timed = "; ".join(
+                f"{p['mode']} C={p['concurrency']}: {p['ceiling_before_windows_per_s']:.0f} before, "
+                f"{p['ceiling_after_windows_per_s']:.0f} after "
+                f"(x {p['windows_per_s'] / bar_ceiling(m, p):.2f} their mean)"
                 for p in beside
             )
-            lines += ["", f"Ceiling at batch {m['max_batch_size']} timed again just before the point, "
-                          f"windows/s (the point's ratio to it; the bars use these): {timed}."]  # fmt: skip
+            lines += ["", f"Ceiling at batch {m['max_batch_size']} timed just before and after the bar "
+                          f"points, windows/s (the bars divide by the mean): {timed}."]  # fmt: skip
         o = m["batching"].get("overload")
         if o:
             lines += [

@@ -2,8 +2,8 @@
 
 For each encoder size (original 2 x LSTM-512, small 2 x LSTM-64):
 1. Ceiling: the encoder alone, in process, at each allowed batch size (ceiling.py); in a
-   full run timed again at the max batch size just before each C = 64 point, which the
-   throughput bars divide by.
+   full run timed again at the max batch size just before and just after each C = 64
+   point; the throughput bars divide by the mean of those two.
 2. Server under load: closed-loop probes (C = 1, 16, 64, 256), unary and streaming,
    from a separate process (load_generator.py) over loopback gRPC to a server
    process; mean batch size comes from the server's own metrics (Prometheus scrape).
@@ -164,14 +164,29 @@ def run_ceiling(config: SuiteConfig, plan: ModelPlan, sizes: tuple[int, ...] = (
     return rows
 
 
-def ceiling_beside(config: SuiteConfig, plan: ModelPlan, concurrency: int) -> dict[str, float]:
-    """For a point a throughput bar is read at (C = 64, full runs), the ceiling at the max batch
-    size timed again just before it, with the server idle: the machine's speed drifts by ±20 %
-    over the minutes between the run's first ceiling and this point."""
+def ceiling_reading(config: SuiteConfig, plan: ModelPlan, concurrency: int) -> float | None:
+    """For a point a throughput bar is read at (C = 64, full runs), one timing of the ceiling
+    at the max batch size with the server idle; None for other points and quick runs."""
     if config.quick or concurrency != BAR_CONCURRENCY:
-        return {}
-    row = run_ceiling(config, plan, (plan.max_batch_size,))[0]
-    return {"ceiling_beside_windows_per_s": row["windows_per_s"]}
+        return None
+    return float(run_ceiling(config, plan, (plan.max_batch_size,))[0]["windows_per_s"])
+
+
+def run_bar_point(target: str, scraper: MetricsScraper, config: SuiteConfig, plan: ModelPlan,
+                  mode: str, concurrency: int) -> dict[str, Any]:  # fmt: skip
+    """A load point; for a bar's point, with the ceiling timed just before and just after it.
+
+    The machine's speed drifts by ±20 % over the minutes between the run's first ceiling
+    and the point, and by as much between two readings a minute apart, so the bars divide
+    by the mean of the two readings around the point.
+    """
+    before = ceiling_reading(config, plan, concurrency)
+    point = run_load(target, scraper, config, mode=mode, concurrency=concurrency)
+    after = ceiling_reading(config, plan, concurrency)
+    if before is not None and after is not None:
+        point.update(ceiling_before_windows_per_s=before, ceiling_after_windows_per_s=after,
+                     ceiling_beside_windows_per_s=(before + after) / 2)  # fmt: skip
+    return point
 
 
 def build_artifact(plan: ModelPlan, root: Path, seed: int = 7, version: str | None = None) -> Path:
@@ -308,9 +323,11 @@ def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naiv
             concurrencies = config.naive_concurrencies if naive else config.concurrencies
             for mode in config.modes:
                 for c in concurrencies:
-                    beside = {} if naive else ceiling_beside(config, plan, c)
-                    point = run_load(server.target, scraper, config, mode=mode, concurrency=c)
-                    point.update(model=plan.name, server=kind, **beside)
+                    if naive:
+                        point = run_load(server.target, scraper, config, mode=mode, concurrency=c)
+                    else:
+                        point = run_bar_point(server.target, scraper, config, plan, mode, c)
+                    point.update(model=plan.name, server=kind)
                     points.append(point)
                     log(f"{plan.name} {kind} {mode} C={c}: {point['windows_per_s']:.1f} w/s, "
                         f"p50 {point['p50_ms']:.1f} p99 {point['p99_ms']:.1f} ms, "

@@ -25,7 +25,18 @@ def _stream_bar(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_throughput_bar_divides_by_the_ceiling_timed_beside_its_point() -> None:
-    bar = _stream_bar(_small(_point("stream", 64, 2200.0, ceiling_beside_windows_per_s=5000.0)))
+    bar = _stream_bar(
+        _small(
+            _point(
+                "stream",
+                64,
+                2200.0,
+                ceiling_before_windows_per_s=4000.0,
+                ceiling_after_windows_per_s=6000.0,
+                ceiling_beside_windows_per_s=5000.0,
+            )
+        )
+    )
     assert bar["measured"] == 2200.0 / 5000.0
     assert bar["pass"]
 
