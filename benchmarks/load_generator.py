@@ -269,7 +269,11 @@ async def open_loop(
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    throttle = ThrottleOptions(ratio=args.throttle_ratio) if args.throttle_ratio else None
+    throttle = (
+        ThrottleOptions(ratio=args.throttle_ratio, window_s=args.throttle_window_s)
+        if args.throttle_ratio
+        else None
+    )
     async with AsyncFaultprintClient(args.target, timeout_s=60, throttle=throttle) as client:
         info = await client.model_info()
         simulated = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
@@ -304,6 +308,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--throttle-ratio", type=float, default=0.0,
                         help="client-side adaptive throttling with this ratio (0: off)")  # fmt: skip
+    parser.add_argument("--throttle-window-s", type=float, default=ThrottleOptions().window_s,
+                        help="seconds of history the client-side throttling counts")  # fmt: skip
     parser.add_argument("--record", help="write every call (time, latency, outcome, version) as JSON here")
     args = parser.parse_args()
     if args.rate and not args.deadline_ms:

@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.suite import PLANS, _delete_keys, build_artifact, enrol  # noqa: E402
+from client.throttle import ThrottleOptions  # noqa: E402
 from server.launcher import ServerProcess  # noqa: E402
 
 
@@ -32,7 +33,8 @@ def overload(target: str, args: argparse.Namespace, ratio: str) -> dict[str, obj
     out = subprocess.run(
         [sys.executable, str(HERE / "load_generator.py"), "--target", target, "--rate", str(args.rate),
          "--deadline-ms", str(args.deadline_ms), "--duration-s", str(args.seconds),
-         "--warmup-s", str(args.warmup_s), "--throttle-ratio", ratio],
+         "--warmup-s", str(args.warmup_s), "--throttle-ratio", ratio,
+         "--throttle-window-s", str(args.window_s)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -48,6 +50,8 @@ def main() -> int:
     parser.add_argument("--deadline-ms", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per ratio")
     parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--window-s", type=float, default=ThrottleOptions().window_s,
+                        help="seconds of history the client-side throttling counts")  # fmt: skip
     args = parser.parse_args()
     plan = PLANS[args.model]
     prefix = f"faultprint-overload-{uuid.uuid4().hex[:8]}"
