@@ -116,7 +116,7 @@ class SuiteConfig:
     @classmethod
     def build(cls, quick: bool, models: list[str]) -> SuiteConfig:
         if quick:
-            return cls(True, models, [1, 64], ["unary", "stream"], [64], 3.0, 1.5, 10.0, 0.5, "suite-quick")
+            return cls(True, models, [1, 64], ["unary", "stream"], [64], 2.5, 1.0, 8.0, 0.5, "suite-quick")
         return cls(
             False, models, [1, 16, 64, 256], ["unary", "stream"], [1, 64], 10.0, 3.0, 60.0, 3.0, "suite"
         )
@@ -130,21 +130,28 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def machine() -> dict[str, Any]:
-    import tensorflow as tf
+def machine(gpus: list[str] | None = None) -> dict[str, Any]:
+    """The machine a run is on. GPUs are listed by TensorFlow, imported here (seconds of CPU)
+    unless a process that imports it anyway, such as the ceiling's, already listed them."""
+    from importlib.metadata import version
 
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "tensorflow": version("tensorflow"),
+        "gpus": gpus,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
 
-def run_ceiling(config: SuiteConfig, plan: ModelPlan, sizes: tuple[int, ...] = ()) -> list[dict[str, float]]:
-    """The encoder alone, in its own process, so the server run that follows starts clean.
+def run_ceiling(config: SuiteConfig, plan: ModelPlan, sizes: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The encoder alone, in its own process, so the server run that follows starts clean:
+    ceiling.py's output, its rows under "results" and the GPUs it saw under "machine".
 
     A quick run times only the sizes the bars use: 1 and the server's max batch size.
     """
@@ -157,11 +164,11 @@ def run_ceiling(config: SuiteConfig, plan: ModelPlan, sizes: tuple[int, ...] = (
          "--xla", str(plan.server_flags.get("xla", "auto"))],
         check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    rows = json.loads(out.read_text())["results"]
+    timed: dict[str, Any] = json.loads(out.read_text())
     out.unlink()
-    for row in rows:
+    for row in timed["results"]:
         log(f"ceiling {plan.name} batch {row['batch_size']}: {row['windows_per_s']:.1f} windows/s")
-    return rows
+    return timed
 
 
 def ceiling_reading(config: SuiteConfig, plan: ModelPlan, concurrency: int) -> float | None:
@@ -169,7 +176,7 @@ def ceiling_reading(config: SuiteConfig, plan: ModelPlan, concurrency: int) -> f
     at the max batch size with the server idle; None for other points and quick runs."""
     if config.quick or concurrency != BAR_CONCURRENCY:
         return None
-    return float(run_ceiling(config, plan, (plan.max_batch_size,))[0]["windows_per_s"])
+    return float(run_ceiling(config, plan, (plan.max_batch_size,))["results"][0]["windows_per_s"])
 
 
 def run_bar_point(target: str, scraper: MetricsScraper, config: SuiteConfig, plan: ModelPlan,
@@ -448,11 +455,13 @@ def main() -> int:
     config.extra["overload_throttle_ratio"] = args.overload_throttle_ratio
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    report: dict[str, Any] = {"machine": machine(), "quick": config.quick, "models": {}}
+    report: dict[str, Any] = {"quick": config.quick, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in config.models:
             plan = with_flags(PLANS[name], args.server_flag)
-            ceiling = run_ceiling(config, plan)
+            timed = run_ceiling(config, plan)
+            ceiling = timed["results"]
+            report.setdefault("machine", machine(timed["machine"]["gpus"]))
             artifact = build_artifact(plan, Path(tmp))
             batching = serve_and_measure(config, plan, artifact, naive=False)
             naive = serve_and_measure(config, plan, artifact, naive=True)
