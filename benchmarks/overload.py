@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.suite import PLANS, _delete_keys, build_artifact, enrol  # noqa: E402
+from benchmarks.suite import PLANS, plan_server  # noqa: E402
 from client.throttle import ThrottleOptions  # noqa: E402
-from server.launcher import ServerProcess  # noqa: E402
 
 
 def overload(target: str, args: argparse.Namespace, ratio: str) -> dict[str, object]:
@@ -53,23 +49,14 @@ def main() -> int:
     parser.add_argument("--window-s", type=float, default=ThrottleOptions().window_s,
                         help="seconds of history the client-side throttling counts")  # fmt: skip
     args = parser.parse_args()
-    plan = PLANS[args.model]
-    prefix = f"faultprint-overload-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with tempfile.TemporaryDirectory() as tmp:
-        artifact = build_artifact(plan, Path(tmp))
-        try:
-            with ServerProcess({"model-source": artifact, **plan.server_flags}, env) as server:
-                enrol(server.target)
-                for ratio in args.ratios.split(","):
-                    result = overload(server.target, args, ratio)
-                    timeline: dict[str, list[int]] = result["timeline"]  # type: ignore[assignment]
-                    print(f"ratio {ratio}: {result['outcomes']}; accepted {result['windows_per_s']:.0f}/s, "
-                          f"p99 {result['p99_ms']:.0f} ms", flush=True)  # fmt: skip
-                    for outcome in ("OK", "LATE", "DEADLINE_EXCEEDED"):
-                        print(f"  {outcome} per second: {timeline.get(outcome, [])}", flush=True)
-        finally:
-            _delete_keys(prefix)
+    with plan_server(PLANS[args.model], "overload") as server:
+        for ratio in args.ratios.split(","):
+            result = overload(server.target, args, ratio)
+            timeline: dict[str, list[int]] = result["timeline"]  # type: ignore[assignment]
+            print(f"ratio {ratio}: {result['outcomes']}; accepted {result['windows_per_s']:.0f}/s, "
+                  f"p99 {result['p99_ms']:.0f} ms", flush=True)  # fmt: skip
+            for outcome in ("OK", "LATE", "DEADLINE_EXCEEDED"):
+                print(f"  {outcome} per second: {timeline.get(outcome, [])}", flush=True)
     return 0
 
 

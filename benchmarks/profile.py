@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.suite import PLANS, RESULTS, _delete_keys, build_artifact, enrol  # noqa: E402
+from benchmarks.suite import PLANS, RESULTS, plan_server  # noqa: E402
 from client.throttle import ThrottleOptions  # noqa: E402
-from server.launcher import ServerProcess  # noqa: E402
 
 
 def summarise(raw: Path, top: int) -> str:
@@ -84,33 +81,24 @@ def main() -> int:
         help="the probes' client-side throttling ratio with --rate (0: off)",
     )
     args = parser.parse_args()
-    plan = PLANS[args.model]
-    prefix = f"faultprint-profile-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}
     kind = f"{args.mode}-overload" if args.rate else args.mode
     out = RESULTS / f"profile-{args.model}-{kind}.txt"
-    with tempfile.TemporaryDirectory() as tmp:
-        artifact = build_artifact(plan, Path(tmp))
-        try:
-            with ServerProcess({"model-source": artifact, **plan.server_flags}, env) as server:
-                enrol(server.target)
-                load = subprocess.Popen(
-                    [sys.executable, str(HERE / "load_generator.py"), "--target", server.target,
-                     "--mode", args.mode, "--concurrency", str(args.concurrency),
-                     "--duration-s", str(args.seconds + 2), "--warmup-s", "2", *_open_loop(args)],
-                    stdout=subprocess.PIPE, text=True,
-                )  # fmt: skip
-                raw = Path(tmp) / "server.raw"
-                assert server.process is not None
-                py_spy = str(Path(sys.executable).parent / "py-spy")
-                subprocess.run(
-                    [py_spy, "record", "--pid", str(server.process.pid), "--duration", str(args.seconds),
-                     "--rate", "200", "--threads", "--nonblocking", "--format", "raw", "--output", str(raw)],
-                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-                result = load.communicate()[0].strip().splitlines()[-1]
-        finally:
-            _delete_keys(prefix)
+    with tempfile.TemporaryDirectory() as tmp, plan_server(PLANS[args.model], "profile") as server:
+        load = subprocess.Popen(
+            [sys.executable, str(HERE / "load_generator.py"), "--target", server.target,
+             "--mode", args.mode, "--concurrency", str(args.concurrency),
+             "--duration-s", str(args.seconds + 2), "--warmup-s", "2", *_open_loop(args)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        raw = Path(tmp) / "server.raw"
+        assert server.process is not None
+        py_spy = str(Path(sys.executable).parent / "py-spy")
+        subprocess.run(
+            [py_spy, "record", "--pid", str(server.process.pid), "--duration", str(args.seconds),
+             "--rate", "200", "--threads", "--nonblocking", "--format", "raw", "--output", str(raw)],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        result = load.communicate()[0].strip().splitlines()[-1]
         load_shape = f"{args.rate:g} windows/s offered" if args.rate else f"C={args.concurrency}"
         text = f"{args.model} encoder, {args.mode}, {load_shape}; load: {result}\n\n" + summarise(
             raw, args.top

@@ -34,6 +34,8 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -412,6 +414,25 @@ def _deadline_left(
 
 def _since(after: dict[float, float], before: dict[float, float]) -> dict[str, float]:
     return {f"<={bound:g}": count - before[bound] for bound, count in after.items()}
+
+
+@contextmanager
+def plan_server(plan: ModelPlan, label: str) -> Iterator[Any]:
+    """A server process with the plan's settings, serving an untrained artifact of its
+    size, with reference cases enrolled under a Redis prefix of its own that is deleted
+    afterwards (the profiler and the overload tool use it)."""
+    from server.launcher import ServerProcess
+
+    prefix = f"faultprint-{label}-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = build_artifact(plan, Path(tmp))
+        try:
+            with ServerProcess({"model-source": artifact, **plan.server_flags}, env) as server:
+                enrol(server.target)
+                yield server
+        finally:
+            _delete_keys(prefix)
 
 
 def _delete_keys(prefix: str) -> None:
