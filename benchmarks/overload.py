@@ -12,28 +12,22 @@ apart. Needs REDIS_URL.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.suite import PLANS, plan_server  # noqa: E402
+from benchmarks.suite import PLANS, generate_load, plan_server  # noqa: E402
 from client.throttle import ThrottleOptions  # noqa: E402
 
 
-def overload(target: str, args: argparse.Namespace, ratio: str) -> dict[str, object]:
+def overload(target: str, args: argparse.Namespace, ratio: str) -> dict[str, Any]:
     """One load-generator run at args.rate with this throttling ratio; its JSON result."""
-    out = subprocess.run(
-        [sys.executable, str(HERE / "load_generator.py"), "--target", target, "--rate", str(args.rate),
-         "--deadline-ms", str(args.deadline_ms), "--duration-s", str(args.seconds),
-         "--warmup-s", str(args.warmup_s), "--throttle-ratio", ratio,
-         "--throttle-window-s", str(args.window_s)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return generate_load(target, rate=args.rate, deadline_ms=args.deadline_ms, duration_s=args.seconds,
+                         warmup_s=args.warmup_s, throttle_ratio=ratio,
+                         throttle_window_s=args.window_s)  # fmt: skip
 
 
 def main() -> int:
@@ -52,7 +46,7 @@ def main() -> int:
     with plan_server(PLANS[args.model], "overload") as server:
         for ratio in args.ratios.split(","):
             result = overload(server.target, args, ratio)
-            timeline: dict[str, list[int]] = result["timeline"]  # type: ignore[assignment]
+            timeline: dict[str, list[int]] = result["timeline"]
             print(f"ratio {ratio}: {result['outcomes']}; accepted {result['windows_per_s']:.0f}/s, "
                   f"p99 {result['p99_ms']:.0f} ms", flush=True)  # fmt: skip
             for outcome in ("OK", "LATE", "DEADLINE_EXCEEDED"):

@@ -213,16 +213,20 @@ class MetricsScraper:
     def __init__(self, address: str) -> None:
         self.url = f"http://{address}/metrics"
 
-    def _families(self) -> Any:
+    def _families(self) -> list[Any]:
         from prometheus_client.parser import text_string_to_metric_families
 
-        return text_string_to_metric_families(urllib.request.urlopen(self.url, timeout=5).read().decode())
+        text = urllib.request.urlopen(self.url, timeout=5).read().decode()
+        return list(text_string_to_metric_families(text))
 
-    def _sum(self, prefix: str, suffix: str, le: float | None = None) -> float:
-        """The sum over labels of a metric's samples named ...suffix (a bucket's: at bound le)."""
+    def _sum(
+        self, prefix: str, suffix: str, le: float | None = None, families: list[Any] | None = None
+    ) -> float:
+        """The sum over labels of a metric's samples named ...suffix (a bucket's: at bound le),
+        from one scrape (families), or from a new one."""
         return sum(
             sample.value
-            for family in self._families()
+            for family in (self._families() if families is None else families)
             if family.name.startswith(prefix)
             for sample in family.samples
             if sample.name.endswith(suffix) and (le is None or float(sample.labels["le"]) == le)
@@ -237,12 +241,16 @@ class MetricsScraper:
         return self._sum(prefix, "_bucket", le=bound)
 
     def histogram_above(self, prefix: str, bound: float) -> float:
-        """How many of a histogram's samples exceeded bound (a bucket boundary)."""
-        return self._sum(prefix, "_count") - self.histogram_at_most(prefix, bound)
+        """How many of a histogram's samples exceeded bound (a bucket boundary). The count
+        and the bucket come from one scrape: from two, a sample recorded in between would
+        count as a negative one."""
+        families = self._families()
+        return self._sum(prefix, "_count", families=families) - self._sum(prefix, "_bucket", bound, families)
 
     def histogram_totals(self, prefix: str) -> tuple[float, float]:
-        """The sum and count of a histogram's samples over its labels."""
-        return self._sum(prefix, "_sum"), self._sum(prefix, "_count")
+        """The sum and count of a histogram's samples over its labels, from one scrape."""
+        families = self._families()
+        return self._sum(prefix, "_sum", families=families), self._sum(prefix, "_count", families=families)
 
 
 def enrol(target: str) -> None:
@@ -256,17 +264,26 @@ def enrol(target: str) -> None:
             client.create_reference_case("bench", str(label), [window])
 
 
-def run_load(target: str, scraper: MetricsScraper, config: SuiteConfig, **load: object) -> dict[str, Any]:
-    duration_s = load.pop("duration_s", config.point_s)
-    args = [sys.executable, str(HERE / "load_generator.py"), "--target", target,
-            "--duration-s", str(duration_s), "--warmup-s", str(config.warmup_s)]  # fmt: skip
+def generate_load(target: str, **load: object) -> dict[str, Any]:
+    """One load_generator.py run against target, in its own process; its JSON result.
+
+    Each keyword is a flag of load_generator.py in Python spelling (duration_s=10 is
+    --duration-s 10).
+    """
+    args = [sys.executable, str(HERE / "load_generator.py"), "--target", target]
     for name, value in load.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
+    done = subprocess.run(args, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_load(target: str, scraper: MetricsScraper, config: SuiteConfig, **load: object) -> dict[str, Any]:
+    load.setdefault("duration_s", config.point_s)
     histograms = ("faultprint_batch_size", "faultprint_batch_compute")
     before = [scraper.histogram_totals(h) for h in histograms]
-    done = subprocess.run(args, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    result = generate_load(target, warmup_s=config.warmup_s, **load)
     after = [scraper.histogram_totals(h) for h in histograms]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     # Per batch, over this run alone: the mean batch size, and the encoder's mean compute
     # time inside the server (the C = 1 bar compares latency with it, measured in the same run).
     (size_sum, batches), (compute_sum, _) = (
