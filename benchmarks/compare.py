@@ -7,6 +7,9 @@ prefix, all serving the same untrained artifact size), then runs the same closed
 load point against each in turn, round after round, and prints each variant's median,
 lowest and highest windows/s and median p99 over the rounds. Idle servers cost next to
 nothing, so only the one under load competes with the load generator for the CPU.
+With --rate the point is an open-loop overload instead: unary calls offered at that rate,
+each with --deadline-ms, from probes throttling themselves at the client library's ratio,
+and the table counts the calls answered after their deadline (LATE).
 
     python benchmarks/compare.py --model small --mode stream --concurrency 64 \\
         --variant default --variant "delay20 max-queue-delay-ms=20"
@@ -30,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.suite import PLANS, generate_load, plan_server, with_flags  # noqa: E402
+from client.throttle import ThrottleOptions  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -50,15 +54,38 @@ def parse_variant(text: str) -> Variant:
     return Variant(words[0], tuple(words[1:]))
 
 
+# Outcomes of the load generator's tally that are not refusals or failures: "offered" counts
+# every call an open-loop run offered, whatever became of it.
+_NOT_FAILURES = frozenset({"OK", "LATE", "offered"})
+
+
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, float]:
-    """A variant's rounds reduced to the median, lowest and highest windows/s and the median p99."""
+    """A variant's rounds reduced to the median, lowest and highest windows/s, the median p99,
+    the calls answered after their deadline (LATE), and the calls refused (by the server or
+    by the probes' own throttling) or failed otherwise."""
     rates = [r["windows_per_s"] for r in rounds]
     return {
         "median_windows_per_s": statistics.median(rates),
         "min_windows_per_s": min(rates),
         "max_windows_per_s": max(rates),
         "median_p99_ms": statistics.median(r["p99_ms"] for r in rounds),
-        "errors": sum(n for r in rounds for outcome, n in r["outcomes"].items() if outcome != "OK"),
+        "late": sum(r["outcomes"].get("LATE", 0) for r in rounds),
+        "errors": sum(
+            n for r in rounds for outcome, n in r["outcomes"].items() if outcome not in _NOT_FAILURES
+        ),
+    }
+
+
+def load_point(args: argparse.Namespace) -> dict[str, object]:
+    """load_generator.py's flags for the compared point: closed loop, or open loop with --rate."""
+    point: dict[str, object] = {"duration_s": args.seconds, "warmup_s": args.warmup_s}
+    if not args.rate:
+        return {**point, "mode": args.mode, "concurrency": args.concurrency}
+    return {
+        **point,
+        "rate": args.rate,
+        "deadline_ms": args.deadline_ms,
+        "throttle_ratio": ThrottleOptions().ratio,
     }
 
 
@@ -72,8 +99,7 @@ def run_rounds(args: argparse.Namespace, variants: list[Variant]) -> dict[str, l
             targets[v.name] = servers.enter_context(plan_server(plan, "compare")).target
         for i in range(args.rounds):
             for v in variants:
-                result = generate_load(targets[v.name], mode=args.mode, concurrency=args.concurrency,
-                                       duration_s=args.seconds, warmup_s=args.warmup_s)  # fmt: skip
+                result = generate_load(targets[v.name], **load_point(args))
                 rounds[v.name].append(result)
                 print(f"round {i + 1} {v.name}: {result['windows_per_s']:.0f} windows/s, "
                       f"p99 {result['p99_ms']:.1f} ms", flush=True)  # fmt: skip
@@ -83,15 +109,18 @@ def run_rounds(args: argparse.Namespace, variants: list[Variant]) -> dict[str, l
 def print_table(
     args: argparse.Namespace, variants: list[Variant], summary: dict[str, dict[str, float]]
 ) -> None:
-    print(f"\n{args.model} encoder, {args.mode} C={args.concurrency}, "
-          f"{args.rounds} rounds of {args.seconds:g} s each")  # fmt: skip
-    print("| variant | server flags | median windows/s | lowest | highest | median p99 ms | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    point = (f"unary at {args.rate:g} windows/s offered, deadline {args.deadline_ms:g} ms" if args.rate
+             else f"{args.mode} C={args.concurrency}")  # fmt: skip
+    print(f"\n{args.model} encoder, {point}, {args.rounds} rounds of {args.seconds:g} s each")
+    print(
+        "| variant | flags | median windows/s | lowest | highest | median p99 ms | LATE | refused or failed |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for v in variants:
         s = summary[v.name]
         print(f"| {v.name} | {', '.join(v.flags) or '(plan)'} | {s['median_windows_per_s']:.0f} | "
               f"{s['min_windows_per_s']:.0f} | {s['max_windows_per_s']:.0f} | {s['median_p99_ms']:.1f} | "
-              f"{s['errors']:.0f} |")  # fmt: skip
+              f"{s['late']:.0f} | {s['errors']:.0f} |")  # fmt: skip
 
 
 def main() -> int:
@@ -104,6 +133,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round")
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="windows/s offered: an open-loop unary overload instead of --mode/--concurrency",
+    )
+    parser.add_argument("--deadline-ms", type=float, default=200.0, help="each call's deadline with --rate")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME [FLAG=VALUE ...]",
                         help="a server configuration to compare; repeatable (at least two)")  # fmt: skip
     parser.add_argument("--out", help="also write every round and the summary here as JSON")

@@ -24,12 +24,13 @@ def test_rounds_reduce_to_median_spread_and_errors() -> None:
     rounds = [
         {"windows_per_s": 100.0, "p99_ms": 9.0, "outcomes": {"OK": 500}},
         {"windows_per_s": 300.0, "p99_ms": 3.0, "outcomes": {"OK": 1500, "LATE": 2}},
-        {"windows_per_s": 200.0, "p99_ms": 5.0, "outcomes": {"OK": 1000, "UNAVAILABLE": 1}},
+        {"windows_per_s": 200.0, "p99_ms": 5.0, "outcomes": {"OK": 1000, "UNAVAILABLE": 1, "offered": 1200}},
     ]
     assert summarise(rounds) == {
         "median_windows_per_s": 200.0,
         "min_windows_per_s": 100.0,
         "max_windows_per_s": 300.0,
         "median_p99_ms": 5.0,
-        "errors": 3,
+        "late": 2,
+        "errors": 1,
     }
