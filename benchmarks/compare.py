@@ -7,9 +7,9 @@ prefix, all serving the same untrained artifact size), then runs the same closed
 load point against each in turn, round after round, and prints each variant's median,
 lowest and highest windows/s and median p99 over the rounds. Idle servers cost next to
 nothing, so only the one under load competes with the load generator for the CPU.
-With --rate the point is an open-loop overload instead: unary calls offered at that rate,
-each with --deadline-ms, from probes throttling themselves at the client library's ratio,
-and the table counts the calls answered after their deadline (LATE).
+With --rate the point is an open-loop overload instead: calls offered at that rate, each
+with --deadline-ms, from probes throttling themselves (--throttle-ratio), and the table
+counts the calls answered after their deadline (LATE).
 
     python benchmarks/compare.py --model small --mode stream --concurrency 64 \\
         --variant default --variant "delay20 max-queue-delay-ms=20"
@@ -32,8 +32,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.suite import PLANS, generate_load, plan_server, with_flags  # noqa: E402
-from client.throttle import ThrottleOptions  # noqa: E402
+from benchmarks.suite import (  # noqa: E402
+    PLANS,
+    add_load_point_arguments,
+    describe_load_point,
+    generate_load,
+    load_point,
+    plan_server,
+    with_flags,
+)
 
 
 @dataclass(frozen=True)
@@ -76,19 +83,6 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def load_point(args: argparse.Namespace) -> dict[str, object]:
-    """load_generator.py's flags for the compared point: closed loop, or open loop with --rate."""
-    point: dict[str, object] = {"duration_s": args.seconds, "warmup_s": args.warmup_s}
-    if not args.rate:
-        return {**point, "mode": args.mode, "concurrency": args.concurrency}
-    return {
-        **point,
-        "rate": args.rate,
-        "deadline_ms": args.deadline_ms,
-        "throttle_ratio": ThrottleOptions().ratio,
-    }
-
-
 def run_rounds(args: argparse.Namespace, variants: list[Variant]) -> dict[str, list[dict[str, Any]]]:
     """Every variant's server started at once, then the load point against each in turn, per round."""
     rounds: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
@@ -99,7 +93,8 @@ def run_rounds(args: argparse.Namespace, variants: list[Variant]) -> dict[str, l
             targets[v.name] = servers.enter_context(plan_server(plan, "compare")).target
         for i in range(args.rounds):
             for v in variants:
-                result = generate_load(targets[v.name], **load_point(args))
+                load = load_point(args) | {"duration_s": args.seconds, "warmup_s": args.warmup_s}
+                result = generate_load(targets[v.name], **load)
                 rounds[v.name].append(result)
                 print(f"round {i + 1} {v.name}: {result['windows_per_s']:.0f} windows/s, "
                       f"p99 {result['p99_ms']:.1f} ms", flush=True)  # fmt: skip
@@ -109,8 +104,7 @@ def run_rounds(args: argparse.Namespace, variants: list[Variant]) -> dict[str, l
 def print_table(
     args: argparse.Namespace, variants: list[Variant], summary: dict[str, dict[str, float]]
 ) -> None:
-    point = (f"unary at {args.rate:g} windows/s offered, deadline {args.deadline_ms:g} ms" if args.rate
-             else f"{args.mode} C={args.concurrency}")  # fmt: skip
+    point = describe_load_point(args)
     print(f"\n{args.model} encoder, {point}, {args.rounds} rounds of {args.seconds:g} s each")
     print(
         "| variant | flags | median windows/s | lowest | highest | median p99 ms | LATE | refused or failed |"
@@ -127,19 +121,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="small", choices=sorted(PLANS))
-    parser.add_argument("--mode", default="stream", choices=("unary", "stream"))
-    parser.add_argument("--concurrency", type=int, default=64)
+    add_load_point_arguments(parser)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round")
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument(
-        "--rate",
-        type=float,
-        default=0.0,
-        help="windows/s offered: an open-loop unary overload instead of --mode/--concurrency",
-    )
-    parser.add_argument("--deadline-ms", type=float, default=200.0, help="each call's deadline with --rate")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME [FLAG=VALUE ...]",
                         help="a server configuration to compare; repeatable (at least two)")  # fmt: skip
     parser.add_argument("--out", help="also write every round and the summary here as JSON")

@@ -20,8 +20,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.suite import PLANS, RESULTS, plan_server  # noqa: E402
-from client.throttle import ThrottleOptions  # noqa: E402
+from benchmarks.suite import (  # noqa: E402
+    PLANS,
+    RESULTS,
+    add_load_point_arguments,
+    describe_load_point,
+    load_generator_command,
+    load_point,
+    plan_server,
+)
 
 
 def summarise(raw: Path, top: int) -> str:
@@ -50,46 +57,21 @@ def summarise(raw: Path, top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _open_loop(args: argparse.Namespace) -> list[str]:
-    """Load-generator flags for an open-loop (overload) run; none for closed-loop probes."""
-    if not args.rate:
-        return []
-    return ["--rate", str(args.rate), "--deadline-ms", str(args.deadline_ms),
-            "--throttle-ratio", str(args.throttle_ratio)]  # fmt: skip
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="small", choices=sorted(PLANS))
-    parser.add_argument("--mode", default="stream", choices=("unary", "stream"))
-    parser.add_argument("--concurrency", type=int, default=64)
+    add_load_point_arguments(parser)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument(
-        "--rate",
-        type=float,
-        default=0.0,
-        help="open-loop windows/s instead of closed-loop probes (unary overload)",
-    )
-    parser.add_argument("--deadline-ms", type=float, default=200.0, help="per-call deadline with --rate")
-    parser.add_argument(
-        "--throttle-ratio",
-        type=float,
-        default=ThrottleOptions().ratio,
-        help="the probes' client-side throttling ratio with --rate (0: off)",
-    )
     args = parser.parse_args()
     kind = f"{args.mode}-overload" if args.rate else args.mode
     out = RESULTS / f"profile-{args.model}-{kind}.txt"
     with tempfile.TemporaryDirectory() as tmp, plan_server(PLANS[args.model], "profile") as server:
-        load = subprocess.Popen(
-            [sys.executable, str(HERE / "load_generator.py"), "--target", server.target,
-             "--mode", args.mode, "--concurrency", str(args.concurrency),
-             "--duration-s", str(args.seconds + 2), "--warmup-s", "2", *_open_loop(args)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        command = load_generator_command(
+            server.target, **load_point(args), duration_s=args.seconds + 2, warmup_s=2
+        )
+        load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         raw = Path(tmp) / "server.raw"
         assert server.process is not None
         py_spy = str(Path(sys.executable).parent / "py-spy")
@@ -99,10 +81,8 @@ def main() -> int:
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         result = load.communicate()[0].strip().splitlines()[-1]
-        load_shape = f"{args.rate:g} windows/s offered" if args.rate else f"C={args.concurrency}"
-        text = f"{args.model} encoder, {args.mode}, {load_shape}; load: {result}\n\n" + summarise(
-            raw, args.top
-        )
+        text = f"{args.model} encoder, {describe_load_point(args)}; load: {result}\n\n"
+        text += summarise(raw, args.top)
     out.write_text(text)
     print(text)
     return 0

@@ -264,15 +264,18 @@ def enrol(target: str) -> None:
             client.create_reference_case("bench", str(label), [window])
 
 
-def generate_load(target: str, **load: object) -> dict[str, Any]:
-    """One load_generator.py run against target, in its own process; its JSON result.
-
-    Each keyword is a flag of load_generator.py in Python spelling (duration_s=10 is
-    --duration-s 10).
-    """
+def load_generator_command(target: str, **load: object) -> list[str]:
+    """The command line of a load_generator.py run against target. Each keyword is one of
+    its flags in Python spelling (duration_s=10 is --duration-s 10)."""
     args = [sys.executable, str(HERE / "load_generator.py"), "--target", target]
     for name, value in load.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
+def generate_load(target: str, **load: object) -> dict[str, Any]:
+    """One load_generator.py run against target, in its own process; its JSON result."""
+    args = load_generator_command(target, **load)
     done = subprocess.run(args, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -460,6 +463,34 @@ def _delete_keys(prefix: str) -> None:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+def add_load_point_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that name one load point on one server, for the tools that drive a single
+    server (profile.py, compare.py): closed-loop probes, or an open loop with --rate."""
+    parser.add_argument("--model", default="small", choices=sorted(PLANS))
+    parser.add_argument("--mode", default="stream", choices=("unary", "stream"))
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="closed-loop probes; with --rate and --mode stream, the streams")  # fmt: skip
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="windows/s offered, each with --deadline-ms (an overload)")  # fmt: skip
+    parser.add_argument("--deadline-ms", type=float, default=200.0, help="each call's deadline with --rate")
+    parser.add_argument("--throttle-ratio", type=float, default=ThrottleOptions().ratio,
+                        help="the probes' client-side throttling ratio with --rate (0: off)")  # fmt: skip
+
+
+def load_point(args: argparse.Namespace) -> dict[str, object]:
+    """load_generator.py's flags, in Python spelling, for the point add_load_point_arguments named."""
+    point: dict[str, object] = {"mode": args.mode, "concurrency": args.concurrency}
+    if args.rate:
+        point.update(rate=args.rate, deadline_ms=args.deadline_ms, throttle_ratio=args.throttle_ratio)
+    return point
+
+
+def describe_load_point(args: argparse.Namespace) -> str:
+    if args.rate:
+        return f"{args.mode}, {args.rate:g} windows/s offered with {args.deadline_ms:g} ms deadlines"
+    return f"{args.mode}, C={args.concurrency}"
 
 
 def with_flags(plan: ModelPlan, assignments: list[str]) -> ModelPlan:
