@@ -91,9 +91,9 @@ def run_rounds(args: argparse.Namespace, variants: list[Variant]) -> dict[str, l
         for v in variants:
             plan = with_flags(PLANS[args.model], list(v.flags))
             targets[v.name] = servers.enter_context(plan_server(plan, "compare")).target
+        load = load_point(args) | {"duration_s": args.seconds, "warmup_s": args.warmup_s}
         for i in range(args.rounds):
             for v in variants:
-                load = load_point(args) | {"duration_s": args.seconds, "warmup_s": args.warmup_s}
                 result = generate_load(targets[v.name], **load)
                 rounds[v.name].append(result)
                 print(f"round {i + 1} {v.name}: {result['windows_per_s']:.0f} windows/s, "

@@ -488,6 +488,7 @@ def load_point(args: argparse.Namespace) -> dict[str, object]:
 
 
 def describe_load_point(args: argparse.Namespace) -> str:
+    """The point add_load_point_arguments named, in words, for a report's heading."""
     if args.rate:
         return f"{args.mode}, {args.rate:g} windows/s offered with {args.deadline_ms:g} ms deadlines"
     return f"{args.mode}, C={args.concurrency}"
