@@ -2,6 +2,15 @@
 
 With the server's xla=auto on a CPU, each batch size is timed with the plain and the
 XLA-compiled graph and the faster counts, as a server keeps the faster per size.
+
+A ceiling is what the machine can do, not what one caller gets out of it: on a CPU one
+encoder call at a time leaves cores idle (the small encoder under XLA computes on one
+thread), so each size is also timed with several instances computing at once, each a
+replica on its own logical CPU device called from its own thread, as a server started
+with ``--cpu-devices N`` runs them (``--instances 1,2``). The best layout counts. A row's
+``ms_per_batch`` and ``p99_ms_per_batch`` stay those of one call alone: the latency a lone
+request pays.
+
 Weights do not change the cost of a forward pass, so untrained towers of the two sizes that
 matter are timed: the original design (2 x LSTM-512) and the small one (LSTM-64). Results
 go to benchmarks/results/ceiling.json and are printed as a markdown table.
@@ -13,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,45 +36,109 @@ from server.model_runner import XLA_MODES
 SIZES = {"original": ((512, 512), 512, 10), "small": ((64, 64), 64, 10)}
 
 
-def measure(model: str, sizes: list[int], seconds: float, graphs: tuple[bool, ...]) -> list[dict[str, Any]]:
-    """Windows/s at each batch size; with two candidate graphs (plain, XLA), the faster one's."""
-    from encoder.tower import TowerConfig, build_tower
-    from server.model_runner import encoder_function
-    from trainer.features import NUM_FEATURES, WINDOW_STEPS
+class Instances:
+    """One traced encoder per device and graph, so concurrent callers share nothing but the machine."""
 
-    lstm, dense, emb = SIZES[model]
-    tower = build_tower(TowerConfig(WINDOW_STEPS, NUM_FEATURES, lstm, dense, emb))
-    embeds = {xla: encoder_function(tower, WINDOW_STEPS, NUM_FEATURES, xla) for xla in graphs}
+    def __init__(self, model: str, devices: list[str], graphs: tuple[bool, ...]) -> None:
+        import tensorflow as tf
+
+        from encoder.tower import TowerConfig, build_tower
+        from server.model_runner import encoder_function
+        from trainer.features import NUM_FEATURES, WINDOW_STEPS
+
+        lstm, dense, emb = SIZES[model]
+        self.devices = devices
+        self.embeds: list[dict[bool, Any]] = []
+        for device in devices:
+            with tf.device(device):
+                tower = build_tower(TowerConfig(WINDOW_STEPS, NUM_FEATURES, lstm, dense, emb))
+                self.embeds.append(
+                    {xla: encoder_function(tower, WINDOW_STEPS, NUM_FEATURES, xla) for xla in graphs}
+                )
+        self.shape = (WINDOW_STEPS, NUM_FEATURES)
+
+    def time(self, xla: bool, x: np.ndarray, count: int, seconds: float) -> dict[str, float]:
+        """The first ``count`` instances called at once, each in a loop on its own thread, for ``seconds``."""
+        import tensorflow as tf
+
+        durations: list[list[float]] = [[] for _ in range(count)]
+        barrier = threading.Barrier(count + 1)
+
+        def call_in_loop(i: int) -> None:
+            embed = self.embeds[i][xla]
+            with tf.device(self.devices[i]):
+                embed(x).numpy()  # trace, compile
+                barrier.wait()
+                stop = time.perf_counter() + seconds
+                while time.perf_counter() < stop or len(durations[i]) < 3:
+                    call_started = time.perf_counter()
+                    embed(x).numpy()
+                    durations[i].append(time.perf_counter() - call_started)
+
+        threads = [threading.Thread(target=call_in_loop, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        calls = np.concatenate([np.asarray(d) for d in durations])
+        return {"windows_per_s": len(calls) * len(x) / elapsed,
+                "ms_per_batch": 1000 * float(calls.mean()),
+                "p99_ms_per_batch": 1000 * float(np.percentile(calls, 99))}  # fmt: skip
+
+
+def measure(model: str, sizes: list[int], seconds: float, graphs: tuple[bool, ...],
+            devices: list[str], layouts: list[int]) -> list[dict[str, Any]]:  # fmt: skip
+    """Per batch size: windows/s of the best graph and layout, and the latency of one call alone."""
+    instances = Instances(model, devices[: max(layouts)], graphs)
     rows = []
     for batch in sizes:
-        x = np.random.default_rng(0).random((batch, WINDOW_STEPS, NUM_FEATURES), dtype=np.float32)
-        row = max((time_graph(embeds[xla], x, seconds) | {"xla": xla} for xla in graphs),
-                  key=lambda r: r["windows_per_s"])  # fmt: skip
-        rows.append({"model": model, "batch_size": batch, **row})
-        print(f"{model:9} batch {batch:5}: {row['windows_per_s']:9.1f} windows/s, "
-              f"{row['ms_per_batch']:8.2f} ms/batch{' (XLA)' if row['xla'] else ''}", flush=True)  # fmt: skip
+        x = np.random.default_rng(0).random((batch, *instances.shape), dtype=np.float32)
+        timed = {(count, xla): instances.time(xla, x, count, seconds) for count in layouts for xla in graphs}
+        (count, xla), best = max(timed.items(), key=lambda item: item[1]["windows_per_s"])
+        alone = (
+            max((timed[(1, g)] for g in graphs), key=lambda r: r["windows_per_s"]) if 1 in layouts else best
+        )
+        by_layout = {n: max(timed[(n, g)]["windows_per_s"] for g in graphs) for n in layouts}
+        rows.append({"model": model, "batch_size": batch, "windows_per_s": best["windows_per_s"],
+                     "ms_per_batch": alone["ms_per_batch"], "p99_ms_per_batch": alone["p99_ms_per_batch"],
+                     "xla": xla, "instances": count,
+                     "windows_per_s_by_instances": {str(n): w for n, w in by_layout.items()}})  # fmt: skip
+        layout = ", ".join(f"{n} at once {w:.1f}" for n, w in by_layout.items())
+        graph = " (XLA)" if xla else ""
+        print(f"{model:9} batch {batch:5}: {best['windows_per_s']:9.1f} windows/s ({layout}), "
+              f"{alone['ms_per_batch']:8.2f} ms/batch alone{graph}", flush=True)  # fmt: skip
     return rows
 
 
-def time_graph(embed: Any, x: np.ndarray, seconds: float) -> dict[str, float]:
-    embed(x).numpy()  # trace, compile
-    durations, started = [], time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or len(durations) < 3:
-        call_started = time.perf_counter()
-        embed(x).numpy()
-        durations.append(time.perf_counter() - call_started)
-    return {"windows_per_s": len(durations) * len(x) / elapsed,
-            "ms_per_batch": 1000 * elapsed / len(durations),
-            "p99_ms_per_batch": 1000 * float(np.percentile(durations, 99))}  # fmt: skip
+def devices_for(layouts: list[int]) -> list[str]:
+    """The GPUs when there are any (one instance each), else the CPU split into as many
+    logical devices as the largest layout; before TensorFlow starts."""
+    import tensorflow as tf
+
+    from server.devices import resolve_devices
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    devices = resolve_devices("auto", 1 if gpus else max(layouts))
+    if len(devices) < max(layouts):
+        raise SystemExit(f"--instances {max(layouts)} needs as many devices; visible: {devices}")
+    return devices
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="small,original")
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per batch size")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per batch size, graph and layout")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="as the server setting (0: default)")
     parser.add_argument("--xla", default="auto", choices=XLA_MODES, help="as the server setting")
+    parser.add_argument(
+        "--instances",
+        default=f"1,{os.cpu_count() or 1}",
+        help="layouts timed: encoder instances computing at once (default: 1 and one per core)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ceiling.json"))
     args = parser.parse_args()
     import tensorflow as tf
@@ -73,17 +147,26 @@ def main() -> None:
     from server.model_runner import RunnerOptions
 
     configure_threads(args.intra_op_threads)
+    layouts = sorted({int(n) for n in args.instances.split(",")})
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    graphs = RunnerOptions(xla=args.xla).graphs("/GPU:0" if gpus else "/CPU:0")
+    if gpus:
+        layouts = [n for n in layouts if n <= len(gpus)] or [1]
+    devices = devices_for(layouts)
+    graphs = RunnerOptions(xla=args.xla).graphs(devices[0])
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    rows = [r for m in args.models.split(",") for r in measure(m, sizes, args.seconds, graphs)]
+    rows = [
+        r for m in args.models.split(",") for r in measure(m, sizes, args.seconds, graphs, devices, layouts)
+    ]
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-               "gpus": gpus, "intra_op_threads": args.intra_op_threads, "xla": args.xla}  # fmt: skip
+               "gpus": gpus, "intra_op_threads": args.intra_op_threads, "xla": args.xla,
+               "instances": layouts}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
-    print(f"\nmachine: {machine}\n\n| model | batch | windows/s | ms/batch |\n|---|---:|---:|---:|")
+    print(f"\nmachine: {machine}\n\n| model | batch | windows/s | instances | ms/batch alone |")
+    print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {r['batch_size']} | {r['windows_per_s']:.1f} | {r['ms_per_batch']:.2f} |")
+        print(f"| {r['model']} | {r['batch_size']} | {r['windows_per_s']:.1f} | {r['instances']} | "
+              f"{r['ms_per_batch']:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -85,6 +85,15 @@ def _c1_computes(model: dict[str, Any]) -> str:
     return ", ".join(f"{p['mode']} {p['mean_compute_ms']:.2f} ms" for p in points) or "not measured"
 
 
+def _layouts(row: dict[str, Any]) -> str:
+    """How many encoder calls at once the ceiling was timed with, and what each layout gave."""
+    by = row.get("windows_per_s_by_instances")
+    if not by:
+        return ""
+    timed = ", ".join(f"{n} at once {w:.0f}" for n, w in by.items())
+    return f" (the best of: {timed})"
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> str:
     lines = [f"Machine: {report['machine']}", ""]
     for name, m in report["models"].items():
@@ -92,7 +101,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> str:
         lines += [
             f"### {name} encoder (server max batch size {m['max_batch_size']})",
             "",
-            f"Ceiling at batch {m['max_batch_size']}: **{peak['windows_per_s']:.0f} windows/s**; "
+            f"Ceiling at batch {m['max_batch_size']}: **{peak['windows_per_s']:.0f} windows/s**"
+            f"{_layouts(peak)}; "
             f"batch-1 compute {ceiling_at(m, 1)['ms_per_batch']:.2f} ms (mean), "
             f"{ceiling_at(m, 1)['p99_ms_per_batch']:.2f} ms (p99); inside the server during the C = 1 "
             f"points: {_c1_computes(m)}.",
