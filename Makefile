@@ -56,7 +56,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,trainer,bench]'
 	touch $@
 
-# About 10 minutes: ceiling, load at C = 1..256, naive baseline, 60 s overload, both encoders.
+# About 15 minutes: ceiling, load at C = 1..256, naive baseline, 60 s overload, both encoders.
 bench: setup $(VENV)/.bench-installed
 	$(WITH_REDIS) $(PY) benchmarks/suite.py
 
