@@ -1,8 +1,9 @@
 """The benchmark suite (`make bench`, or `make bench-quick` for a smoke run under 3 minutes).
 
 For each encoder size (original 2 x LSTM-512, small 2 x LSTM-64):
-1. Ceiling: the encoder alone, in process, at each allowed batch size (ceiling.py); in a
-   full run timed again at the max batch size just before and just after each C = 64
+1. Ceiling: the encoder alone, in process, at each allowed batch size (ceiling.py), with
+   one call at a time and with one replica per core computing at once, the best counting;
+   in a full run timed again at the max batch size just before and just after each C = 64
    point; the throughput bars divide by the mean of those two.
 2. Server under load: closed-loop probes (C = 1, 16, 64, 256), unary and streaming,
    from a separate process (load_generator.py) over loopback gRPC to a server
