@@ -182,8 +182,16 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
                     label = f"{server} {mode}"
                     throughput.plot(cs, [p["windows_per_s"] for p in pts], style, label=label)
                     latency.plot(cs, [p["p99_ms"] for p in pts], style, label=label)
-        peak = ceiling_at(m, m["max_batch_size"])["windows_per_s"]
-        throughput.axhline(peak, color="black", linestyle=":", label=f"ceiling (batch {m['max_batch_size']})")
+        peak_row = ceiling_at(m, m["max_batch_size"])
+        throughput.axhline(
+            peak_row["windows_per_s"],
+            color="black",
+            linestyle=":",
+            label=f"ceiling (batch {m['max_batch_size']}, best layout)",
+        )
+        one_at_a_time = peak_row.get("windows_per_s_by_instances", {}).get("1")
+        if one_at_a_time and one_at_a_time < peak_row["windows_per_s"]:
+            throughput.axhline(one_at_a_time, color="grey", linestyle=":", label="… one call at a time")
         for ax, ylabel in ((throughput, "windows/s"), (latency, "p99 latency (ms)")):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("concurrent probes (C)")
