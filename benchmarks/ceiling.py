@@ -112,18 +112,18 @@ def measure(model: str, sizes: list[int], seconds: float, graphs: tuple[bool, ..
     return rows
 
 
-def devices_for(layouts: list[int]) -> list[str]:
-    """The GPUs when there are any (one instance each), else the CPU split into as many
-    logical devices as the largest layout; before TensorFlow starts."""
+def devices_for(layouts: list[int]) -> tuple[list[str], list[int]]:
+    """The devices and the layouts that fit them: with GPUs, one instance per GPU (layouts
+    above the GPU count dropped); else the CPU split into as many logical devices as the
+    largest layout. Before TensorFlow starts."""
     import tensorflow as tf
 
     from server.devices import resolve_devices
 
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    devices = resolve_devices("auto", 1 if gpus else max(layouts))
-    if len(devices) < max(layouts):
-        raise SystemExit(f"--instances {max(layouts)} needs as many devices; visible: {devices}")
-    return devices
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        layouts = [n for n in layouts if n <= len(gpus)]
+    return resolve_devices("auto", 1 if gpus else max(layouts)), layouts
 
 
 def main() -> None:
@@ -147,11 +147,8 @@ def main() -> None:
 
     configure_threads(args.intra_op_threads)
     # One call at a time is always timed: it gives each row the latency a lone request pays.
-    layouts = sorted({1, *(int(n) for n in args.instances.split(","))})
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    if gpus:
-        layouts = [n for n in layouts if n <= len(gpus)] or [1]
-    devices = devices_for(layouts)
+    devices, layouts = devices_for(sorted({1, *(int(n) for n in args.instances.split(","))}))
+    gpus = [d for d in devices if "GPU" in d.upper()]
     graphs = RunnerOptions(xla=args.xla).graphs(devices[0])
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     rows = [

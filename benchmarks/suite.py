@@ -186,7 +186,7 @@ def run_ceiling(config: SuiteConfig, plan: ModelPlan, sizes: tuple[int, ...] = (
     for row in timed["results"]:
         log(
             f"ceiling {plan.name} batch {row['batch_size']}: {row['windows_per_s']:.1f} windows/s "
-            f"({row.get('instances', 1)} at once)"
+            f"({row['instances']} at once)"
         )
     return timed
 
