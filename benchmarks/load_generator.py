@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -117,6 +118,8 @@ def outcome_of(exc: grpc.aio.AioRpcError) -> str:
 
 
 Windows = list[window_pb2.Window]
+# The probes' clients: probe p uses clients[p % len(clients)], each on its own connection.
+Clients = list[AsyncFaultprintClient]
 
 
 async def unary_probe(client: AsyncFaultprintClient, args: argparse.Namespace, windows: Windows,
@@ -149,14 +152,13 @@ async def stream_probe(client: AsyncFaultprintClient, args: argparse.Namespace, 
         stream.cancel()
 
 
-async def closed_loop(
-    client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
-) -> Tally:
+async def closed_loop(clients: Clients, args: argparse.Namespace, windows: list[window_pb2.Window]) -> Tally:
     _, tally = Tally.starting_now(args)
     stop = asyncio.Event()
     probe = unary_probe if args.mode == "unary" else stream_probe
     tasks = [
-        asyncio.create_task(probe(client, args, windows, p, tally, stop)) for p in range(args.concurrency)
+        asyncio.create_task(probe(clients[p % len(clients)], args, windows, p, tally, stop))
+        for p in range(args.concurrency)
     ]
     await asyncio.sleep(args.warmup_s + args.duration_s)
     stop.set()
@@ -219,23 +221,24 @@ async def open_stream_probe(client: AsyncFaultprintClient, args: argparse.Namesp
 
 
 async def open_loop_streams(
-    client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
+    clients: Clients, args: argparse.Namespace, windows: list[window_pb2.Window]
 ) -> Tally:
     """Offers args.rate windows/s over args.concurrency streams, each window with its deadline."""
     start, tally = Tally.starting_now(args)
     await asyncio.gather(
-        *(open_stream_probe(client, args, windows, p, tally, start) for p in range(args.concurrency))
+        *(
+            open_stream_probe(clients[p % len(clients)], args, windows, p, tally, start)
+            for p in range(args.concurrency)
+        )
     )
     tally.outcomes["offered"] = int(args.rate * args.duration_s)
     return tally
 
 
-async def open_loop(
-    client: AsyncFaultprintClient, args: argparse.Namespace, windows: list[window_pb2.Window]
-) -> Tally:
+async def open_loop(clients: Clients, args: argparse.Namespace, windows: list[window_pb2.Window]) -> Tally:
     """Offers args.rate windows/s from distinct nodes, each call with args.deadline_ms."""
     if args.mode == "stream":
-        return await open_loop_streams(client, args, windows)
+        return await open_loop_streams(clients, args, windows)
     start, tally = Tally.starting_now(args)
     pending: set[asyncio.Task[None]] = set()
     timeout_s = args.deadline_ms / 1000
@@ -243,7 +246,7 @@ async def open_loop(
     async def call(i: int) -> None:
         started = time.perf_counter()
         try:
-            await client.classify(
+            await clients[i % len(clients)].classify(
                 args.network, f"node-{i % 10_000}", windows[i % len(windows)], timeout_s=timeout_s
             )
             tally.add(started, "OK")
@@ -274,8 +277,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         if args.throttle_ratio
         else None
     )
-    async with AsyncFaultprintClient(args.target, timeout_s=60, throttle=throttle) as client:
-        info = await client.model_info()
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                AsyncFaultprintClient(
+                    args.target, timeout_s=60, throttle=throttle, own_connection=args.connections > 1
+                )
+            )
+            for _ in range(args.connections)
+        ]
+        info = await clients[0].model_info()
         simulated = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
         # Encoded once: the generator's own CPU, on the same cores as the server, is kept small.
         windows = [encode_window(w[: info.steps, : info.features]) for w in simulated]
@@ -283,7 +294,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         monitor = LoopLagMonitor(lambda lag_ms: lags.append((time.perf_counter(), lag_ms)))
         monitor.start()
         try:
-            tally = await (open_loop if args.rate else closed_loop)(client, args, windows)
+            tally = await (open_loop if args.rate else closed_loop)(clients, args, windows)
         finally:
             await monitor.close()
         tally.add_loop_lags(lags)
@@ -310,6 +321,9 @@ def main() -> None:
                         help="client-side adaptive throttling with this ratio (0: off)")  # fmt: skip
     parser.add_argument("--throttle-window-s", type=float, default=ThrottleOptions().window_s,
                         help="seconds of history the client-side throttling counts")  # fmt: skip
+    parser.add_argument("--connections", type=int, default=1,
+                        help="connections the probes are spread over (a server's workers share out "
+                             "connections, not calls)")  # fmt: skip
     parser.add_argument("--record", help="write every call (time, latency, outcome, version) as JSON here")
     args = parser.parse_args()
     if args.rate and not args.deadline_ms:

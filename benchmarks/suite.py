@@ -67,6 +67,16 @@ class ModelPlan:
         return int(self.server_flags["max-batch-size"])  # type: ignore[call-overload]
 
     @property
+    def workers(self) -> int:
+        return int(self.server_flags.get("workers", 1))  # type: ignore[call-overload]
+
+    def connections(self, concurrency: int) -> int:
+        """Connections the probes of a load point use: one shared, as one probe host would
+        open; with several workers, one per probe, as separate probes would, since workers
+        share out connections, not calls."""
+        return concurrency if self.workers > 1 else 1
+
+    @property
     def naive_flags(self) -> dict[str, object]:
         """The same server with batching off: one window per encoder call, one call at a time,
         and every other setting (TensorFlow threads included) as the batching server has it."""
@@ -208,7 +218,8 @@ def run_bar_point(target: str, scraper: MetricsScraper, config: SuiteConfig, pla
     by the mean of the two readings around the point.
     """
     before = ceiling_reading(config, plan, concurrency)
-    point = run_load(target, scraper, config, mode=mode, concurrency=concurrency)
+    point = run_load(target, scraper, config, mode=mode, concurrency=concurrency,
+                     connections=plan.connections(concurrency))  # fmt: skip
     after = ceiling_reading(config, plan, concurrency)
     if before is not None and after is not None:
         point.update(ceiling_before_windows_per_s=before, ceiling_after_windows_per_s=after,
@@ -226,16 +237,19 @@ def build_artifact(plan: ModelPlan, root: Path, seed: int = 7, version: str | No
 
 
 class MetricsScraper:
-    """Reads the server's batch-size histogram from its Prometheus endpoint."""
+    """Reads a server's metrics from its Prometheus endpoints (one per worker), summed."""
 
-    def __init__(self, address: str) -> None:
-        self.url = f"http://{address}/metrics"
+    def __init__(self, *addresses: str) -> None:
+        self.urls = [f"http://{address}/metrics" for address in addresses]
 
     def _families(self) -> list[Any]:
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = urllib.request.urlopen(self.url, timeout=5).read().decode()
-        return list(text_string_to_metric_families(text))
+        families = []
+        for url in self.urls:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            families += text_string_to_metric_families(text)
+        return families
 
     def _sum(
         self, prefix: str, suffix: str, le: float | None = None, families: list[Any] | None = None
@@ -348,9 +362,10 @@ class RssSampler(threading.Thread):
 
 
 def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naive: bool) -> dict[str, Any]:
-    from server.launcher import ServerProcess, free_port
+    from server.launcher import ServerProcess, free_ports_in_a_row
 
-    metrics_address = f"127.0.0.1:{free_port()}"
+    metrics_ports = free_ports_in_a_row(plan.workers)  # worker i serves metrics at the first + i
+    metrics_address = f"127.0.0.1:{metrics_ports[0]}"
     flags: dict[str, object] = {
         "model-source": artifact,
         "telemetry-exporter": "prometheus",
@@ -366,12 +381,13 @@ def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naiv
     try:
         with open(logfile, "w") as log_out, ServerProcess(flags, env, log_out) as server:
             enrol(server.target)
-            scraper = MetricsScraper(metrics_address)
+            scraper = MetricsScraper(*(f"127.0.0.1:{port}" for port in metrics_ports))
             concurrencies = config.naive_concurrencies if naive else config.concurrencies
             for mode in config.modes:
                 for c in concurrencies:
                     if naive:
-                        point = run_load(server.target, scraper, config, mode=mode, concurrency=c)
+                        point = run_load(server.target, scraper, config, mode=mode, concurrency=c,
+                                         connections=plan.connections(c))  # fmt: skip
                     else:
                         point = run_bar_point(server.target, scraper, config, plan, mode, c)
                     point.update(model=plan.name, server=kind)
@@ -400,7 +416,8 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     stalls_before = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
     result = run_load(server.target, scraper, config, mode="unary", rate=f"{rate:.1f}",
                       deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s,
-                      throttle_ratio=config.extra.get("overload_throttle_ratio", 0.0))  # fmt: skip
+                      throttle_ratio=config.extra.get("overload_throttle_ratio", 0.0),
+                      connections=plan.connections(64))  # fmt: skip
     samples = sampler.stop()
     # Windows whose batch finished after their deadline, by the server's clock (answered
     # DEADLINE_EXCEEDED); the client's LATE also counts time spent in the client and transport.
@@ -495,11 +512,18 @@ def add_load_point_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deadline-ms", type=float, default=200.0, help="each call's deadline with --rate")
     parser.add_argument("--throttle-ratio", type=float, default=ThrottleOptions().ratio,
                         help="the probes' client-side throttling ratio with --rate (0: off)")  # fmt: skip
+    parser.add_argument("--connections", type=int, default=1,
+                        help="connections the probes are spread over (use one per probe against "
+                             "a server with several workers)")  # fmt: skip
 
 
 def load_point(args: argparse.Namespace) -> dict[str, object]:
     """load_generator.py's flags, in Python spelling, for the point add_load_point_arguments named."""
-    point: dict[str, object] = {"mode": args.mode, "concurrency": args.concurrency}
+    point: dict[str, object] = {
+        "mode": args.mode,
+        "concurrency": args.concurrency,
+        "connections": args.connections,
+    }
     if args.rate:
         point.update(rate=args.rate, deadline_ms=args.deadline_ms, throttle_ratio=args.throttle_ratio)
     return point
@@ -508,8 +532,10 @@ def load_point(args: argparse.Namespace) -> dict[str, object]:
 def describe_load_point(args: argparse.Namespace) -> str:
     """The point add_load_point_arguments named, in words, for a report's heading."""
     if args.rate:
-        return f"{args.mode}, {args.rate:g} windows/s offered with {args.deadline_ms:g} ms deadlines"
-    return f"{args.mode}, C={args.concurrency}"
+        point = f"{args.mode}, {args.rate:g} windows/s offered with {args.deadline_ms:g} ms deadlines"
+    else:
+        point = f"{args.mode}, C={args.concurrency}"
+    return point + (f", {args.connections} connections" if args.connections > 1 else "")
 
 
 def with_flags(plan: ModelPlan, assignments: list[str]) -> ModelPlan:

@@ -44,6 +44,13 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def channel_options(own_connection: bool) -> list[tuple[str, int]]:
+    """gRPC shares one connection among a process's channels to the same server; with
+    own_connection, the channel opens its own, as a separate probe would. A server run
+    with several workers spreads connections, not calls, over them."""
+    return [*_CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)] if own_connection else _CHANNEL_OPTIONS
+
+
 WindowLike: TypeAlias = np.ndarray | window_pb2.Window
 
 
@@ -122,8 +129,8 @@ class _Stubs:
 class FaultprintClient(_Stubs):
     """Blocking client. ``with FaultprintClient("127.0.0.1:50051") as fp: fp.classify(...)``."""
 
-    def __init__(self, target: str, timeout_s: float = 30.0) -> None:
-        super().__init__(grpc.insecure_channel(target, options=_CHANNEL_OPTIONS))
+    def __init__(self, target: str, timeout_s: float = 30.0, own_connection: bool = False) -> None:
+        super().__init__(grpc.insecure_channel(target, options=channel_options(own_connection)))
         self.timeout_s = timeout_s
 
     def __enter__(self) -> FaultprintClient:
@@ -263,8 +270,14 @@ class AsyncFaultprintClient(_Stubs):
     load (client/throttle.py): probe agents should use it.
     """
 
-    def __init__(self, target: str, timeout_s: float = 30.0, throttle: ThrottleOptions | None = None) -> None:
-        super().__init__(grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS))
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float = 30.0,
+        throttle: ThrottleOptions | None = None,
+        own_connection: bool = False,
+    ) -> None:
+        super().__init__(grpc.aio.insecure_channel(target, options=channel_options(own_connection)))
         self.timeout_s = timeout_s
         self.throttle = AdaptiveThrottle(throttle) if throttle is not None else None
 

@@ -17,7 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"faultprint-server: bad setting: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = f" worker-{settings.worker_index}" if settings.worker_index >= 0 else ""
+    log_format = f"%(asctime)s %(levelname)s{worker} %(name)s: %(message)s"
+    logging.basicConfig(level=settings.log_level, format=log_format)
+    if settings.supervises:
+        from server.supervisor import supervise
+
+        return supervise(settings, sys.argv[1:] if argv is None else argv)
     try:
         asyncio.run(serve(settings))
     except ArtifactError as exc:

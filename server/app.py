@@ -42,6 +42,7 @@ from server.servicers import Encoder, ModelServicer, ProbeServicer, ReferenceCas
 from server.serving_state import ModelHost
 from server.settings import ServerSettings, SettingsError
 from server.shadow import Shadow
+from server.supervisor import SupervisorLink
 from server.telemetry import ServerTelemetry
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,9 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     options = settings.batch_options()
     configure_threads(settings.intra_op_threads)
     try:
-        devices = resolve_devices(settings.devices, settings.cpu_devices)
+        devices = resolve_devices(
+            settings.devices, settings.cpu_devices, (settings.worker_index, settings.workers)
+        )
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
     host = ModelHost(store, options.batch_sizes, devices, settings.runner_options())
@@ -148,7 +151,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     health_servicer = health.HealthServicer()
     sync = ReplicaSync(
         client, layout, host, follow_registry, Path(settings.model_cache_dir),
-        functools.partial(set_health, health_servicer),
+        functools.partial(set_health, health_servicer), worker=settings.worker_index,
     )  # fmt: skip
     loop_lag = LoopLagMonitor(telemetry.event_loop_lag_ms.record)
     server = FaultprintServer(
@@ -179,11 +182,15 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
 
 
 async def serve(settings: ServerSettings) -> None:
+    """Runs a replica until SIGINT or SIGTERM or, for a worker, until its supervisor is gone."""
+    supervisor = SupervisorLink.from_environment()
     server, _port = await create_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    supervisor.on_supervisor_lost(loop, stop.set)
+    supervisor.notify_ready()
     await stop.wait()
     log.info("stopping")
     await server.stop()

@@ -4,13 +4,18 @@ One model replica and one worker thread per device; the batch scheduler spreads
 batches over them. The CPU can be split into several logical devices, so the
 multi-device path runs (and is tested) on machines without a GPU. TensorFlow fixes
 its devices when it first initialises, so the split must happen before any model loads.
+A worker of several (server/supervisor.py) takes its own share of the GPUs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def configure_threads(intra_op_threads: int) -> None:
@@ -28,13 +33,30 @@ def configure_threads(intra_op_threads: int) -> None:
             log.warning("TensorFlow already started; intra_op_threads=%d not applied", intra_op_threads)
 
 
-def resolve_devices(requested: str, cpu_devices: int) -> list[str]:
-    """Device names for "auto" (all GPUs, else the CPU split into cpu_devices), "cpu", or a comma list."""
+def worker_share(items: Sequence[T], worker: tuple[int, int]) -> list[T]:
+    """The items one worker of several takes: worker i of n takes items i, i + n, ...; with
+    fewer items than workers, workers share them round-robin. (-1, n): not a worker, all."""
+    index, workers = worker
+    if index < 0 or workers <= 1 or not items:
+        return list(items)
+    return list(items[index::workers]) or [items[index % len(items)]]
+
+
+def resolve_devices(requested: str, cpu_devices: int, worker: tuple[int, int] = (-1, 1)) -> list[str]:
+    """Device names for "auto" (all GPUs, else the CPU split into cpu_devices), "cpu", or a comma list.
+
+    With "auto", a worker (its index, and how many there are) runs on its share of the
+    GPUs only: the others are hidden from its TensorFlow before it touches them.
+    """
     import tensorflow as tf
 
     if cpu_devices > 1:
         _split_cpu(cpu_devices)
     if requested == "auto":
+        physical = tf.config.list_physical_devices("GPU")
+        share = worker_share(physical, worker)
+        if share != physical:
+            tf.config.set_visible_devices(share, "GPU")
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         if gpus:
             return gpus

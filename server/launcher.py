@@ -6,6 +6,8 @@ child is a plain ``python -m server`` with flags, so what runs is what an SRE ru
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -23,6 +25,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports_in_a_row(count: int) -> list[int]:
+    """count consecutive free loopback ports (a server's workers take metrics port + index)."""
+    while True:
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return list(range(first, first + count))
 
 
 def wait_serving(target: str, server: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
@@ -63,18 +78,40 @@ class ServerProcess:
         )
         try:
             wait_serving(self.target, self.process)
+            if int(str(self.flags.get("workers", 1))) > 1:
+                self._wait_workers(int(str(self.flags["workers"])))
         except BaseException:
             self.stop()
             raise
         return self
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the server process."""
+    def worker_pids(self) -> list[int]:
+        """The worker processes a server started with --workers supervises (none otherwise)."""
         assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        pid = self.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    def _wait_workers(self, workers: int, timeout_s: float = 120) -> None:
+        """Health answers once one worker serves; a benchmark wants them all: waits until each
+        of this supervisor's workers has registered as a replica in Redis."""
+        import redis
+
+        prefix = str(self.flags.get("redis-prefix") or self.env.get("FAULTPRINT_REDIS_PREFIX", "faultprint"))
+        url = str(self.flags.get("redis-url") or self.env.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        deadline = time.monotonic() + timeout_s
+        with redis.Redis.from_url(url) as client:
+            while time.monotonic() < deadline:
+                registered = {json.loads(r).get("pid") for r in client.hvals(f"{prefix}:replicas")}
+                if len(registered & set(self.worker_pids())) >= workers:
+                    return
+                time.sleep(0.3)
+        raise RuntimeError(f"not all {workers} workers at {self.target} registered within {timeout_s:.0f} s")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process and, if it supervises workers, of theirs."""
+        assert self.process is not None
+        pid = self.process.pid
+        return sum(_rss_bytes(p) for p in [pid, *self.worker_pids()])
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -87,3 +124,14 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # exited since it was listed
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,7 @@ class ReplicaSync:
         follow_registry: bool,
         model_cache_dir: Path,
         on_ready: Callable[[bool], None],
+        worker: int = -1,
     ) -> None:
         self._redis = client
         self._layout = layout
@@ -60,8 +62,9 @@ class ReplicaSync:
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
         self._reported_at = 0.0
-        # Where clients reach this replica, for the status report.
+        # Where clients reach this replica, and which process it is, for the status report.
         self.address = ""
+        self._process = {"pid": os.getpid(), "worker": worker if worker >= 0 else None}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replica-sync")
@@ -122,6 +125,7 @@ class ReplicaSync:
             "serving": current.version if current else None,
             "candidate": candidate.version if candidate else None,
             "address": self.address,
+            **self._process,
             "heartbeat_unix_s": time.time(),
         }
         await self._redis.hset(self._layout.replicas, self._host.store.origin, json.dumps(report))

@@ -28,6 +28,13 @@ class ServerSettings:
 
     # host:port to listen on; port 0 picks a free port.
     listen_address: str = "127.0.0.1:50051"
+    # Server processes sharing listen_address (SO_REUSEPORT), each a full replica with its
+    # own event loop, model replica and Redis connections (server/supervisor.py). One
+    # process runs its Python on one core at a time; more workers use more cores.
+    workers: int = 1
+    # Set by the supervisor on each worker it starts: which share of the GPUs it runs on
+    # and which metrics port it takes. -1: not a worker.
+    worker_index: int = -1
     # Redis shared by all replicas.
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Prefix of every Redis key this deployment owns.
@@ -110,9 +117,18 @@ class ServerSettings:
             raise SettingsError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.cpu_devices < 1:
             raise SettingsError(f"cpu_devices must be at least 1, got {self.cpu_devices}")
+        if self.workers < 1:
+            raise SettingsError(f"workers must be at least 1, got {self.workers}")
+        if not -1 <= self.worker_index < self.workers:
+            raise SettingsError(f"worker_index {self.worker_index} is not a worker of {self.workers}")
         self.batch_options()  # validates the batching fields
         self.runner_options()
         self.shadow_options()
+
+    @property
+    def supervises(self) -> bool:
+        """Whether this process starts and watches workers rather than serving itself."""
+        return self.workers > 1 and self.worker_index < 0
 
     def batch_options(self) -> BatchSchedulerOptions:
         try:

@@ -267,7 +267,10 @@ def format_status(status: RolloutStatus) -> str:
     lines += ["", "replicas:"]
     for replica, report in sorted(status.replicas.items()):
         stale = "  (stale)" if report["stale"] else ""
-        lines.append(f"  {report.get('address') or replica[:8]:<22} serving {report.get('serving') or '-'}"
+        name = report.get("address") or replica[:8]
+        if report.get("worker") is not None:  # one of several workers sharing the address
+            name += f" w{report['worker']}"
+        lines.append(f"  {name:<26} serving {report.get('serving') or '-'}"
                      f"  shadowing {report.get('candidate') or '-'}{stale}")  # fmt: skip
     return "\n".join(lines)
 
