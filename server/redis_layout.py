@@ -5,7 +5,8 @@ Keys expose faultprint's resources, each under the deployment's prefix:
   {p}:net:{network}:cases           hash case id -> case metadata (JSON)
   {p}:net:{network}:windows         hash case id -> example windows (packed float32, source of truth)
   {p}:emb:{version}:{network}       hash case id -> embeddings of the examples under one model version
-  {p}:node:{network}:{node}         hash: a node's latest embedding and diagnosis (with a TTL)
+  {p}:diag:{network}:{node}         a node's latest diagnosis and embedding: a serialized
+                                    faultprint.v1.NodeDiagnosis (with a TTL)
   {p}:model:{version}:artifact      the packed model artifact
   {p}:model:{version}:meta          hash: metadata JSON, sha256, publish time, rollout state and reason
   {p}:model:{version}:shadow        hash: shadow agreement counts of a candidate (see server/shadow.py)
@@ -70,7 +71,7 @@ class RedisLayout:
         return f"{self.prefix}:emb:{version}:{network}"
 
     def node(self, network: str, node: str) -> str:
-        return f"{self.prefix}:node:{network}:{node}"
+        return f"{self.prefix}:diag:{network}:{node}"
 
     def model_artifact(self, version: str) -> str:
         return f"{self.prefix}:model:{version}:artifact"

@@ -238,8 +238,8 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
             index = _require_network(embedded.state, request.network)
             threshold = embedded.state.runner.metadata.distance_threshold
             match = index.match(embedded.embedding, request.top_k or self.encoder.default_top_k, threshold)
-        self.writer.record(request.network, request.node, embedded.embedding, match, embedded.state.version)
         fill_diagnosis(into, request.network, request.node, match, embedded.state)
+        self.writer.record(into, embedded.embedding)
 
     async def StreamClassifyWindows(
         self,
@@ -445,22 +445,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def GetNodeDiagnosis(
         self, request: model_service_pb2.GetNodeDiagnosisRequest, context: grpc.aio.ServicerContext
     ) -> model_service_pb2.GetNodeDiagnosisResponse:
-        raw = cast(
-            dict[bytes, bytes], await self.redis.hgetall(self.layout.node(request.network, request.node))
-        )
-        if not raw:
+        raw = cast(bytes | None, await self.redis.get(self.layout.node(request.network, request.node)))
+        if raw is None:
             raise NotFound(f"no diagnosis recorded for node {request.node!r} in network {request.network!r}")
-        recorded = Timestamp()
-        recorded.FromMilliseconds(int(raw[b"record_time_unix_ms"]))
         return model_service_pb2.GetNodeDiagnosisResponse(
-            node_diagnosis=model_service_pb2.NodeDiagnosis(
-                network=request.network,
-                node=request.node,
-                label=raw[b"label"].decode(),
-                verdict=_VERDICTS[raw[b"verdict"].decode()],
-                distance=float(raw[b"distance"]),
-                model_version=raw[b"model_version"].decode(),
-                embedding=np.frombuffer(raw[b"embedding"], "<f4").tolist(),
-                record_time=recorded,
-            )
+            node_diagnosis=model_service_pb2.NodeDiagnosis.FromString(raw)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -17,6 +18,7 @@ from faultprint.v1 import (
     probe_service_pb2_grpc,
     window_pb2,
 )
+from server.redis_layout import RedisLayout
 
 pytestmark = pytest.mark.integration
 
@@ -171,5 +173,18 @@ async def test_latest_node_diagnosis_is_written_behind_to_redis(served, windows)
         model_service_pb2.GetNodeDiagnosisRequest(network=NET, node="pcscf-9")
     )
     node = recorded.node_diagnosis
-    assert (node.label, node.model_version) == (diagnosis.label, diagnosis.model_version)
+    assert (node.network, node.node) == (NET, "pcscf-9")
+    assert (node.label, node.verdict, node.model_version) == (
+        diagnosis.label, diagnosis.verdict, diagnosis.model_version
+    )  # fmt: skip
     assert len(node.embedding) == 4 and node.distance == pytest.approx(diagnosis.distance, abs=1e-6)
+    assert abs(node.record_time.ToSeconds() - time.time()) < 60
+    # One key per node, expiring after the node's state TTL.
+    key = RedisLayout(server.settings.redis_prefix).node(NET, "pcscf-9")
+    ttl_ms = await server.redis.pttl(key)
+    assert 0 < ttl_ms <= server.settings.node_state_ttl_s * 1000
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await client.model.GetNodeDiagnosis(
+            model_service_pb2.GetNodeDiagnosisRequest(network=NET, node="pcscf-0")
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
