@@ -2,7 +2,9 @@
 
 Each window arrives as a zero-copy ``np.frombuffer`` view of its request's bytes; the
 one copy a window ever gets is the ``np.stack`` into a batch buffer that is reused
-batch after batch, so the hot path allocates no batch-sized arrays.
+batch after batch, so the hot path allocates no batch-sized arrays. The buffers are
+aligned as TensorFlow aligns its own tensors, so a CPU encoder reads a batch in place
+(model_runner.py) instead of copying it again.
 """
 
 from __future__ import annotations
@@ -49,7 +51,23 @@ class BatchBuffers:
             buffer = self._free.pop()
             if buffer.shape[1:] == window_shape:
                 return buffer
-        return np.zeros((self._rows, *window_shape), dtype=np.float32)
+        return aligned_zeros((self._rows, *window_shape))
 
     def release(self, buffer: np.ndarray) -> None:
         self._free.append(buffer)
+
+
+# TensorFlow's tensor alignment (Eigen's largest, for AVX-512), in bytes.
+TENSOR_ALIGNMENT = 64
+
+
+def aligned_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of zeros whose data starts on a TENSOR_ALIGNMENT boundary."""
+    size = int(np.prod(shape)) * 4
+    raw = np.zeros(size + TENSOR_ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % TENSOR_ALIGNMENT
+    return raw[start : start + size].view(np.float32).reshape(shape)
+
+
+def is_aligned(array: np.ndarray) -> bool:
+    return array.ctypes.data % TENSOR_ALIGNMENT == 0

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from client.client import AsyncFaultprintClient
 from encoder.artifact import SAVED_MODEL_DIR, load_tower, read_metadata
+from server.batch_assembly import aligned_zeros
 from server.model_runner import ModelRunner, RunnerOptions, rebuilt_tower
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,12 @@ def test_saved_model_signature_matches_the_served_encoder(artifact: Path, window
     signature = loaded.signatures["serving_default"]
     assert signature.structured_input_signature[1]["windows"].shape.as_list() == [None, 60, 129]
     from_saved_model = signature(windows=tf.constant(batch))["embeddings"].numpy()
-    np.testing.assert_allclose(from_saved_model, ModelRunner(artifact).embed(batch), atol=1e-5)
+    runner = ModelRunner(artifact)
+    np.testing.assert_allclose(from_saved_model, runner.embed(batch), atol=1e-5)
+    # A batch from the server's aligned buffers is read in place, with the same result.
+    in_place, copied = aligned_zeros(batch.shape), aligned_zeros((batch.size + 1,))[1:].reshape(batch.shape)
+    in_place[...] = copied[...] = batch  # copied starts 4 bytes off alignment: TensorFlow copies it
+    np.testing.assert_array_equal(runner.embed(in_place), runner.embed(copied))
 
 
 async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact, windows) -> None:  # type: ignore[no-untyped-def]
