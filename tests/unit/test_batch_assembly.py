@@ -33,12 +33,18 @@ def test_a_cpu_encoder_reads_an_aligned_batch_in_place() -> None:
     assert float(tensor[1, 1, 1]) == 7.0
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
 @pytest.mark.parametrize(
     "batch",
     [
         np.zeros((4, 2, 3), np.float64),  # not float32
         aligned_zeros((4, 2, 6))[:, :, ::2],  # not contiguous
         aligned_zeros((4 * 2 * 3 + 1,))[1:].reshape(4, 2, 3),  # not aligned
+        _read_only(aligned_zeros((4, 2, 3))),  # such as a view of a request's bytes
     ],
 )
 def test_anything_else_goes_in_as_given(batch: np.ndarray) -> None:
