@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from server.batch_assembly import aligned_zeros
-from server.model_runner import XLA_MODES, encoder_input, is_gpu
+from server.model_runner import XLA_MODES, encoder_input
 
 SIZES = {"original": ((512, 512), 512, 10), "small": ((64, 64), 64, 10)}
 
@@ -67,16 +67,14 @@ class Instances:
         barrier = threading.Barrier(count + 1)
 
         def call_in_loop(i: int) -> None:
-            embed = self.embeds[i][xla]
-            # The batch goes in as the server hands it over: on a CPU, read in place.
-            take = (lambda batch: batch) if is_gpu(self.devices[i]) else encoder_input
-            with tf.device(self.devices[i]):
-                embed(take(x)).numpy()  # trace, compile
+            embed, device = self.embeds[i][xla], self.devices[i]
+            with tf.device(device):
+                embed(encoder_input(x, device)).numpy()  # trace, compile
                 barrier.wait()
                 stop = time.perf_counter() + seconds
                 while time.perf_counter() < stop or len(durations[i]) < 3:
                     call_started = time.perf_counter()
-                    embed(take(x)).numpy()
+                    embed(encoder_input(x, device)).numpy()
                     durations[i].append(time.perf_counter() - call_started)
 
         threads = [threading.Thread(target=call_in_loop, args=(i,)) for i in range(count)]

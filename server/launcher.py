@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -78,8 +78,9 @@ class ServerProcess:
         )
         try:
             wait_serving(self.target, self.process)
-            if int(str(self.flags.get("workers", 1))) > 1:
-                self._wait_workers(int(str(self.flags["workers"])))
+            workers = int(str(self.flags.get("workers", 1)))
+            if workers > 1:
+                self._wait_workers(workers)
         except BaseException:
             self.stop()
             raise
@@ -101,7 +102,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         with redis.Redis.from_url(url) as client:
             while time.monotonic() < deadline:
-                registered = {json.loads(r).get("pid") for r in client.hvals(f"{prefix}:replicas")}
+                registered = set().union(*registered_workers(client, prefix).values())
                 if len(registered & set(self.worker_pids())) >= workers:
                     return
                 time.sleep(0.3)
@@ -135,3 +136,14 @@ def _rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def registered_workers(client: Any, prefix: str) -> dict[int, set[int]]:
+    """Worker index -> pids of the worker processes registered as replicas under prefix
+    (client: a redis.Redis); replicas that are not workers are left out."""
+    found: dict[int, set[int]] = {}
+    for raw in client.hvals(f"{prefix}:replicas"):
+        report = json.loads(raw)
+        if report.get("worker") is not None:
+            found.setdefault(report["worker"], set()).add(report["pid"])
+    return found

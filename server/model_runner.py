@@ -119,11 +119,7 @@ class ModelRunner:
         """Embeddings (n, embedding_size) of windows (n, steps, features); blocking."""
         graph = self._by_size.get(len(batch), self._other_sizes)
         with self._tf.device(self.device):
-            return graph(self._in_place(batch)).numpy()
-
-    def _in_place(self, batch: Any) -> Any:
-        """A GPU gets its batch copied to the device anyway; a CPU reads it in place."""
-        return batch if self.stages_inputs else encoder_input(batch)
+            return graph(encoder_input(batch, self.device)).numpy()
 
     def warm(self, batch_sizes: Iterable[int]) -> dict[int, float]:
         """Traces (and compiles) every batch size, so no request pays for it; returns seconds per size.
@@ -143,7 +139,7 @@ class ModelRunner:
 
     def _time(self, graph: Any, zeros: np.ndarray) -> float:
         with self._tf.device(self.device):
-            out = graph(self._in_place(zeros)).numpy()
+            out = graph(encoder_input(zeros, self.device)).numpy()
             if out.shape != (len(zeros), self.metadata.embedding_size) or not np.isfinite(out).all():
                 raise ArtifactError(
                     f"version {self.version} produced {out.shape} (finite: {np.isfinite(out).all()}) "
@@ -152,20 +148,22 @@ class ModelRunner:
             runs = []
             for _ in range(2):
                 started = time.perf_counter()
-                graph(self._in_place(zeros)).numpy()
+                graph(encoder_input(zeros, self.device)).numpy()
                 runs.append(time.perf_counter() - started)
         return min(runs)
 
 
-def encoder_input(batch: Any) -> Any:
-    """A batch as a CPU encoder takes it: an aligned contiguous float32 array becomes a tensor
-    over the same memory (DLPack), so TensorFlow does not copy it. At batch 64 that saves
-    0.7-2.4 ms per call on two cores (benchmarks/RESULTS.md, session 10). The caller keeps
-    the array unchanged until the call returns its output. Anything else (such as a read-only
-    view of a request's bytes) goes in as given.
+def encoder_input(batch: Any, device: str) -> Any:
+    """A batch as the encoder on device takes it. On a CPU, an aligned contiguous float32
+    array becomes a tensor over the same memory (DLPack), so TensorFlow does not copy it: at
+    batch 64 that saves 0.7-2.4 ms per call on two cores (benchmarks/RESULTS.md, session 10).
+    The caller keeps the array unchanged until the call returns its output. Anything else
+    (such as a read-only view of a request's bytes), and any batch for a GPU (copied to the
+    device anyway), goes in as given.
     """
     if (
-        not isinstance(batch, np.ndarray)
+        is_gpu(device)
+        or not isinstance(batch, np.ndarray)
         or batch.dtype != np.float32
         or not batch.flags.c_contiguous
         or not batch.flags.writeable  # DLPack cannot mark a tensor read-only

@@ -7,7 +7,6 @@ them all cleanly, and a worker that cannot start stops the whole replica.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 import redis
 
 from client import FaultprintClient
-from server.launcher import ROOT, ServerProcess
+from server.launcher import ROOT, ServerProcess, registered_workers
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +31,6 @@ _FAST_START = {"cpu-devices": 1, "max-batch-size": 4, "allowed-batch-sizes": "1,
 
 def _environment(redis_url: str, redis_prefix: str) -> dict[str, str]:
     return {**os.environ, "REDIS_URL": redis_url, "FAULTPRINT_REDIS_PREFIX": redis_prefix}
-
-
-def _workers(client: redis.Redis, prefix: str) -> dict[int, set[int]]:
-    """Worker index -> pids of the worker processes registered as replicas."""
-    seen: dict[int, set[int]] = {}
-    for raw in client.hvals(f"{prefix}:replicas"):
-        report = json.loads(raw)
-        seen.setdefault(report["worker"], set()).add(report["pid"])
-    return seen
 
 
 def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -68,29 +58,33 @@ def test_workers_share_one_port_and_a_killed_worker_is_replaced(
         (tmp_path / "server.log").open("w") as log,
         ServerProcess(flags, _environment(redis_url, redis_prefix), log) as server,
     ):
-        assert set(_workers(store, redis_prefix)) == {0, 1}  # the launcher waits for every worker
+        assert set(registered_workers(store, redis_prefix)) == {0, 1}  # the launcher waits for every worker
         with FaultprintClient(server.target) as client:
             client.create_reference_case("net-a", "normal", [windows("normal", 1, seed=1)[0]])
         # Each worker learns the case from Redis; every connection, wherever it lands, is answered.
         window = windows("normal", 1, seed=2)[0]
         _until(lambda: _answers_all(server.target, window), 60, "every worker to know the case")
 
-        killed = min(_workers(store, redis_prefix)[0])
+        killed = min(registered_workers(store, redis_prefix)[0])
         os.kill(killed, signal.SIGKILL)
         # Connections the kernel queued on the dying worker are reset, as with any crash;
         # once it is gone (the supervisor reaps it), every new connection reaches the other.
         _until(lambda: not Path(f"/proc/{killed}").exists(), 10, "the killed worker to be reaped")
         assert _classify_over_own_connections(server.target, window, probes=8) == ["normal"] * 8
-        _until(lambda: len(_workers(store, redis_prefix)[0] - {killed}) == 1, 120, "worker 0 to be restarted")
+        _until(
+            lambda: len(registered_workers(store, redis_prefix)[0] - {killed}) == 1,
+            120,
+            "worker 0 to be restarted",
+        )
         assert _classify_over_own_connections(server.target, window, probes=8) == ["normal"] * 8
 
-        pids = {pid for found in _workers(store, redis_prefix).values() for pid in found} - {killed}
+        pids = {pid for found in registered_workers(store, redis_prefix).values() for pid in found} - {killed}
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], "a worker outlived its supervisor"
     # Each stopped worker removed its own replica record; only the killed one's is left.
-    assert _workers(store, redis_prefix) == {0: {killed}}
+    assert registered_workers(store, redis_prefix) == {0: {killed}}
     store.close()
 
 

@@ -28,7 +28,7 @@ def test_assembled_rows_come_back_split_by_request() -> None:
 
 def test_a_cpu_encoder_reads_an_aligned_batch_in_place() -> None:
     batch = aligned_zeros((4, 2, 3))
-    tensor = encoder_input(batch)
+    tensor = encoder_input(batch, "/device:CPU:0")
     batch[1, 1, 1] = 7.0  # the tensor is the batch's memory, not a copy of it
     assert float(tensor[1, 1, 1]) == 7.0
 
@@ -48,4 +48,9 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     ],
 )
 def test_anything_else_goes_in_as_given(batch: np.ndarray) -> None:
-    assert encoder_input(batch) is batch
+    assert encoder_input(batch, "/device:CPU:0") is batch
+
+
+def test_a_gpu_batch_goes_in_as_given_for_the_copy_to_the_device() -> None:
+    batch = aligned_zeros((4, 2, 3))
+    assert encoder_input(batch, "/device:GPU:0") is batch
