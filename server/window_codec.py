@@ -18,13 +18,15 @@ def decode_window(window: window_pb2.Window, steps: int, features: int) -> np.nd
             f"model expects ({steps} steps, {features} features)"
         )
     expected = steps * features
-    if window.packed_values:
-        if len(window.packed_values) != expected * 4:
+    # Each read of a bytes field builds a new bytes object: read it once.
+    packed = window.packed_values
+    if packed:
+        if len(packed) != expected * 4:
             raise InvalidArgument(
-                f"packed_values has {len(window.packed_values)} bytes, expected {expected * 4} "
+                f"packed_values has {len(packed)} bytes, expected {expected * 4} "
                 f"({steps} x {features} little-endian float32)"
             )
-        values = np.frombuffer(window.packed_values, dtype=_LE_FLOAT32)
+        values = np.frombuffer(packed, dtype=_LE_FLOAT32)
     elif len(window.values):
         if len(window.values) != expected:
             raise InvalidArgument(
