@@ -1,12 +1,13 @@
 """Write-behind of each node's latest embedding and diagnosis to Redis, off the request path.
 
 Recording is a dict assignment: the latest diagnosis per node replaces any not yet
-written. A background task writes what is pending in one pipeline per flush, each
-node as one SET of its serialized NodeDiagnosis (the message GetNodeDiagnosis
-returns) with its TTL: one command per node, which redis-py packs in about half the
-time of a hash and its EXPIRE. If Redis is down, the pending states are dropped with
-a log line: they are a cache of what the next window will say again, never the
-source of truth.
+written. A background task writes what is pending at each flush: each node is one
+key holding its serialized NodeDiagnosis (the message GetNodeDiagnosis returns) with
+its TTL, and a flush sets them all with one server-side script call rather than one
+SET per node: redis-py spends tens of µs of the event loop packing each command and
+reading each reply (benchmarks/RESULTS.md, session 11). If Redis is
+down, the pending states are dropped with a log line: they are a cache of what the
+next window will say again, never the source of truth.
 """
 
 from __future__ import annotations
@@ -24,12 +25,25 @@ from server.redis_layout import RedisLayout
 
 log = logging.getLogger(__name__)
 
+# Sets each KEYS[i] to ARGV[i] with the TTL in the last ARGV, in ms. redis-py's Script
+# calls it by its SHA and loads it again when Redis has lost it (a restart).
+_SET_ALL_WITH_TTL = """
+local ttl_ms = ARGV[#ARGV]
+for i, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[i], 'PX', ttl_ms)
+end
+return #KEYS
+"""
+# Nodes written per script call: bounds how long one call holds Redis (about 1 ms).
+MAX_NODES_PER_WRITE = 512
+
 
 class NodeStateWriter:
     def __init__(
         self, client: aioredis.Redis, layout: RedisLayout, ttl_s: int, flush_interval_s: float = 0.05
     ) -> None:
         self._redis = client
+        self._set_all = client.register_script(_SET_ALL_WITH_TTL)
         self._layout = layout
         self._ttl_ms = ttl_s * 1000
         self._interval = flush_interval_s
@@ -54,18 +68,18 @@ class NodeStateWriter:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        pipe = self._redis.pipeline(transaction=False)
-        for (network, node), (diagnosis, embedding, recorded_ns) in pending.items():
-            pipe.set(
-                self._layout.node(network, node),
-                _node_diagnosis(diagnosis, embedding, recorded_ns),
-                px=self._ttl_ms,
-            )
+        keys = [self._layout.node(network, node) for network, node in pending]
+        values = [_node_diagnosis(*state) for state in pending.values()]
+        written = 0
         try:
-            await pipe.execute()
+            for start in range(0, len(keys), MAX_NODES_PER_WRITE):
+                end = start + MAX_NODES_PER_WRITE
+                await self._set_all(keys=keys[start:end], args=[*values[start:end], self._ttl_ms])
+                written = min(end, len(keys))
         except (redis.exceptions.RedisError, OSError) as exc:
-            self.dropped += len(pending)
-            log.warning("dropped %d node diagnoses, Redis unavailable: %s", len(pending), exc)
+            unwritten = len(keys) - written
+            self.dropped += unwritten
+            log.warning("dropped %d node diagnoses, Redis unavailable: %s", unwritten, exc)
 
     async def close(self) -> None:
         """Lets the running flush finish (a write cancelled halfway can leave its Redis

@@ -18,6 +18,7 @@ from faultprint.v1 import (
     probe_service_pb2_grpc,
     window_pb2,
 )
+from server import node_state_writer
 from server.redis_layout import RedisLayout
 
 pytestmark = pytest.mark.integration
@@ -188,3 +189,33 @@ async def test_latest_node_diagnosis_is_written_behind_to_redis(served, windows)
             model_service_pb2.GetNodeDiagnosisRequest(network=NET, node="pcscf-0")
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_one_flush_writes_every_pending_node_even_after_redis_lost_its_scripts(  # type: ignore[no-untyped-def]
+    served, windows, monkeypatch
+) -> None:
+    """A flush sets its nodes in script calls of at most MAX_NODES_PER_WRITE; a Redis that has
+    lost its script cache (as after a restart) gets the script again, and nothing is dropped."""
+    server, _, client = served
+    await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
+    answered = await client.classify(NET, "pcscf-0", windows("normal", 1, seed=5)[0])
+    await server.writer.flush()
+    monkeypatch.setattr(node_state_writer, "MAX_NODES_PER_WRITE", 2)
+    await server.redis.script_flush()
+    nodes = [f"pcscf-{i}" for i in range(1, 6)]
+    for i, node in enumerate(nodes):
+        diagnosis = diagnosis_pb2.Diagnosis()
+        diagnosis.CopyFrom(answered)
+        diagnosis.node, diagnosis.distance = node, 0.5 + i
+        server.writer.record(diagnosis, np.full(4, i, dtype=np.float32))
+    await server.writer.flush()
+    assert server.writer.dropped == 0
+    for i, node in enumerate(nodes):
+        recorded = await client.model.GetNodeDiagnosis(
+            model_service_pb2.GetNodeDiagnosisRequest(network=NET, node=node)
+        )
+        state = recorded.node_diagnosis
+        assert (state.node, state.label, state.distance) == (node, answered.label, 0.5 + i)
+        assert list(state.embedding) == [i] * 4
+        ttl_ms = await server.redis.pttl(RedisLayout(server.settings.redis_prefix).node(NET, node))
+        assert 0 < ttl_ms <= server.settings.node_state_ttl_s * 1000
