@@ -40,10 +40,15 @@ def free_ports_in_a_row(count: int) -> list[int]:
         return list(range(first, first + count))
 
 
+_POLL_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
+
+
 def wait_serving(target: str, server: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     """Returns once health says SERVING; raises if the process exits or the time runs out."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
+    # A channel refused while the model loads backs off exponentially (to 120 s by default)
+    # and would notice the server up to tens of seconds late: retry at most every 0.5 s.
+    with grpc.insecure_channel(target, options=_POLL_RECONNECT) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if server.poll() is not None:

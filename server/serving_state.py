@@ -2,10 +2,12 @@
 
 A batch reads the state once, so every request in it is embedded and matched under
 one version. A new version is loaded on every device, warmed at every batch size and
-used to re-embed every reference case off the serving path: on a loader thread of
+used to re-embed every reference case off the serving path: on loader threads of
 its own, on CPU time the serving threads leave where the platform allows, one batch at a
-time, so the devices' serving threads never queue behind it. Only then does the swap
-happen, in one assignment. Batches already running keep the old state until they finish.
+time per thread, so the devices' serving threads never queue behind it. The devices are
+warmed side by side, one loader thread each: a server with N devices is ready about N
+times sooner than warming them in turn would allow. Only then does the swap happen, in
+one assignment. Batches already running keep the old state until they finish.
 
 A candidate version (rolled out in shadow, see server/shadow.py) is held next to the
 serving one, on the first device only, with its own index: every reference case is
@@ -88,10 +90,15 @@ class ModelHost:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stager-{i}")
             for i in range(len(self.devices))
         ]
-        # Loads, warms and re-embeds incoming versions, beside the serving threads.
-        self.loader = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="model-loader", initializer=_lower_priority
-        )
+        # Load, warm and re-embed incoming versions, beside the serving threads: one per
+        # device warms that device's replica; the first also loads and re-embeds.
+        self.loaders = [
+            ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"model-loader-{i}", initializer=_lower_priority
+            )
+            for i in range(len(self.devices))
+        ]
+        self.loader = self.loaders[0]
         self._memory_task: asyncio.Task[None] | None = None
         # Keep loaded models out of the garbage collector's way (see _settle_memory). Only
         # for a process that runs one server: freezing is process-wide.
@@ -133,7 +140,12 @@ class ModelHost:
             old = self.current
             if old is not None:
                 self._check_compatible(old.runner, runner)
-            timings = [await self._warm(r, self._warm_sizes) for r in runners]
+            timings = await asyncio.gather(
+                *(
+                    self._warm(r, self._warm_sizes, loader)
+                    for r, loader in zip(runners, self.loaders, strict=True)
+                )
+            )
             # The slowest device's timings: estimates should err towards refusing late work.
             self.on_warmed(max(timings, key=lambda t: sum(t.values())))
             index = await self._build_index(runner)
@@ -193,12 +205,14 @@ class ModelHost:
             gc.collect()
         gc.freeze()
 
-    async def _warm(self, runner: ModelRunner, sizes: Iterable[int]) -> dict[int, float]:
-        """Warms a runner on the loader thread, one batch size per call."""
+    async def _warm(
+        self, runner: ModelRunner, sizes: Iterable[int], loader: ThreadPoolExecutor | None = None
+    ) -> dict[int, float]:
+        """Warms a runner on a loader thread (default: the first), one batch size per call."""
         loop = asyncio.get_running_loop()
         timings: dict[int, float] = {}
         for size in sizes:
-            timings.update(await loop.run_in_executor(self.loader, runner.warm, (size,)))
+            timings.update(await loop.run_in_executor(loader or self.loader, runner.warm, (size,)))
         return timings
 
     async def reload_references(self) -> None:
@@ -274,7 +288,7 @@ class ModelHost:
     def close(self) -> None:
         if self._memory_task is not None:
             self._memory_task.cancel()
-        for executor in (*self.executors, *self.stagers, self.loader):
+        for executor in (*self.executors, *self.stagers, *self.loaders):
             executor.shutdown(wait=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -36,9 +37,24 @@ class BatchSpy:
         return counted
 
 
-async def test_two_devices_share_the_batches(start_server, artifact, windows) -> None:  # type: ignore[no-untyped-def]
+async def test_two_devices_are_warmed_side_by_side_and_share_the_batches(  # type: ignore[no-untyped-def]
+    start_server, artifact, windows, monkeypatch
+) -> None:
+    from server.model_runner import ModelRunner
+
+    warmed_on: dict[str, set[str]] = {}
+    real_warm = ModelRunner.warm
+
+    def warm(runner: ModelRunner, sizes: Any) -> dict[int, float]:
+        warmed_on.setdefault(runner.device, set()).add(threading.current_thread().name)
+        return real_warm(runner, sizes)
+
+    monkeypatch.setattr(ModelRunner, "warm", warm)
     server, target = await start_server(model_source=str(artifact), devices="cpu", cpu_devices=2)
     assert len(server.host.devices) == 2
+    # Each device's replica was warmed on a loader thread of its own.
+    threads = [warmed_on[device] for device in server.host.devices]
+    assert all(len(names) == 1 for names in threads) and threads[0] != threads[1], warmed_on
     spy = BatchSpy(server)
     async with AsyncFaultprintClient(target) as client:
         await client.create_reference_case("net-d", "normal", [windows("normal", 1)[0]])
