@@ -100,7 +100,8 @@ def summarise(plan: ModelPlan, calls: list[list[Any]], promoted_at: float, v1: s
     version = np.array([c[3] for c in calls])
     started = finished.min() + WARMUP_S
     by_v2 = finished[(version == v2) & ok]
-    first_v2 = float(by_v2.min()) if len(by_v2) else float("nan")
+    swap_finished = bool(len(by_v2))
+    first_v2 = float(by_v2.min()) if swap_finished else float("nan")
     steady = (finished >= started) & (finished < promoted_at) & ok
     swap = (finished >= promoted_at) & (finished <= first_v2 + SETTLE_S) & ok
     after = (finished > first_v2 + SETTLE_S) & ok
@@ -135,8 +136,8 @@ def summarise(plan: ModelPlan, calls: list[list[Any]], promoted_at: float, v1: s
         "p99_ratio": p99(swap) / p99(steady),
         "answers_by_version": {v1: int((version == v1).sum()), v2: int((version == v2).sum())},
         "v1_answers_after_switch": v1_after_v2,
-        "swap_finished": bool(len(by_v2)),
-        "passes": bool(len(by_v2)) and not failed and p99(swap) <= 2 * p99(steady),
+        "swap_finished": swap_finished,
+        "passes": swap_finished and not failed and p99(swap) <= 2 * p99(steady),
     }  # fmt: skip
 
 

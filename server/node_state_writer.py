@@ -5,9 +5,9 @@ written. A background task writes what is pending at each flush: each node is on
 key holding its serialized NodeDiagnosis (the message GetNodeDiagnosis returns) with
 its TTL, and a flush sets them all with one server-side script call rather than one
 SET per node: redis-py spends tens of µs of the event loop packing each command and
-reading each reply (benchmarks/RESULTS.md, session 11). If Redis is
-down, the pending states are dropped with a log line: they are a cache of what the
-next window will say again, never the source of truth.
+reading each reply (benchmarks/RESULTS.md, session 11). If Redis is down, the pending
+states are dropped with a log line: they are a cache of what the next window will say
+again, never the source of truth.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ one version. A new version is loaded on every device, warmed at every batch size
 used to re-embed every reference case off the serving path: on loader threads of
 its own, on CPU time the serving threads leave where the platform allows, one batch at a
 time per thread, so the devices' serving threads never queue behind it. The devices are
-warmed side by side, one loader thread each: a server with N devices is ready about N
-times sooner than warming them in turn would allow. Only then does the swap happen, in
-one assignment. Batches already running keep the old state until they finish.
+warmed side by side, one loader thread each (two CPU devices, original encoder: 24-25 s
+against 34 s in turn; benchmarks/RESULTS.md, session 11). Only then does the swap happen,
+in one assignment. Batches already running keep the old state until they finish.
 
 A candidate version (rolled out in shadow, see server/shadow.py) is held next to the
 serving one, on the first device only, with its own index: every reference case is
