@@ -10,7 +10,8 @@ where there is no cuDNN, XLA compiles each LSTM's 60 steps into one loop without
 TensorFlow's per-op dispatch: for the small encoder 1.4-6 times faster at every batch size,
 for the original one as fast at batch 1 and a fifth slower at batch 32 (see
 benchmarks/RESULTS.md). So with ``xla="auto"`` a CPU runner times both graphs at each
-allowed batch size during warm-up and keeps the faster one per size; GPUs keep cuDNN.
+allowed batch size during warm-up and keeps the faster one per size, the same on every
+device of the server; GPUs keep cuDNN.
 ``xla="on"`` compiles every size (on a GPU the LSTMs are rebuilt off the cuDNN path).
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ XLA_MODES = ("auto", "on", "off")
 # embedding projection stay float32: they set the distance scale the threshold is fitted on.
 _MIXED_LAYER_TYPES = ("LSTM", "BatchNormalization", "Dense")
 _FLOAT32_LAYER_NAMES = ("embedding",)
+# Timed runs of each candidate graph per batch size at warm-up, after the first (traced) one.
+_TIMED_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,7 @@ class ModelRunner:
     @property
     def compiled_sizes(self) -> tuple[int, ...]:
         """The warmed batch sizes that run the XLA-compiled graph."""
-        compiled = self._graphs.get(True)
-        return tuple(sorted(size for size, graph in self._by_size.items() if graph is compiled))
+        return tuple(sorted(size for size in self._by_size if self.uses_xla(size)))
 
     def stage(self, batch: np.ndarray) -> Any:
         """Copies an assembled batch to the device; on a GPU this overlaps the running batch."""
@@ -121,36 +123,78 @@ class ModelRunner:
         with self._tf.device(self.device):
             return graph(encoder_input(batch, self.device)).numpy()
 
-    def warm(self, batch_sizes: Iterable[int]) -> dict[int, float]:
-        """Traces (and compiles) every batch size, so no request pays for it; returns seconds per size.
+    def uses_xla(self, size: int) -> bool:
+        return self._by_size.get(size, self._other_sizes) is self._graphs.get(True)
 
-        Where both graphs are candidates, each size keeps the faster. The timing (the
-        best of two runs after the first) seeds the scheduler's estimate of batch time.
-        """
-        timings = {}
-        for size in batch_sizes:
-            zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
-            seconds, xla = min((self._time(self._graphs[xla], zeros), xla) for xla in self._graphs)
-            self._by_size[size], timings[size] = self._graphs[xla], seconds
-        on = set(self.compiled_sizes)
-        sizes = ", ".join(f"batch {n} {t * 1000:.1f} ms{' (XLA)' * (n in on)}" for n, t in timings.items())
+    def log_warmed(self, seconds: Mapping[int, float]) -> None:
+        sizes = ", ".join(
+            f"batch {n} {t * 1000:.1f} ms{' (XLA)' * self.uses_xla(n)}" for n, t in seconds.items()
+        )
         log.info("model %s warmed on %s: %s", self.version, self.device, sizes)
-        return timings
 
-    def _time(self, graph: Any, zeros: np.ndarray) -> float:
+    def warm(self, batch_sizes: Iterable[int]) -> dict[int, float]:
+        """Traces (and compiles) every batch size, so no request pays for it, and keeps the
+        faster graph at each; returns seconds per size. A server with several devices warms
+        them together instead (warm_alike)."""
+        return warm_alike([self], [{size: self.time_graphs(size) for size in batch_sizes}])
+
+    def time_graphs(self, size: int) -> dict[bool, float]:
+        """Traces (and compiles) each candidate graph at one batch size, checks its output, then
+        times the candidates in turn, round after round; returns each one's best seconds, keyed
+        by whether XLA compiles it. Taking turns puts whatever else runs meanwhile (another
+        device warming, the serving threads during a swap) on every candidate alike."""
+        zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
+        best = dict.fromkeys(self._graphs, float("inf"))
         with self._tf.device(self.device):
-            out = graph(encoder_input(zeros, self.device)).numpy()
-            if out.shape != (len(zeros), self.metadata.embedding_size) or not np.isfinite(out).all():
-                raise ArtifactError(
-                    f"version {self.version} produced {out.shape} (finite: {np.isfinite(out).all()}) "
-                    f"for a batch of {len(zeros)}"
-                )
-            runs = []
-            for _ in range(2):
-                started = time.perf_counter()
-                graph(encoder_input(zeros, self.device)).numpy()
-                runs.append(time.perf_counter() - started)
-        return min(runs)
+            for graph in self._graphs.values():
+                self._check(graph(encoder_input(zeros, self.device)).numpy(), size)
+            for _ in range(_TIMED_ROUNDS):
+                for xla, graph in self._graphs.items():
+                    started = time.perf_counter()
+                    graph(encoder_input(zeros, self.device)).numpy()
+                    best[xla] = min(best[xla], time.perf_counter() - started)
+        return best
+
+    def use(self, size: int, xla: bool) -> None:
+        """Runs batches of this size on the XLA-compiled graph or on the plain one."""
+        self._by_size[size] = self._graphs[xla]
+
+    def _check(self, out: np.ndarray, size: int) -> None:
+        if out.shape != (size, self.metadata.embedding_size) or not np.isfinite(out).all():
+            raise ArtifactError(
+                f"version {self.version} produced {out.shape} (finite: {np.isfinite(out).all()}) "
+                f"for a batch of {size}"
+            )
+
+
+def fastest_graph(timed: Sequence[Mapping[bool, float]]) -> bool:
+    """The candidate graph (True: XLA-compiled) with the best time on any of the devices timed.
+
+    A server's devices are alike (logical CPU devices, or GPUs of one kind), so one choice
+    serves them all. Timed side by side they disturb each other, and each device judging
+    alone picked a graph twice as slow (original encoder, batch 1, two CPU devices: one kept
+    the plain graph at 34 ms, the other XLA at 17 ms, and every other request paid the
+    difference); the best time over all of them is the least disturbed.
+    """
+    candidates = {xla for times in timed for xla in times}
+    return min(candidates, key=lambda xla: min(times[xla] for times in timed))
+
+
+def warm_alike(
+    runners: Sequence[ModelRunner], timed: Sequence[Mapping[int, Mapping[bool, float]]]
+) -> dict[int, float]:
+    """Puts every runner on the same graph at each size, the fastest over all their timings
+    (timed[i] is runners[i]'s time_graphs() per size); returns the slowest runner's seconds
+    per size on it, so the scheduler's estimates err towards refusing late work."""
+    seconds: dict[int, float] = {}
+    for size in timed[0]:
+        xla = fastest_graph([by_size[size] for by_size in timed])
+        for runner in runners:
+            runner.use(size, xla)
+        seconds[size] = max(by_size[size][xla] for by_size in timed)
+    for runner, by_size in zip(runners, timed, strict=True):
+        runner.log_warmed({size: times[runner.uses_xla(size)] for size, times in by_size.items()})
+    return seconds
 
 
 def encoder_input(batch: Any, device: str) -> Any:

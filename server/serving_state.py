@@ -21,7 +21,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ import numpy as np
 
 from encoder.artifact import ArtifactError
 from server.errors import Unavailable
-from server.model_runner import ModelRunner, RunnerOptions
+from server.model_runner import ModelRunner, RunnerOptions, warm_alike
 from server.reference_index import CaseEmbeddings, ReferenceIndex
 from server.reference_store import LoadedCase, ReferenceStore, StoredCase
 
@@ -140,14 +140,7 @@ class ModelHost:
             old = self.current
             if old is not None:
                 self._check_compatible(old.runner, runner)
-            timings = await asyncio.gather(
-                *(
-                    self._warm(r, self._warm_sizes, loader)
-                    for r, loader in zip(runners, self.loaders, strict=True)
-                )
-            )
-            # The slowest device's timings: estimates should err towards refusing late work.
-            self.on_warmed(max(timings, key=lambda t: sum(t.values())))
+            self.on_warmed(await self._warm(runners, self._warm_sizes))
             index = await self._build_index(runner)
             self.current = ServingState(tuple(runners), index)
             if self.candidate is not None and self.candidate.version == runner.version:
@@ -173,7 +166,7 @@ class ModelHost:
         async with self.lock:
             if self.current is not None:
                 self._check_compatible(self.current.runner, runner)
-            await self._warm(runner, self._warm_sizes[:1])
+            await self._warm([runner], self._warm_sizes[:1])
             self.candidate = ServingState((runner,), await self._build_index(runner))
         log.info(
             "shadowing candidate model %s next to %s", runner.version, self.current and self.current.version
@@ -205,15 +198,19 @@ class ModelHost:
             gc.collect()
         gc.freeze()
 
-    async def _warm(
-        self, runner: ModelRunner, sizes: Iterable[int], loader: ThreadPoolExecutor | None = None
-    ) -> dict[int, float]:
-        """Warms a runner on a loader thread (default: the first), one batch size per call."""
+    async def _warm(self, runners: Sequence[ModelRunner], sizes: Iterable[int]) -> dict[int, float]:
+        """Warms one replica per device side by side, each on its own loader thread, one batch
+        size per call, then puts them all on the graph that was fastest at each size
+        (model_runner.warm_alike); returns the slowest device's seconds per size."""
         loop = asyncio.get_running_loop()
-        timings: dict[int, float] = {}
-        for size in sizes:
-            timings.update(await loop.run_in_executor(loader or self.loader, runner.warm, (size,)))
-        return timings
+        sizes = tuple(sizes)
+
+        async def timed(runner: ModelRunner, loader: ThreadPoolExecutor) -> dict[int, dict[bool, float]]:
+            return {size: await loop.run_in_executor(loader, runner.time_graphs, size) for size in sizes}
+
+        pairs = zip(runners, self.loaders, strict=False)
+        by_device = await asyncio.gather(*(timed(runner, loader) for runner, loader in pairs))
+        return warm_alike(runners, by_device)
 
     async def reload_references(self) -> None:
         """Rebuilds the current version's index from Redis (at start-up and after a lost connection)."""

@@ -37,24 +37,34 @@ class BatchSpy:
         return counted
 
 
-async def test_two_devices_are_warmed_side_by_side_and_share_the_batches(  # type: ignore[no-untyped-def]
+async def test_two_devices_are_warmed_side_by_side_run_one_graph_and_share_the_batches(  # type: ignore[no-untyped-def]
     start_server, artifact, windows, monkeypatch
 ) -> None:
     from server.model_runner import ModelRunner
 
-    warmed_on: dict[str, set[str]] = {}
-    real_warm = ModelRunner.warm
+    timed_on: dict[str, set[str]] = {}
+    real_time_graphs = ModelRunner.time_graphs
 
-    def warm(runner: ModelRunner, sizes: Any) -> dict[int, float]:
-        warmed_on.setdefault(runner.device, set()).add(threading.current_thread().name)
-        return real_warm(runner, sizes)
+    def disturbed(runner: ModelRunner, size: int) -> dict[bool, float]:
+        """Each device's timing of one graph is disturbed 50-fold, a different graph on each,
+        as when two devices warming side by side slow each other: judged one device at a
+        time, the two would pick different graphs."""
+        timed_on.setdefault(runner.device, set()).add(threading.current_thread().name)
+        seconds = real_time_graphs(runner, size)
+        slowed = runner.device.endswith("1")
+        return {xla: t * 50 if xla == slowed else t for xla, t in seconds.items()}
 
-    monkeypatch.setattr(ModelRunner, "warm", warm)
-    server, target = await start_server(model_source=str(artifact), devices="cpu", cpu_devices=2)
+    monkeypatch.setattr(ModelRunner, "time_graphs", disturbed)
+    server, target = await start_server(
+        model_source=str(artifact), devices="cpu", cpu_devices=2, xla="auto", max_batch_size=8
+    )
     assert len(server.host.devices) == 2
     # Each device's replica was warmed on a loader thread of its own.
-    threads = [warmed_on[device] for device in server.host.devices]
-    assert all(len(names) == 1 for names in threads) and threads[0] != threads[1], warmed_on
+    threads = [timed_on[device] for device in server.host.devices]
+    assert all(len(names) == 1 for names in threads) and threads[0] != threads[1], timed_on
+    # Both devices run the same graph at every size: the one faster undisturbed.
+    compiled = [runner.compiled_sizes for runner in server.host.current.runners]
+    assert compiled[0] == compiled[1], compiled
     spy = BatchSpy(server)
     async with AsyncFaultprintClient(target) as client:
         await client.create_reference_case("net-d", "normal", [windows("normal", 1)[0]])
