@@ -1,7 +1,8 @@
 """Simulated probe load against a faultprint server, in its own process, over loopback gRPC.
 
 Closed loop: C probes each send a window and send the next when the answer arrives,
-by unary ClassifyWindow calls or each on its own StreamClassifyWindows stream.
+by unary ClassifyWindow calls or each on its own StreamClassifyWindows stream, for
+--duration-s after the warm-up, or until SIGTERM ends the run sooner.
 Open loop (--rate): windows are offered at a fixed rate with a per-call deadline,
 whatever the server's pace, to measure overload behaviour: unary calls from distinct
 nodes, or (--mode stream) --concurrency streams whose windows each carry a timeout.
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -160,10 +162,26 @@ async def closed_loop(clients: Clients, args: argparse.Namespace, windows: list[
         asyncio.create_task(probe(clients[p % len(clients)], args, windows, p, tally, stop))
         for p in range(args.concurrency)
     ]
-    await asyncio.sleep(args.warmup_s + args.duration_s)
+    await until_done_or_told(args.warmup_s + args.duration_s, tally)
     stop.set()
     await asyncio.wait(tasks, timeout=30)
     return tally
+
+
+async def until_done_or_told(seconds: float, tally: Tally) -> None:
+    """Waits out a closed-loop run, or less if SIGTERM asks it to end: a caller that waits on
+    an event of unknown length (swap.py, a model swap) ends the run once it has seen enough.
+    The measurement window then ends at the signal."""
+    told = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, told.set)
+    try:
+        await asyncio.wait_for(told.wait(), seconds)
+        tally.measure_to = min(tally.measure_to, time.perf_counter())
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

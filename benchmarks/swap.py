@@ -4,7 +4,9 @@ For each encoder size: a server process follows the registry and serves v1; simu
 probes (load_generator.py, in its own process) keep a closed-loop load on it; after a
 steady period v2 is published and promoted through the registry, exactly as
 ``faultprint-trainer promote`` does, and the server loads, warms and re-embeds v2 and
-swaps while the load goes on. Every call is recorded with the version that answered it.
+swaps while the load goes on, for as long as that takes up to a bound per encoder
+(LOADS); the load ends a few seconds after the swap. Every call is recorded with the
+version that answered it.
 
 Figures: failed calls over the whole run (the bar: none), p99 latency of the calls
 that finished in the steady period and of those that finished during the swap (from
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,8 +41,12 @@ from benchmarks.suite import PLANS, ModelPlan, _delete_keys, build_artifact, enr
 # Seconds after v2's first answer that still count as the swap: the server releases v1's
 # memory (one garbage collection) about 2 s after the switch.
 SETTLE_S = 3.0
-# Load per encoder: closed-loop probes, call mode, steady seconds, seconds left for the swap.
-LOADS = {"original": (16, "stream", 15.0, 40.0), "small": (16, "stream", 15.0, 25.0)}
+# Seconds of load kept on v2 after that, then the load generator is told to stop.
+AFTER_S = 5.0
+# Load per encoder: closed-loop probes, call mode, steady seconds, and the longest the swap
+# may take. The swap runs at the serving threads' leftovers, so on a slow, busy machine it
+# takes minutes (the original encoder's took 91-111 s on one, against 27 s on another).
+LOADS = {"original": (16, "stream", 15.0, 180.0), "small": (16, "stream", 15.0, 60.0)}
 WARMUP_S = 3.0
 
 
@@ -75,7 +82,7 @@ def run_swap(plan: ModelPlan, root: Path) -> dict[str, Any]:
             load = subprocess.Popen(
                 [sys.executable, str(HERE / "load_generator.py"), "--target", server.target, "--mode", mode,
                  "--concurrency", str(concurrency), "--warmup-s", str(WARMUP_S),
-                 "--duration-s", str(steady_s + swap_s), "--record", str(record)],
+                 "--duration-s", str(steady_s + swap_s + SETTLE_S + AFTER_S), "--record", str(record)],
                 cwd=ROOT, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             time.sleep(WARMUP_S + steady_s)
@@ -84,6 +91,11 @@ def run_swap(plan: ModelPlan, root: Path) -> dict[str, Any]:
             log(f"{plan.name}: promoted {v2_dir.name} under load")
             while serving_version(server.target) != v2_dir.name and time.time() - promoted_at < swap_s:
                 time.sleep(0.1)
+            # The load goes on while v1's memory is released and a little after, then ends;
+            # a swap that never came ends with the generator's own duration.
+            if time.time() - promoted_at < swap_s:
+                time.sleep(SETTLE_S + AFTER_S)
+                load.send_signal(signal.SIGTERM)
             load.communicate(timeout=swap_s + 120)
     finally:
         _delete_keys(prefix)

@@ -1,9 +1,15 @@
-"""The hot-swap benchmark's summary of recorded calls (no server)."""
+"""The hot-swap benchmark's summary of recorded calls, and how it ends its load (no server)."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import math
+import os
+import signal
+import time
 
+from benchmarks.load_generator import Tally, until_done_or_told
 from benchmarks.suite import PLANS
 from benchmarks.swap import markdown, summarise
 
@@ -33,4 +39,18 @@ def test_a_swap_that_never_finished_fails_instead_of_breaking_the_report() -> No
     assert not result["swap_finished"] and not result["passes"]
     assert result["swap"]["calls"] == 0 and math.isnan(result["swap"]["p99_ms"])
     row = markdown([result], HOST).splitlines()[-1]
-    assert "not within 40 s" in row and row.endswith("FAIL |")
+    assert "not within 180 s" in row and row.endswith("FAIL |")
+
+
+async def test_the_load_generator_ends_its_run_when_told() -> None:
+    """swap.py ends the load once the swap is over: SIGTERM ends the run and its measurement window."""
+    _, tally = Tally.starting_now(argparse.Namespace(warmup_s=0.0, duration_s=60.0))
+    asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+    started = time.perf_counter()
+    await until_done_or_told(60.0, tally)
+    assert time.perf_counter() - started < 5
+    assert tally.measure_to - tally.measure_from < 5
+    # Told nothing, it waits the run out.
+    _, tally = Tally.starting_now(argparse.Namespace(warmup_s=0.0, duration_s=0.3))
+    await until_done_or_told(0.3, tally)
+    assert abs(tally.measure_to - tally.measure_from - 0.3) < 1e-9
