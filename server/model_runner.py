@@ -138,22 +138,34 @@ class ModelRunner:
         them together instead (warm_alike)."""
         return warm_alike([self], [{size: self.time_graphs(size) for size in batch_sizes}])
 
-    def time_graphs(self, size: int) -> dict[bool, float]:
+    def time_graphs(self, size: int, only: bool | None = None) -> dict[bool, float]:
         """Traces (and compiles) each candidate graph at one batch size, checks its output, then
         times the candidates in turn, round after round; returns each one's best seconds, keyed
         by whether XLA compiles it. Taking turns puts whatever else runs meanwhile (another
-        device warming, the serving threads during a swap) on every candidate alike."""
+        device warming, the serving threads during a swap) on every candidate alike.
+        With only, just that graph (True: XLA), when it is a candidate here."""
+        graphs = {only: self._graphs[only]} if only in self._graphs else self._graphs
         zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
-        best = dict.fromkeys(self._graphs, float("inf"))
+        best = dict.fromkeys(graphs, float("inf"))
         with self._tf.device(self.device):
-            for graph in self._graphs.values():
+            for graph in graphs.values():
                 self._check(graph(encoder_input(zeros, self.device)).numpy(), size)
             for _ in range(_TIMED_ROUNDS):
-                for xla, graph in self._graphs.items():
+                for xla, graph in graphs.items():
                     started = time.perf_counter()
                     graph(encoder_input(zeros, self.device)).numpy()
                     best[xla] = min(best[xla], time.perf_counter() - started)
         return best
+
+    def graph_choices(self) -> dict[int, bool]:
+        """Whether each warmed batch size runs the XLA-compiled graph."""
+        return {size: self.uses_xla(size) for size in self._by_size}
+
+    def same_graphs_as(self, other: ModelRunner) -> bool:
+        """Whether other's graphs compute alike (the same tower shape; weights aside), so a
+        graph that is the faster for one is the faster for the other."""
+        a, b = self.metadata, other.metadata
+        return bool(a.tower) and (a.tower, a.steps, a.features) == (b.tower, b.steps, b.features)
 
     def use(self, size: int, xla: bool) -> None:
         """Runs batches of this size on the XLA-compiled graph or on the plain one."""

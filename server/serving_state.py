@@ -21,7 +21,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +140,10 @@ class ModelHost:
             old = self.current
             if old is not None:
                 self._check_compatible(old.runner, runner)
-            self.on_warmed(await self._warm(runners, self._warm_sizes))
+            # A new version of the same shape keeps the serving version's graph per size:
+            # swaps happen under load, where only the chosen graph need be compiled and timed.
+            keep = old.runner.graph_choices() if old and runner.same_graphs_as(old.runner) else {}
+            self.on_warmed(await self._warm(runners, self._warm_sizes, keep))
             index = await self._build_index(runner)
             self.current = ServingState(tuple(runners), index)
             if self.candidate is not None and self.candidate.version == runner.version:
@@ -198,15 +201,21 @@ class ModelHost:
             gc.collect()
         gc.freeze()
 
-    async def _warm(self, runners: Sequence[ModelRunner], sizes: Iterable[int]) -> dict[int, float]:
+    async def _warm(
+        self, runners: Sequence[ModelRunner], sizes: Iterable[int], keep: Mapping[int, bool] | None = None
+    ) -> dict[int, float]:
         """Warms one replica per device side by side, each on its own loader thread, one batch
         size per call, then puts them all on the graph that was fastest at each size
-        (model_runner.warm_alike); returns the slowest device's seconds per size."""
+        (model_runner.warm_alike); returns the slowest device's seconds per size. A size in
+        keep warms only the graph keep names for it (True: XLA)."""
         loop = asyncio.get_running_loop()
-        sizes = tuple(sizes)
+        sizes, keep = tuple(sizes), keep or {}
 
         async def timed(runner: ModelRunner, loader: ThreadPoolExecutor) -> dict[int, dict[bool, float]]:
-            return {size: await loop.run_in_executor(loader, runner.time_graphs, size) for size in sizes}
+            return {
+                size: await loop.run_in_executor(loader, runner.time_graphs, size, keep.get(size))
+                for size in sizes
+            }
 
         pairs = zip(runners, self.loaders, strict=False)
         by_device = await asyncio.gather(*(timed(runner, loader) for runner, loader in pairs))

@@ -82,3 +82,35 @@ async def test_a_swap_under_load_fails_no_request_and_never_mixes_versions(  # t
     gc.collect()
     assert old_runner() is None  # the old version's model is released
     sync_redis.close()
+
+
+async def test_a_new_version_of_the_same_shape_warms_only_the_graphs_the_serving_one_chose(  # type: ignore[no-untyped-def]
+    start_server, artifact_factory, monkeypatch
+) -> None:
+    """A swap warms under load at what the serving threads leave over: where the new version
+    has the serving one's shape, only the graph chosen per size is compiled and timed. A new
+    shape is timed on both graphs again."""
+    from server.model_runner import ModelRunner
+
+    asked: list[tuple[int, bool | None]] = []
+    real_time_graphs = ModelRunner.time_graphs
+
+    def spied(runner: ModelRunner, size: int, only: bool | None = None) -> dict[bool, float]:
+        asked.append((size, only))
+        return real_time_graphs(runner, size, only)
+
+    monkeypatch.setattr(ModelRunner, "time_graphs", spied)
+    server, _ = await start_server(
+        model_source=str(artifact_factory(seed=51)), xla="auto", max_batch_size=4, cpu_devices=2
+    )
+    chosen = server.host.current.runner.graph_choices()
+    assert sorted(chosen) == [1, 2, 4] and {only for _, only in asked} == {None}
+
+    asked.clear()
+    await server.host.load(artifact_factory(seed=52))
+    assert sorted(asked) == sorted((size, xla) for size, xla in chosen.items() for _ in range(2))
+    assert all(runner.graph_choices() == chosen for runner in server.host.current.runners)
+
+    asked.clear()
+    await server.host.load(artifact_factory(seed=53, lstm_units=16))
+    assert {only for _, only in asked} == {None}
