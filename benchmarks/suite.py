@@ -105,14 +105,16 @@ class ModelPlan:
 
 # The original encoder runs one replica per core, each on its own logical CPU device and
 # thread: one of its calls at a time leaves part of a core idle, and at C = 64 two side by side
-# served 14-32 % more (RESULTS.md, session 9). The small encoder's server is bound by its event
-# loop, not by compute, and a second replica gave it nothing measurable, so it keeps one.
+# served 14-32 % more (RESULTS.md, session 9). Each device takes one batch at a time: at C = 64
+# that served as much as two in flight, with a p99 lower in every round (sessions 9 and 12).
+# The small encoder's server is bound by its event loop, not by compute, and a second replica
+# gave it nothing measurable, so it keeps one.
 CPU_DEVICES = os.cpu_count() or 1
 
 PLANS = {
     "original": ModelPlan(
         "original", 512, 512,
-        {"max-batch-size": 32, "max-queue-delay-ms": 50, "batches-in-flight": 2, "max-queue-size": 2048,
+        {"max-batch-size": 32, "max-queue-delay-ms": 50, "batches-in-flight": 1, "max-queue-size": 2048,
          "intra-op-threads": 1, "cpu-devices": CPU_DEVICES,
          "allowed-batch-sizes": "1,2,4,8,12,16,20,24,28,32"},
         overload_deadline_ms=1000,
