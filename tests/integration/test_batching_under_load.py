@@ -45,12 +45,12 @@ async def test_two_devices_are_warmed_side_by_side_run_one_graph_and_share_the_b
     timed_on: dict[str, set[str]] = {}
     real_time_graphs = ModelRunner.time_graphs
 
-    def disturbed(runner: ModelRunner, size: int) -> dict[bool, float]:
+    def disturbed(runner: ModelRunner, size: int, only: bool | None = None) -> dict[bool, float]:
         """Each device's timing of one graph is disturbed 50-fold, a different graph on each,
         as when two devices warming side by side slow each other: judged one device at a
         time, the two would pick different graphs."""
         timed_on.setdefault(runner.device, set()).add(threading.current_thread().name)
-        seconds = real_time_graphs(runner, size)
+        seconds = real_time_graphs(runner, size, only)
         slowed = runner.device.endswith("1")
         return {xla: t * 50 if xla == slowed else t for xla, t in seconds.items()}
 
