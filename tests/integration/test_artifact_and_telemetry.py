@@ -78,6 +78,11 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
     arrival, ready = (classify_point(exported, name) for name in ("deadline_on_arrival", "deadline_left"))
     assert arrival.count == ready.count == 1
     assert 4000 < ready.sum <= arrival.sum < 5100
+    # Latencies resolve below OpenTelemetry's default first bucket of 5 ms, where the small
+    # encoder's calls, batch-1 compute and idle queue waits all fall.
+    latency = classify_point(exported, "latency")
+    assert latency.count == 1 and latency.explicit_bounds[:3] == (0.25, 0.5, 1.0)
+    assert sum(1 for bound in latency.explicit_bounds if bound < 5) == 5
 
 
 def classify_point(exported, name: str):  # type: ignore[no-untyped-def]
