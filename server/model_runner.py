@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,7 @@ class ModelRunner:
             return graph(encoder_input(batch, self.device)).numpy()
 
     def uses_xla(self, size: int) -> bool:
+        """Whether batches of this size run the XLA-compiled graph."""
         return self._by_size.get(size, self._other_sizes) is self._graphs.get(True)
 
     def log_warmed(self, seconds: Mapping[int, float]) -> None:
@@ -131,12 +132,6 @@ class ModelRunner:
             f"batch {n} {t * 1000:.1f} ms{' (XLA)' * self.uses_xla(n)}" for n, t in seconds.items()
         )
         log.info("model %s warmed on %s: %s", self.version, self.device, sizes)
-
-    def warm(self, batch_sizes: Iterable[int]) -> dict[int, float]:
-        """Traces (and compiles) every batch size, so no request pays for it, and keeps the
-        faster graph at each; returns seconds per size. A server with several devices warms
-        them together instead (warm_alike)."""
-        return warm_alike([self], [{size: self.time_graphs(size) for size in batch_sizes}])
 
     def time_graphs(self, size: int, only: bool | None = None) -> dict[bool, float]:
         """Traces (and compiles) each candidate graph at one batch size, checks its output, then
