@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard protos/faultprint/v1/*.proto)
 STUBS := gen/faultprint/v1/probe_service_pb2.py
+NATIVE_LOAD := build/native/load_generator
 WITH_REDIS := scripts/with-redis.sh
 
-.PHONY: setup protos demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling clean
+.PHONY: setup protos native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling clean
 
 setup: $(VENV)/.installed $(STUBS)
 
@@ -26,16 +27,23 @@ $(STUBS): $(PROTOS)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
 	touch gen/faultprint/__init__.py gen/faultprint/v1/__init__.py
 
+# The closed-loop load generator in C++, so that simulated probes take little of the CPU the
+# server under test shares with them (benchmarks/native/load_generator.cc).
+native-load: $(NATIVE_LOAD)
+
+$(NATIVE_LOAD): benchmarks/native/load_generator.cc $(PROTOS) scripts/build-native-load.sh
+	scripts/build-native-load.sh
+
 demo: setup
 	$(WITH_REDIS) $(PY) scripts/demo.py
 
-test: setup
+test: setup $(NATIVE_LOAD)
 	$(WITH_REDIS) $(PY) -m pytest -q
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
-test-integration: setup
+test-integration: setup $(NATIVE_LOAD)
 	$(WITH_REDIS) $(PY) -m pytest -q tests/integration
 
 test-e2e: setup
@@ -57,19 +65,19 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 # About 15 minutes: ceiling, load at C = 1..256, naive baseline, 60 s overload, both encoders.
-bench: setup $(VENV)/.bench-installed
+bench: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
 	$(WITH_REDIS) $(PY) benchmarks/suite.py
 
 # Under 3 minutes: a smoke run of the same suite.
-bench-quick: setup $(VENV)/.bench-installed
+bench-quick: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
 	$(WITH_REDIS) $(PY) benchmarks/suite.py --quick
 
 # A model promoted under sustained probe load, both encoders (about 3 minutes).
-bench-swap: setup $(VENV)/.bench-installed
+bench-swap: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
 	$(WITH_REDIS) $(PY) benchmarks/swap.py
 
 # Where the server's time goes: py-spy over a server under streaming load (small encoder).
-bench-profile: setup $(VENV)/.bench-installed
+bench-profile: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
 	$(WITH_REDIS) $(PY) benchmarks/profile.py
 
 # The encoder alone at the common batch sizes.

@@ -7,8 +7,16 @@ Open loop (--rate): windows are offered at a fixed rate with a per-call deadline
 whatever the server's pace, to measure overload behaviour: unary calls from distinct
 nodes, or (--mode stream) --concurrency streams whose windows each carry a timeout.
 
+Closed-loop runs go through the native generator (benchmarks/native/load_generator.cc,
+built by `make native-load`) unless --generator python: this process then only prepares the
+windows and waits. The Python probes cost about as much CPU per window as the server's own
+gRPC layer, on the same cores as the server (benchmarks/RESULTS.md, session 13). Open-loop
+runs and --record stay in Python: they use the client library's throttling and read each
+answer's model version.
+
 Prints one JSON object: counts by outcome, throughput and latency percentiles of the
-requests that completed inside the measurement window (after a warm-up).
+requests that completed inside the measurement window (after a warm-up), and which
+generator ran.
 """
 
 from __future__ import annotations
@@ -18,6 +26,10 @@ import asyncio
 import contextlib
 import json
 import signal
+import struct
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +46,8 @@ from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 
 # Cap on calls an open-loop run keeps outstanding, so a stalled server cannot exhaust the client.
 MAX_OUTSTANDING = 8192
+
+NATIVE_GENERATOR = Path(__file__).resolve().parent.parent / "build" / "native" / "load_generator"
 
 
 @dataclass
@@ -289,6 +303,59 @@ async def open_loop(clients: Clients, args: argparse.Namespace, windows: list[wi
     return tally
 
 
+async def model_windows(client: AsyncFaultprintClient, args: argparse.Namespace) -> Windows:
+    """Simulated windows cut to the serving model's shape, each encoded once: the generator's
+    own CPU, on the same cores as the server, is kept small."""
+    info = await client.model_info()
+    simulated = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
+    return [encode_window(w[: info.steps, : info.features]) for w in simulated]
+
+
+def pack_windows(windows: Windows) -> bytes:
+    """The native generator's input: each window serialized, after its length (uint32, little-endian)."""
+    serialized = [window.SerializeToString() for window in windows]
+    return b"".join(struct.pack("<I", len(data)) + data for data in serialized)
+
+
+def native_command(args: argparse.Namespace, windows_path: Path) -> list[str]:
+    return [str(NATIVE_GENERATOR), "--target", args.target, "--windows", str(windows_path),
+            "--network", args.network, "--mode", args.mode, "--concurrency", str(args.concurrency),
+            "--connections", str(args.connections), "--warmup-s", str(args.warmup_s),
+            "--duration-s", str(args.duration_s)]  # fmt: skip
+
+
+def run_native(args: argparse.Namespace) -> dict[str, object]:
+    """A closed-loop run by the native generator, with SIGTERM passed on to it."""
+
+    async def windows() -> Windows:
+        async with AsyncFaultprintClient(args.target, timeout_s=60) as client:
+            return await model_windows(client, args)
+
+    prepared = asyncio.run(windows())
+    with tempfile.TemporaryDirectory(prefix="faultprint-load-") as tmp:
+        path = Path(tmp) / "windows.bin"
+        path.write_bytes(pack_windows(prepared))
+        generator = subprocess.Popen(native_command(args, path), stdout=subprocess.PIPE, text=True)
+        previous = signal.signal(signal.SIGTERM, lambda *_: generator.send_signal(signal.SIGTERM))
+        try:
+            out, _ = generator.communicate()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    if generator.returncode != 0:
+        raise SystemExit(f"load_generator: the native generator exited with {generator.returncode}")
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def uses_native(args: argparse.Namespace) -> bool:
+    """Whether this run goes to the native generator: closed-loop runs do, unless told otherwise."""
+    python_only = [flag for flag, on in (("--rate", args.rate), ("--record", args.record),
+                                         ("--throttle-ratio", args.throttle_ratio)) if on]  # fmt: skip
+    if args.generator == "native" and python_only:
+        raise ValueError(f"the native generator runs closed loops only; {python_only[0]} needs --generator python")
+    return args.generator != "python" and not python_only
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     throttle = (
         ThrottleOptions(ratio=args.throttle_ratio, window_s=args.throttle_window_s)
@@ -304,10 +371,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             )
             for _ in range(args.connections)
         ]
-        info = await clients[0].model_info()
-        simulated = simulate_windows(PROFILES[args.profile], CONDITIONS, 8, seed=args.seed)[0]
-        # Encoded once: the generator's own CPU, on the same cores as the server, is kept small.
-        windows = [encode_window(w[: info.steps, : info.features]) for w in simulated]
+        windows = await model_windows(clients[0], args)
         lags: list[tuple[float, float]] = []
         monitor = LoopLagMonitor(lambda lag_ms: lags.append((time.perf_counter(), lag_ms)))
         monitor.start()
@@ -318,7 +382,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         tally.add_loop_lags(lags)
     if tally.calls is not None:
         await asyncio.to_thread(Path(args.record).write_text, json.dumps(tally.calls))
-    return {"mode": args.mode, "concurrency": args.concurrency, "rate": args.rate,
+    return {"generator": "python", "mode": args.mode, "concurrency": args.concurrency, "rate": args.rate,
             "deadline_ms": args.deadline_ms, "throttle_ratio": args.throttle_ratio,
             **tally.summary()}  # fmt: skip
 
@@ -343,10 +407,20 @@ def main() -> None:
                         help="connections the probes are spread over (a server's workers share out "
                              "connections, not calls)")  # fmt: skip
     parser.add_argument("--record", help="write every call (time, latency, outcome, version) as JSON here")
+    parser.add_argument("--generator", choices=("native", "python"),
+                        help="who sends a closed loop's windows (default: native; open loops and "
+                             "--record always python)")  # fmt: skip
     args = parser.parse_args()
     if args.rate and not args.deadline_ms:
         parser.error("an open-loop run (--rate) needs --deadline-ms")
-    print(json.dumps(asyncio.run(main_async(args))))
+    try:
+        native = uses_native(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if native and not NATIVE_GENERATOR.exists():
+        sys.exit(f"load_generator: {NATIVE_GENERATOR} is not built; run `make native-load`, "
+                 "or pass --generator python")  # fmt: skip
+    print(json.dumps(run_native(args) if native else asyncio.run(main_async(args))))
 
 
 if __name__ == "__main__":

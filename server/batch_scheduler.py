@@ -55,8 +55,14 @@ _LOAD_SMOOTHING = 0.3
 # How long before a busy device frees up its next batch is formed: time to assemble it.
 _ASSEMBLY_LEAD_S = 0.002
 _LIGHT_LOAD_MEAN_BATCH = 1.5
-# Under heavy load an idle device goes once no request has arrived for this long.
-_ARRIVAL_GAP_S = 0.002
+# Under heavy load an idle device waits for a fuller batch while requests keep arriving. By
+# default it goes once none has arrived for this share of a full batch's estimated compute
+# time, and never waits less than _MIN_ARRIVAL_GAP_S: a pause that is long beside a 4 ms
+# batch is short beside a 60 ms one. At 2 ms, the original encoder's two devices at C = 64
+# split the probes into three groups of about 21 instead of two of 32; 6-15 ms served 5-9 %
+# more (benchmarks/RESULTS.md, session 13).
+_ARRIVAL_GAP_SHARE = 0.1
+_MIN_ARRIVAL_GAP_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,10 @@ class BatchSchedulerOptions:
     # caller (serialising, transport, the caller's own wake-up), in ms: admission and
     # dispatch plan for every batch to finish this long before its requests' deadlines.
     answer_margin_ms: float = 20.0
+    # Under heavy load an idle device takes the queue once no request has arrived for this
+    # long, in ms (or sooner, with a full batch or at max_queue_delay_ms). None: a tenth of
+    # a full batch's estimated compute time, at least 2 ms.
+    arrival_gap_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -94,6 +104,8 @@ class BatchSchedulerOptions:
             raise ValueError(f"batches_in_flight must be at least 1, got {self.batches_in_flight}")
         if self.answer_margin_ms < 0:
             raise ValueError(f"answer_margin_ms must be >= 0, got {self.answer_margin_ms}")
+        if self.arrival_gap_ms is not None and self.arrival_gap_ms < 0:
+            raise ValueError(f"arrival_gap_ms must be >= 0 (or None: automatic), got {self.arrival_gap_ms}")
         sizes = self.allowed_batch_sizes
         if sizes and (list(sizes) != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] != self.max_batch_size):
             raise ValueError(
@@ -172,6 +184,7 @@ class BatchPolicy(Generic[T]):
         self.mean_batch_size = 1.0
         self._last_arrival = float("-inf")
         self._margin_s = options.answer_margin_ms / 1000
+        self._arrival_gap_s = None if options.arrival_gap_ms is None else options.arrival_gap_ms / 1000
 
     def __len__(self) -> int:
         return self._size
@@ -276,7 +289,7 @@ class BatchPolicy(Generic[T]):
             due = min(due, self._busy_until[device] - _ASSEMBLY_LEAD_S)
         if self._size < self.options.max_batch_size and not self._idle_and_filled(device, now) and now < due:
             if self._in_flight[device] == 0:
-                due = min(due, self._last_arrival + _ARRIVAL_GAP_S)
+                due = min(due, self._last_arrival + self.arrival_gap_s())
             decision.wake_at = due
             return decision
         start = max(now, self._busy_until[device])
@@ -310,12 +323,19 @@ class BatchPolicy(Generic[T]):
 
         Under light load (recent batches were single requests) a lone request never
         waits. Under heavy load the device waits while requests keep arriving, and
-        goes once arrivals pause for _ARRIVAL_GAP_S: a closed loop of probes refills
+        goes once arrivals pause for arrival_gap_ms: a closed loop of probes refills
         its whole batch instead of sending a lone request ahead of everyone else.
         """
         if self._in_flight[device] > 0:
             return False
-        return self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH or now >= self._last_arrival + _ARRIVAL_GAP_S
+        return self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH or now >= self._last_arrival + self.arrival_gap_s()
+
+    def arrival_gap_s(self) -> float:
+        """How long a pause in arrivals sends an idle device's batch under heavy load."""
+        if self._arrival_gap_s is not None:
+            return self._arrival_gap_s
+        full_batch_s = self.cost.seconds(self.options.max_batch_size)
+        return max(_MIN_ARRIVAL_GAP_S, _ARRIVAL_GAP_SHARE * full_batch_s)
 
     def finish(self, device: int, padded_size: int, compute_s: float | None, now: float) -> None:
         """Frees the device slot a batch held, learns from its compute time, and re-bases the

@@ -58,6 +58,10 @@ class ServerSettings:
     # in ms: a window is refused, or dropped before compute, unless its batch can finish
     # this long before the deadline.
     answer_margin_ms: float = 20.0
+    # Under heavy load an idle device takes the queue once no request has arrived for this
+    # long, in ms (or sooner, with a full batch or at max_queue_delay_ms). None ("auto"):
+    # a tenth of a full batch's estimated compute time, at least 2 ms.
+    arrival_gap_ms: float | None = None
     # Devices to run the encoder on: "auto" (every visible GPU, else the CPU), "cpu",
     # or a comma list such as "/GPU:0,/GPU:1". One model replica and worker per device.
     devices: str = "auto"
@@ -139,6 +143,7 @@ class ServerSettings:
                 allowed_batch_sizes=self.allowed_batch_sizes,
                 batches_in_flight=self.batches_in_flight,
                 answer_margin_ms=self.answer_margin_ms,
+                arrival_gap_ms=self.arrival_gap_ms,
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
@@ -184,6 +189,13 @@ def _parse(name: str, raw: str, kind: object) -> object:
             return int(raw)
         if kind in ("float", float):
             return float(raw)
+        if kind == "float | None":
+            if raw.lower() == "auto":
+                return None
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError("use a number or auto") from None
         if kind in ("bool", bool):
             if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
                 raise ValueError("use true or false")

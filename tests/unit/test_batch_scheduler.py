@@ -76,6 +76,42 @@ def test_under_heavy_load_an_idle_device_lets_its_batch_fill() -> None:
     assert payloads(p.decide(now=1.003)) == [1, 2]
 
 
+def heavy(p: BatchPolicy[int], batch_s: float | None = None) -> None:
+    """Six full batches dispatched and finished (each measured at batch_s): the load is heavy."""
+    for _ in range(6):
+        for i in range(4):
+            admit(p, i, at=0.0, key=i)
+        assert len(p.decide(now=0.0).batch) == 4
+        p.finish(0, 4, batch_s, now=0.0)
+
+
+def test_a_slow_encoder_waits_through_longer_pauses_in_arrivals() -> None:
+    """A 2 ms pause is long beside a 4 ms batch and short beside a 100 ms one: the device
+    waits for a tenth of the full batch's estimated time (at least 2 ms)."""
+    fast, slow = policy(max_queue_size=64), policy(max_queue_size=64, max_queue_delay_ms=50.0)
+    heavy(fast, batch_s=0.004)
+    heavy(slow, batch_s=0.100)
+    assert fast.arrival_gap_s() == pytest.approx(0.002)
+    assert slow.arrival_gap_s() == pytest.approx(0.010)
+    for p in (fast, slow):
+        admit(p, 1, at=1.0)
+        admit(p, 2, at=1.001, key=2)
+    assert payloads(fast.decide(now=1.004)) == [1, 2]
+    assert slow.decide(now=1.004).batch == [] and slow.decide(now=1.004).wake_at == pytest.approx(1.011)
+    admit(slow, 3, at=1.008, key=3)  # arrivals go on: the batch keeps filling
+    assert slow.decide(now=1.012).batch == []
+    assert payloads(slow.decide(now=1.0185)) == [1, 2, 3]
+
+
+def test_a_set_arrival_gap_replaces_the_automatic_one() -> None:
+    p = policy(max_queue_size=64, arrival_gap_ms=0.5)
+    heavy(p, batch_s=0.100)
+    assert p.arrival_gap_s() == pytest.approx(0.0005)
+    admit(p, 1, at=1.0)
+    assert p.decide(now=1.0).batch == []
+    assert payloads(p.decide(now=1.0006)) == [1]
+
+
 def test_when_load_turns_light_lone_requests_go_at_once_again() -> None:
     p = policy(max_queue_size=64)
     p.mean_batch_size = 4.0  # after a busy spell
@@ -305,6 +341,7 @@ def test_without_any_measurement_admission_only_applies_the_queue_bound() -> Non
         ({"max_batch_size": 8, "allowed_batch_sizes": (4, 2, 8)}, "ascending"),
         ({"max_batch_size": 8, "allowed_batch_sizes": (1, 4)}, "end at max_batch_size"),
         ({"batches_in_flight": 0}, "batches_in_flight"),
+        ({"arrival_gap_ms": -1.0}, "arrival_gap_ms"),
     ],
 )
 def test_options_say_what_is_wrong(options: dict[str, object], message: str) -> None:

@@ -22,6 +22,12 @@ def test_flags_override_environment_and_defaults() -> None:
     assert settings.batch_options().padded_size(3) == 4
 
 
+def test_the_arrival_gap_is_automatic_unless_set() -> None:
+    assert ServerSettings.from_args([], {}).batch_options().arrival_gap_ms is None
+    assert ServerSettings.from_args(["--arrival-gap-ms", "auto"], {}).arrival_gap_ms is None
+    assert ServerSettings.from_args([], {"FAULTPRINT_ARRIVAL_GAP_MS": "7.5"}).batch_options().arrival_gap_ms == 7.5
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -31,6 +37,8 @@ def test_flags_override_environment_and_defaults() -> None:
         (["--max-batch-size", "64", "--allowed-batch-sizes", "1,8"], "end at max_batch_size"),
         (["--listen-address", "50051"], "host:port"),
         (["--answer-margin-ms", "-5"], "answer_margin_ms must be >= 0"),
+        (["--arrival-gap-ms", "soon"], "arrival_gap_ms='soon' .* use a number or auto"),
+        (["--arrival-gap-ms", "-1"], "arrival_gap_ms must be >= 0"),
     ],
 )
 def test_bad_values_fail_at_start_up_naming_the_setting(argv: list[str], message: str) -> None:
