@@ -352,7 +352,9 @@ def uses_native(args: argparse.Namespace) -> bool:
     python_only = [flag for flag, on in (("--rate", args.rate), ("--record", args.record),
                                          ("--throttle-ratio", args.throttle_ratio)) if on]  # fmt: skip
     if args.generator == "native" and python_only:
-        raise ValueError(f"the native generator runs closed loops only; {python_only[0]} needs --generator python")
+        raise ValueError(
+            f"the native generator runs closed loops only; {python_only[0]} needs --generator python"
+        )
     return args.generator != "python" and not python_only
 
 

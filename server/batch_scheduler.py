@@ -328,7 +328,8 @@ class BatchPolicy(Generic[T]):
         """
         if self._in_flight[device] > 0:
             return False
-        return self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH or now >= self._last_arrival + self.arrival_gap_s()
+        light = self.mean_batch_size < _LIGHT_LOAD_MEAN_BATCH
+        return light or now >= self._last_arrival + self.arrival_gap_s()
 
     def arrival_gap_s(self) -> float:
         """How long a pause in arrivals sends an idle device's batch under heavy load."""

@@ -65,7 +65,7 @@ async def generate(target: str, *flags: str, stop_after_s: float | None = None) 
 async def native_child_started(pid: int, timeout_s: float = 30.0) -> None:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     for _ in range(int(timeout_s / 0.05)):
-        if children.read_text().strip():
+        if (await asyncio.to_thread(children.read_text)).strip():
             return
         await asyncio.sleep(0.05)
     pytest.fail(f"load_generator.py did not start the native generator in {timeout_s:.0f} s")

@@ -25,7 +25,10 @@ def test_flags_override_environment_and_defaults() -> None:
 def test_the_arrival_gap_is_automatic_unless_set() -> None:
     assert ServerSettings.from_args([], {}).batch_options().arrival_gap_ms is None
     assert ServerSettings.from_args(["--arrival-gap-ms", "auto"], {}).arrival_gap_ms is None
-    assert ServerSettings.from_args([], {"FAULTPRINT_ARRIVAL_GAP_MS": "7.5"}).batch_options().arrival_gap_ms == 7.5
+    assert (
+        ServerSettings.from_args([], {"FAULTPRINT_ARRIVAL_GAP_MS": "7.5"}).batch_options().arrival_gap_ms
+        == 7.5
+    )
 
 
 @pytest.mark.parametrize(
