@@ -94,8 +94,23 @@ def _layouts(row: dict[str, Any]) -> str:
     return f" (the best of: {timed})"
 
 
+def load_generators(report: dict[str, Any]) -> list[str]:
+    """Which load generators sent the closed-loop points (results from before the native
+    generator name none: the Python one sent them)."""
+    points = [
+        p for m in report["models"].values() for server in ("batching", "naive") for p in m[server]["points"]
+    ]
+    return sorted({p.get("generator", "python") for p in points})
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> str:
-    lines = [f"Machine: {report['machine']}", ""]
+    generators = ", ".join(load_generators(report))
+    lines = [
+        f"Machine: {report['machine']}",
+        "",
+        f"Closed-loop points sent by the {generators} load generator.",
+        "",
+    ]
     for name, m in report["models"].items():
         peak = ceiling_at(m, m["max_batch_size"])
         lines += [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.report import check_bars
+from benchmarks.report import check_bars, load_generators
 
 
 def _point(mode: str, concurrency: int, windows_per_s: float, **extra: float) -> dict[str, Any]:
@@ -45,3 +45,11 @@ def test_without_a_ceiling_beside_the_point_the_runs_first_ceiling_counts() -> N
     bar = _stream_bar(_small(_point("stream", 64, 2200.0)))
     assert bar["measured"] == 2200.0 / 6000.0
     assert not bar["pass"]
+
+
+def test_the_report_names_the_generator_that_sent_the_points() -> None:
+    report = _small(_point("stream", 64, 2200.0))
+    assert load_generators(report) == ["python"]  # results from before the field
+    for p in report["models"]["small"]["batching"]["points"]:
+        p["generator"] = "native"
+    assert load_generators(report) == ["native"]
