@@ -108,7 +108,12 @@ class ModelPlan:
 # served 14-32 % more (RESULTS.md, session 9). Each device takes one batch at a time: at C = 64
 # that served as much as two in flight, with a p99 lower in every round (sessions 9 and 12).
 # The small encoder's server is bound by its event loop, not by compute, and a second replica
-# gave it nothing measurable, so it keeps one.
+# gave it nothing measurable, so it keeps one. Its batches stop at 32: on session 13's machine
+# the encoder computed as many windows/s at 32 as at 64 (30 600 and 30 900, two at once), and
+# batches of 32 let the stream at C = 64 split into two groups that take turns, one computing
+# while the loop answers the other: 7 652 against 6 922 windows/s (stream C = 64), 4 773
+# against 4 310 (unary C = 64), 4 364 against 3 920 (unary C = 256), and 7 967 against 8 113
+# (stream C = 256, within the spread) (benchmarks/RESULTS.md, session 13).
 CPU_DEVICES = os.cpu_count() or 1
 
 PLANS = {
@@ -121,8 +126,8 @@ PLANS = {
     ),
     "small": ModelPlan(
         "small", 64, 64,
-        {"max-batch-size": 64, "max-queue-delay-ms": 10, "batches-in-flight": 2, "max-queue-size": 4096,
-         "intra-op-threads": 1, "allowed-batch-sizes": "1,2,4,8,16,24,32,40,48,56,64"},
+        {"max-batch-size": 32, "max-queue-delay-ms": 10, "batches-in-flight": 2, "max-queue-size": 4096,
+         "intra-op-threads": 1, "allowed-batch-sizes": "1,2,4,8,16,24,32"},
         overload_deadline_ms=200,
     ),
 }  # fmt: skip
