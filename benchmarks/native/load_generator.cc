@@ -226,7 +226,8 @@ std::string Run::Summary() {
   std::vector<float> latencies;
   std::map<std::string, int64_t> outcomes;
   std::map<std::string, std::vector<int64_t>> timeline;
-  const double seconds = std::chrono::duration<double>(measure_to() - measure_from_).count();
+  // A run told to stop during its warm-up measured nothing.
+  const double seconds = std::max(0.0, std::chrono::duration<double>(measure_to() - measure_from_).count());
   const size_t run_seconds = static_cast<size_t>(std::chrono::duration<double>(measure_to() - start_).count()) + 1;
   for (const ProbeTally& t : tallies_) {
     latencies.insert(latencies.end(), t.latencies_ms.begin(), t.latencies_ms.end());
@@ -245,7 +246,7 @@ std::string Run::Summary() {
       << ", \"seconds\": " << Number(seconds) << ", \"ok\": " << ok << ", \"outcomes\": {";
   const char* sep = "";
   for (const auto& [outcome, n] : outcomes) { out << sep << "\"" << outcome << "\": " << n; sep = ", "; }
-  out << "}, \"windows_per_s\": " << Number(ok / seconds)
+  out << "}, \"windows_per_s\": " << Number(seconds > 0 ? ok / seconds : 0.0)
       << ", \"p50_ms\": " << Number(Percentile(latencies, 50))
       << ", \"p95_ms\": " << Number(Percentile(latencies, 95))
       << ", \"p99_ms\": " << Number(Percentile(latencies, 99))
