@@ -126,10 +126,11 @@ std::string OutcomeOf(const grpc::Status& status) {
   return StatusName(status.error_code());
 }
 
-// One probe's calls. Each probe has one call outstanding at a time, so its tally is written
-// by one callback at a time and needs no lock; the run merges the tallies once every probe
-// has finished.
+// One probe's calls. Each probe has one call outstanding at a time, so its lock is never
+// contended while the run goes on; it keeps the summary from reading a tally that a probe
+// still in a call after the final grace period (a server that stopped answering) writes.
 struct ProbeTally {
+  std::mutex mu;
   std::vector<float> latencies_ms;
   std::map<std::string, int64_t> outcomes;
   std::map<std::string, std::vector<int64_t>> timeline;
@@ -161,6 +162,7 @@ class Run {
   void Add(int probe, Clock::time_point started, const std::string& outcome) {
     const auto finished = Clock::now();
     ProbeTally& t = tallies_[probe];
+    std::lock_guard<std::mutex> lock(t.mu);
     const auto second = static_cast<size_t>(std::chrono::duration<double>(finished - start_).count());
     auto& counts = t.timeline[outcome];
     if (counts.size() <= second) counts.resize(second + 1, 0);
@@ -229,7 +231,8 @@ std::string Run::Summary() {
   // A run told to stop during its warm-up measured nothing.
   const double seconds = std::max(0.0, std::chrono::duration<double>(measure_to() - measure_from_).count());
   const size_t run_seconds = static_cast<size_t>(std::chrono::duration<double>(measure_to() - start_).count()) + 1;
-  for (const ProbeTally& t : tallies_) {
+  for (ProbeTally& t : tallies_) {
+    std::lock_guard<std::mutex> lock(t.mu);
     latencies.insert(latencies.end(), t.latencies_ms.begin(), t.latencies_ms.end());
     for (const auto& [outcome, n] : t.outcomes) outcomes[outcome] += n;
     for (const auto& [outcome, counts] : t.timeline) {
