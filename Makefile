@@ -73,7 +73,7 @@ bench-quick: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
 	$(WITH_REDIS) $(PY) benchmarks/suite.py --quick
 
 # A model promoted under sustained probe load, both encoders (about 3 minutes).
-bench-swap: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
+bench-swap: setup $(VENV)/.bench-installed
 	$(WITH_REDIS) $(PY) benchmarks/swap.py
 
 # Where the server's time goes: py-spy over a server under streaming load (small encoder).
