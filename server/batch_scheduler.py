@@ -14,8 +14,9 @@ Rules:
   request never waits. Under heavy load an idle device waits while requests keep
   arriving (until a short pause, a full batch or the max delay): a closed loop of
   probes then keeps sending whole batches instead of alternating one lone request
-  with everyone else. Batches are spread over devices, least busy
-  first, and padded up to an allowed size.
+  with everyone else. Batches are spread over devices, least busy first and the
+  lowest-numbered among equals (light load keeps to one device, whose weights stay
+  cached), and padded up to an allowed size.
 - With more than one batch in flight per device, the next batch for a busy device is
   formed just before the device is expected to free up (by the running estimate),
   so it holds every request that arrived meanwhile and is assembled while the
@@ -179,7 +180,6 @@ class BatchPolicy(Generic[T]):
         # seconds of each of those batches, oldest first (a device runs its batches in order).
         self._busy_until = [0.0] * devices
         self._held: list[deque[float]] = [deque() for _ in range(devices)]
-        self._next_device = 0
         # Moving average of dispatched batch sizes: near 1 under light load.
         self.mean_batch_size = 1.0
         self._last_arrival = float("-inf")
@@ -265,12 +265,18 @@ class BatchPolicy(Generic[T]):
         return min((q[0].enqueued_at for q in self._queues.values()), default=None)
 
     def _free_device(self) -> int | None:
-        """The least busy device with a free slot (round-robin among equals), or None."""
+        """The least busy device with a free slot, the lowest-numbered among equals, or None.
+
+        Not round-robin: under light load every batch then goes to the same device, whose
+        replica's weights stay in cache, so a second device costs a lone request nothing.
+        With this and the warm-up's graph choice (model_runner.median_times), the original
+        encoder at C = 1 served 68 windows/s on two devices as on one, p99 18.4 and 18.2 ms;
+        before both, 56 against 61, p99 24.5 against 21.0 (benchmarks/RESULTS.md, session
+        14). The graph choice made most of that difference; this one was not timed apart.
+        """
         slots = self.options.batches_in_flight
         best: int | None = None
-        for step in range(self.devices):
-            device = (self._next_device + step) % self.devices
-            load = self._in_flight[device]
+        for device, load in enumerate(self._in_flight):
             if load < slots and (best is None or load < self._in_flight[best]):
                 best = device
         return best
@@ -315,7 +321,6 @@ class BatchPolicy(Generic[T]):
             self._busy_until[device] = start + estimate
             self._held[device].append(estimate)
             self.mean_batch_size += _LOAD_SMOOTHING * (len(decision.batch) - self.mean_batch_size)
-            self._next_device = (device + 1) % self.devices
         return decision
 
     def _idle_and_filled(self, device: int, now: float) -> bool:

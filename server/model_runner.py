@@ -8,18 +8,20 @@ Calls run on the device's own thread, and TensorFlow releases the GIL while it c
 XLA and cuDNN exclude each other: XLA has no kernel for the fused cuDNN LSTM op. On a CPU,
 where there is no cuDNN, XLA compiles each LSTM's 60 steps into one loop without
 TensorFlow's per-op dispatch: for the small encoder 1.4-6 times faster at every batch size,
-for the original one as fast at batch 1 and a fifth slower at batch 32 (see
-benchmarks/RESULTS.md). So with ``xla="auto"`` a CPU runner times both graphs at each
-allowed batch size during warm-up and keeps the faster one per size, the same on every
-device of the server; GPUs keep cuDNN.
+for the original one faster up to batch 4 and up to a third slower from batch 8, by machine
+(see benchmarks/RESULTS.md). So with ``xla="auto"`` a server times both graphs at each
+allowed batch size during warm-up, on its first CPU device, and puts every device on the
+faster one per size; GPUs keep cuDNN.
 ``xla="on"`` compiles every size (on a GPU the LSTMs are rebuilt off the cuDNN path).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,17 @@ XLA_MODES = ("auto", "on", "off")
 # embedding projection stay float32: they set the distance scale the threshold is fitted on.
 _MIXED_LAYER_TYPES = ("LSTM", "BatchNormalization", "Dense")
 _FLOAT32_LAYER_NAMES = ("embedding",)
-# Timed runs of each candidate graph per batch size at warm-up, after the first (traced) one.
-_TIMED_ROUNDS = 2
+# Warm-up times the candidate graphs at each batch size in turn, round after round, after
+# the first (traced) call: at least _MIN_TIMED_ROUNDS rounds, then more while the rounds
+# so far took under _TIMING_BUDGET_S, up to _MAX_TIMED_ROUNDS; each graph's median time
+# decides. The best of two rounds decided before, and on a busy machine servers kept the
+# plain graph at batch 1 about half the time: its best run can match XLA's, but its median
+# was 20 against 13 ms, which cost the original encoder 4-6 ms of p99 at C = 1
+# (benchmarks/RESULTS.md, session 14). A cheap size gets a dozen rounds for a fraction of
+# a second; a costly one its three.
+_MIN_TIMED_ROUNDS = 3
+_MAX_TIMED_ROUNDS = 12
+_TIMING_BUDGET_S = 0.4
 
 
 @dataclass(frozen=True)
@@ -127,30 +138,33 @@ class ModelRunner:
         """Whether batches of this size run the XLA-compiled graph."""
         return self._by_size.get(size, self._other_sizes) is self._graphs.get(True)
 
-    def log_warmed(self, seconds: Mapping[int, float]) -> None:
+    def log_warmed(self, seconds: Mapping[int, float], devices: Sequence[str]) -> None:
         sizes = ", ".join(
             f"batch {n} {t * 1000:.1f} ms{' (XLA)' * self.uses_xla(n)}" for n, t in seconds.items()
         )
-        log.info("model %s warmed on %s: %s", self.version, self.device, sizes)
+        log.info("model %s warmed on %s: %s", self.version, ", ".join(devices), sizes)
+
+    def _candidates(self, only: bool | None) -> dict[bool, Any]:
+        return {only: self._graphs[only]} if only in self._graphs else self._graphs
+
+    def prepare(self, size: int, only: bool | None = None) -> None:
+        """Traces (and compiles) each candidate graph at one batch size and checks its output.
+        With only, just that graph (True: XLA), when it is a candidate here."""
+        zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
+        with self._tf.device(self.device):
+            for graph in self._candidates(only).values():
+                self._check(graph(encoder_input(zeros, self.device)).numpy(), size)
 
     def time_graphs(self, size: int, only: bool | None = None) -> dict[bool, float]:
-        """Traces (and compiles) each candidate graph at one batch size, checks its output, then
-        times the candidates in turn, round after round; returns each one's best seconds, keyed
-        by whether XLA compiles it. Taking turns puts whatever else runs meanwhile (another
-        device warming, the serving threads during a swap) on every candidate alike.
-        With only, just that graph (True: XLA), when it is a candidate here."""
-        graphs = {only: self._graphs[only]} if only in self._graphs else self._graphs
+        """Times the prepared candidate graphs at one batch size in turn, round after round
+        (median_times); returns each one's median seconds, keyed by whether XLA compiles it."""
         zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
-        best = dict.fromkeys(graphs, float("inf"))
         with self._tf.device(self.device):
-            for graph in graphs.values():
-                self._check(graph(encoder_input(zeros, self.device)).numpy(), size)
-            for _ in range(_TIMED_ROUNDS):
-                for xla, graph in graphs.items():
-                    started = time.perf_counter()
-                    graph(encoder_input(zeros, self.device)).numpy()
-                    best[xla] = min(best[xla], time.perf_counter() - started)
-        return best
+            batch = encoder_input(zeros, self.device)
+            calls = {
+                xla: functools.partial(_call, graph, batch) for xla, graph in self._candidates(only).items()
+            }
+            return median_times(calls)
 
     def graph_choices(self) -> dict[int, bool]:
         """Whether each warmed batch size runs the XLA-compiled graph."""
@@ -174,33 +188,51 @@ class ModelRunner:
             )
 
 
-def fastest_graph(timed: Sequence[Mapping[bool, float]]) -> bool:
-    """The candidate graph (True: XLA-compiled) with the best time on any of the devices timed.
+def _call(graph: Any, batch: Any) -> None:
+    graph(batch).numpy()
 
-    A server's devices are alike (logical CPU devices, or GPUs of one kind), so one choice
-    serves them all. Timed side by side they disturb each other, and each device judging
-    alone picked a graph twice as slow (original encoder, batch 1, two CPU devices: one kept
-    the plain graph at 34 ms, the other XLA at 17 ms, and every other request paid the
-    difference); the best time over all of them is the least disturbed.
+
+def median_times(
+    calls: Mapping[bool, Callable[[], object]],
+    clock: Callable[[], float] = time.perf_counter,
+    min_rounds: int = _MIN_TIMED_ROUNDS,
+    max_rounds: int = _MAX_TIMED_ROUNDS,
+    budget_s: float = _TIMING_BUDGET_S,
+) -> dict[bool, float]:
+    """Each call's median time over rounds in which every call runs once, in turn: at least
+    min_rounds, then more while the rounds so far took under budget_s, up to max_rounds.
+    Taking turns puts whatever else the machine runs meanwhile on every candidate alike;
+    the median is what a batch typically costs, where the best run flatters a graph whose
+    time swings."""
+    times: dict[bool, list[float]] = {key: [] for key in calls}
+    started = clock()
+    for rounds in range(1, max_rounds + 1):
+        for key, call in calls.items():
+            before = clock()
+            call()
+            times[key].append(clock() - before)
+        if rounds >= min_rounds and clock() - started >= budget_s:
+            break
+    return {key: statistics.median(seconds) for key, seconds in times.items()}
+
+
+def warm_alike(runners: Sequence[ModelRunner], timed: Mapping[int, Mapping[bool, float]]) -> dict[int, float]:
+    """Puts every runner on the graph with the lowest time at each size (timed: the first
+    runner's time_graphs() per size); returns those times, the scheduler's first estimates.
+
+    A server's devices are alike (logical CPU devices, or GPUs of one kind), so the first
+    one's timings, taken alone, serve them all. Timed side by side, devices disturb each
+    other's timings: each judging alone once picked a graph twice as slow (original encoder,
+    batch 1: the plain graph at 34 ms beside XLA at 17 ms), and the best over all of them
+    still kept the plain graph at batch 1 on a busy machine (benchmarks/RESULTS.md, session 14).
     """
-    candidates = {xla for times in timed for xla in times}
-    return min(candidates, key=lambda xla: min(times[xla] for times in timed))
-
-
-def warm_alike(
-    runners: Sequence[ModelRunner], timed: Sequence[Mapping[int, Mapping[bool, float]]]
-) -> dict[int, float]:
-    """Puts every runner on the same graph at each size, the fastest over all their timings
-    (timed[i] is runners[i]'s time_graphs() per size); returns the slowest runner's seconds
-    per size on it, so the scheduler's estimates err towards refusing late work."""
     seconds: dict[int, float] = {}
-    for size in timed[0]:
-        xla = fastest_graph([by_size[size] for by_size in timed])
+    for size, times in timed.items():
+        xla = min(times, key=times.__getitem__)
         for runner in runners:
             runner.use(size, xla)
-        seconds[size] = max(by_size[size][xla] for by_size in timed)
-    for runner, by_size in zip(runners, timed, strict=True):
-        runner.log_warmed({size: times[runner.uses_xla(size)] for size, times in by_size.items()})
+        seconds[size] = times[xla]
+    runners[0].log_warmed(seconds, [runner.device for runner in runners])
     return seconds
 
 

@@ -204,22 +204,26 @@ class ModelHost:
     async def _warm(
         self, runners: Sequence[ModelRunner], sizes: Iterable[int], keep: Mapping[int, bool] | None = None
     ) -> dict[int, float]:
-        """Warms one replica per device side by side, each on its own loader thread, one batch
-        size per call, then puts them all on the graph that was fastest at each size
-        (model_runner.warm_alike); returns the slowest device's seconds per size. A size in
-        keep warms only the graph keep names for it (True: XLA)."""
+        """Prepares one replica per device side by side, each on its own loader thread, one
+        batch size per call; then times the candidate graphs on the first device alone and
+        puts every replica on the faster one at each size (model_runner.warm_alike). Returns
+        the seconds per size on it. A size in keep warms only the graph keep names for it
+        (True: XLA)."""
         loop = asyncio.get_running_loop()
         sizes, keep = tuple(sizes), keep or {}
 
-        async def timed(runner: ModelRunner, loader: ThreadPoolExecutor) -> dict[int, dict[bool, float]]:
-            return {
-                size: await loop.run_in_executor(loader, runner.time_graphs, size, keep.get(size))
-                for size in sizes
-            }
+        async def prepared(runner: ModelRunner, loader: ThreadPoolExecutor) -> None:
+            for size in sizes:
+                await loop.run_in_executor(loader, runner.prepare, size, keep.get(size))
 
         pairs = zip(runners, self.loaders, strict=False)
-        by_device = await asyncio.gather(*(timed(runner, loader) for runner, loader in pairs))
-        return warm_alike(runners, by_device)
+        await asyncio.gather(*(prepared(runner, loader) for runner, loader in pairs))
+        first = runners[0]
+        timed = {
+            size: await loop.run_in_executor(self.loader, first.time_graphs, size, keep.get(size))
+            for size in sizes
+        }
+        return warm_alike(runners, timed)
 
     async def reload_references(self) -> None:
         """Rebuilds the current version's index from Redis (at start-up and after a lost connection)."""

@@ -37,34 +37,39 @@ class BatchSpy:
         return counted
 
 
-async def test_two_devices_are_warmed_side_by_side_run_one_graph_and_share_the_batches(  # type: ignore[no-untyped-def]
+async def test_two_devices_are_prepared_side_by_side_timed_on_one_run_one_graph_and_share_the_batches(  # type: ignore[no-untyped-def]
     start_server, artifact, windows, monkeypatch
 ) -> None:
     from server.model_runner import ModelRunner
 
-    timed_on: dict[str, set[str]] = {}
-    real_time_graphs = ModelRunner.time_graphs
+    prepared_on: dict[str, set[str]] = {}
+    timed_on: list[str] = []
+    real_prepare, real_time_graphs = ModelRunner.prepare, ModelRunner.time_graphs
 
-    def disturbed(runner: ModelRunner, size: int, only: bool | None = None) -> dict[bool, float]:
-        """Each device's timing of one graph is disturbed 50-fold, a different graph on each,
-        as when two devices warming side by side slow each other: judged one device at a
-        time, the two would pick different graphs."""
-        timed_on.setdefault(runner.device, set()).add(threading.current_thread().name)
+    def prepare(runner: ModelRunner, size: int, only: bool | None = None) -> None:
+        prepared_on.setdefault(runner.device, set()).add(threading.current_thread().name)
+        real_prepare(runner, size, only)
+
+    def time_graphs(runner: ModelRunner, size: int, only: bool | None = None) -> dict[bool, float]:
+        """The plain graph looks 50 times slower: every device must then run XLA."""
+        timed_on.append(runner.device)
         seconds = real_time_graphs(runner, size, only)
-        slowed = runner.device.endswith("1")
-        return {xla: t * 50 if xla == slowed else t for xla, t in seconds.items()}
+        return {xla: t if xla else t * 50 for xla, t in seconds.items()}
 
-    monkeypatch.setattr(ModelRunner, "time_graphs", disturbed)
+    monkeypatch.setattr(ModelRunner, "prepare", prepare)
+    monkeypatch.setattr(ModelRunner, "time_graphs", time_graphs)
     server, target = await start_server(
         model_source=str(artifact), devices="cpu", cpu_devices=2, xla="auto", max_batch_size=8
     )
-    assert len(server.host.devices) == 2
-    # Each device's replica was warmed on a loader thread of its own.
-    threads = [timed_on[device] for device in server.host.devices]
-    assert all(len(names) == 1 for names in threads) and threads[0] != threads[1], timed_on
-    # Both devices run the same graph at every size: the one faster undisturbed.
-    compiled = [runner.compiled_sizes for runner in server.host.current.runners]
-    assert compiled[0] == compiled[1], compiled
+    devices = server.host.devices
+    assert len(devices) == 2
+    # Each device's replica was traced on a loader thread of its own; only the first device
+    # timed the graphs, once per size, and both devices run the graph it found faster.
+    threads = [prepared_on[device] for device in devices]
+    assert all(len(names) == 1 for names in threads) and threads[0] != threads[1], prepared_on
+    sizes = (1, 2, 4, 8)
+    assert timed_on == [devices[0]] * len(sizes)
+    assert [runner.compiled_sizes for runner in server.host.current.runners] == [sizes, sizes]
     spy = BatchSpy(server)
     async with AsyncFaultprintClient(target) as client:
         await client.create_reference_case("net-d", "normal", [windows("normal", 1)[0]])

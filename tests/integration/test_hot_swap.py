@@ -108,7 +108,7 @@ async def test_a_new_version_of_the_same_shape_warms_only_the_graphs_the_serving
 
     asked.clear()
     await server.host.load(artifact_factory(seed=52))
-    assert sorted(asked) == sorted((size, xla) for size, xla in chosen.items() for _ in range(2))
+    assert sorted(asked) == sorted(chosen.items())  # timed on the first device alone
     assert all(runner.graph_choices() == chosen for runner in server.host.current.runners)
 
     asked.clear()

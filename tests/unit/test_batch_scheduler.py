@@ -225,6 +225,18 @@ def test_batches_spread_over_devices_least_busy_first() -> None:
     assert p.decide(now=0.0).device == 1
 
 
+def test_under_light_load_every_batch_goes_to_the_same_device() -> None:
+    # One request at a time: the first device takes each, so its replica stays in cache.
+    p = policy(devices=2)
+    placed = []
+    for i in range(4):
+        admit(p, i, at=float(i))
+        decision = p.decide(now=float(i))
+        placed.append(decision.device)
+        p.finish(device=decision.device, padded_size=1, compute_s=0.01, now=i + 0.01)
+    assert placed == [0, 0, 0, 0]
+
+
 def test_an_idle_device_takes_a_request_while_another_device_is_busy() -> None:
     p = policy(devices=2)
     busy(p)

@@ -1,18 +1,21 @@
-"""Warm-up puts every device of a server on the same graph per batch size: the fastest over all their timings."""
+"""Warm-up times the candidate graphs on a server's first device and puts every device on the faster one per size."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from server.model_runner import fastest_graph, warm_alike
+import pytest
+
+from server.model_runner import median_times, warm_alike
 
 
 class RecordingRunner:
     """Stands in for a runner: records the graph each size is put on."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str) -> None:
+        self.device = device
         self.uses: dict[int, bool] = {}
-        self.logged: dict[int, float] = {}
+        self.logged: list[tuple[dict[int, float], list[str]]] = []
 
     def use(self, size: int, xla: bool) -> None:
         self.uses[size] = xla
@@ -20,31 +23,64 @@ class RecordingRunner:
     def uses_xla(self, size: int) -> bool:
         return self.uses[size]
 
-    def log_warmed(self, seconds: dict[int, float]) -> None:
-        self.logged = dict(seconds)
+    def log_warmed(self, seconds: dict[int, float], devices: list[str]) -> None:
+        self.logged.append((dict(seconds), list(devices)))
 
 
-def test_the_best_time_on_any_device_decides() -> None:
-    # Device 1's XLA reading was disturbed (another device warming beside it); device 0's was not.
-    assert fastest_graph([{True: 0.017, False: 0.030}, {True: 0.034, False: 0.031}]) is True
-    assert fastest_graph([{True: 0.020, False: 0.012}, {True: 0.011, False: 0.040}]) is True
-    assert fastest_graph([{True: 0.020, False: 0.012}, {True: 0.013, False: 0.040}]) is False
-
-
-def test_a_single_candidate_is_chosen() -> None:
-    assert fastest_graph([{False: 0.5}, {False: 0.4}]) is False
-    assert fastest_graph([{True: 0.5}]) is True
-
-
-def test_every_runner_runs_the_chosen_graph_and_the_estimate_is_the_slowest_device() -> None:
-    runners = [RecordingRunner(), RecordingRunner()]
-    timed: list[Any] = [
-        {1: {True: 0.017, False: 0.030}, 32: {True: 0.300, False: 0.260}},
-        {1: {True: 0.034, False: 0.031}, 32: {True: 0.290, False: 0.280}},
-    ]
+def test_every_runner_runs_the_graph_fastest_on_the_first_device() -> None:
+    runners = [RecordingRunner("/device:CPU:0"), RecordingRunner("/device:CPU:1")]
+    timed = {1: {True: 0.013, False: 0.020}, 32: {True: 0.300, False: 0.260}, 64: {False: 0.5}}
     seconds = warm_alike(runners, timed)  # type: ignore[arg-type]
-    assert [r.uses for r in runners] == [{1: True, 32: False}] * 2
-    # The scheduler's estimate per size: the slower device on the chosen graph.
-    assert seconds == {1: 0.034, 32: 0.280}
-    # Each device logs its own time on the graph it runs.
-    assert runners[0].logged == {1: 0.017, 32: 0.260} and runners[1].logged == {1: 0.034, 32: 0.280}
+    assert [r.uses for r in runners] == [{1: True, 32: False, 64: False}] * 2
+    # The scheduler's first estimate per size: the time of the chosen graph.
+    assert seconds == {1: 0.013, 32: 0.260, 64: 0.5}
+    # One line names every device and the sizes' times.
+    assert runners[0].logged == [(seconds, ["/device:CPU:0", "/device:CPU:1"])] and not runners[1].logged
+
+
+class FakeClock:
+    """A clock that only moves when a timed call runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def timed_calls(clock: FakeClock, costs: dict[bool, list[float]]) -> tuple[dict[bool, Any], dict[bool, int]]:
+    """Calls that advance the clock by their next cost in turn; and how often each ran."""
+    runs = dict.fromkeys(costs, 0)
+
+    def call(key: bool) -> None:
+        clock.now += costs[key][runs[key] % len(costs[key])]
+        runs[key] += 1
+
+    return {key: (lambda key=key: call(key)) for key in costs}, runs
+
+
+def test_candidates_take_turns_and_the_median_decides() -> None:
+    clock = FakeClock()
+    # The plain graph had one lucky run, faster than any of XLA's; XLA is faster as a rule.
+    calls, runs = timed_calls(clock, {False: [0.020, 0.012, 0.021], True: [0.013, 0.014, 0.013]})
+    timed = median_times(calls, clock, min_rounds=3, max_rounds=3, budget_s=0.0)
+    assert runs == {False: 3, True: 3}
+    assert timed == {False: pytest.approx(0.020), True: pytest.approx(0.013)}
+
+
+def test_cheap_sizes_get_more_rounds_until_the_budget_is_spent() -> None:
+    clock = FakeClock()
+    calls, runs = timed_calls(clock, {False: [1 / 64], True: [1 / 64]})  # 1/32 s a round
+    median_times(calls, clock, min_rounds=3, max_rounds=12, budget_s=5 / 32)
+    assert runs == {False: 5, True: 5}  # the fifth round ends on the budget
+
+
+def test_rounds_stop_at_the_most_or_after_the_fewest() -> None:
+    clock = FakeClock()
+    calls, runs = timed_calls(clock, {False: [0.001], True: [0.001]})
+    median_times(calls, clock, min_rounds=3, max_rounds=12, budget_s=10.0)
+    assert runs == {False: 12, True: 12}
+    clock = FakeClock()
+    calls, runs = timed_calls(clock, {False: [0.3], True: [0.4]})  # one round outspends the budget
+    median_times(calls, clock, min_rounds=3, max_rounds=12, budget_s=0.1)
+    assert runs == {False: 3, True: 3}
