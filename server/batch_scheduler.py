@@ -271,15 +271,12 @@ class BatchPolicy(Generic[T]):
         replica's weights stay in cache, so a second device costs a lone request nothing.
         With this and the warm-up's graph choice (model_runner.median_times), the original
         encoder at C = 1 served 68 windows/s on two devices as on one, p99 18.4 and 18.2 ms;
-        before both, 56 against 61, p99 24.5 against 21.0 (benchmarks/RESULTS.md, session
+        before both, 57 against 62, p99 25.4 against 22.8 (benchmarks/RESULTS.md, session
         14). The graph choice made most of that difference; this one was not timed apart.
         """
         slots = self.options.batches_in_flight
-        best: int | None = None
-        for device, load in enumerate(self._in_flight):
-            if load < slots and (best is None or load < self._in_flight[best]):
-                best = device
-        return best
+        free = [device for device, load in enumerate(self._in_flight) if load < slots]
+        return min(free, key=self._in_flight.__getitem__, default=None)
 
     def decide(self, now: float) -> Decision[T]:
         """The next batch to run now (possibly empty), requests that expired, and when to look again."""

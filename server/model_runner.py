@@ -45,7 +45,7 @@ _FLOAT32_LAYER_NAMES = ("embedding",)
 # so far took under _TIMING_BUDGET_S, up to _MAX_TIMED_ROUNDS; each graph's median time
 # decides. The best of two rounds decided before, and on a busy machine servers kept the
 # plain graph at batch 1 about half the time: its best run can match XLA's, but its median
-# was 20 against 13 ms, which cost the original encoder 4-6 ms of p99 at C = 1
+# was 20 against 13 ms, which cost the original encoder 3-6 ms of p99 at C = 1
 # (benchmarks/RESULTS.md, session 14). A cheap size gets a dozen rounds for a fraction of
 # a second; a costly one its three.
 _MIN_TIMED_ROUNDS = 3
