@@ -10,8 +10,9 @@ where there is no cuDNN, XLA compiles each LSTM's 60 steps into one loop without
 TensorFlow's per-op dispatch: for the small encoder 1.4-6 times faster at every batch size,
 for the original one faster up to batch 4 and up to a third slower from batch 8, by machine
 (see benchmarks/RESULTS.md). So with ``xla="auto"`` a server times both graphs at each
-allowed batch size during warm-up, on its first CPU device, and puts every device on the
-faster one per size; GPUs keep cuDNN.
+allowed batch size during warm-up, a lone request on its first CPU device alone and larger
+batches on every device at once, as each size serves (time_graphs), and puts every device
+on the faster one per size; GPUs keep cuDNN.
 ``xla="on"`` compiles every size (on a GPU the LSTMs are rebuilt off the cuDNN path).
 """
 
@@ -22,6 +23,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,27 +146,29 @@ class ModelRunner:
         )
         log.info("model %s warmed on %s: %s", self.version, ", ".join(devices), sizes)
 
-    def _candidates(self, only: bool | None) -> dict[bool, Any]:
-        return {only: self._graphs[only]} if only in self._graphs else self._graphs
+    def candidates(self, only: bool | None = None) -> tuple[bool, ...]:
+        """The graphs warm-up prepares and times (True: XLA): only, when it is a candidate here, else all."""
+        return (only,) if only in self._graphs else tuple(self._graphs)
 
     def prepare(self, size: int, only: bool | None = None) -> None:
         """Traces (and compiles) each candidate graph at one batch size and checks its output.
         With only, just that graph (True: XLA), when it is a candidate here."""
         zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
         with self._tf.device(self.device):
-            for graph in self._candidates(only).values():
-                self._check(graph(encoder_input(zeros, self.device)).numpy(), size)
+            for xla in self.candidates(only):
+                self._check(self._graphs[xla](encoder_input(zeros, self.device)).numpy(), size)
 
-    def time_graphs(self, size: int, only: bool | None = None) -> dict[bool, float]:
-        """Times the prepared candidate graphs at one batch size in turn, round after round
-        (median_times); returns each one's median seconds, keyed by whether XLA compiles it."""
+    def graph_call(self, size: int, xla: bool) -> Callable[[], None]:
+        """One call of a prepared graph on a batch of zeros of this size, on this device, as
+        warm-up times it (time_graphs); safe to make from any thread."""
         zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
-        with self._tf.device(self.device):
-            batch = encoder_input(zeros, self.device)
-            calls = {
-                xla: functools.partial(_call, graph, batch) for xla, graph in self._candidates(only).items()
-            }
-            return median_times(calls)
+        graph, tf, device = self._graphs[xla], self._tf, self.device
+
+        def call() -> None:
+            with tf.device(device):
+                graph(encoder_input(zeros, device)).numpy()
+
+        return call
 
     def graph_choices(self) -> dict[int, bool]:
         """Whether each warmed batch size runs the XLA-compiled graph."""
@@ -188,8 +192,43 @@ class ModelRunner:
             )
 
 
-def _call(graph: Any, batch: Any) -> None:
-    graph(batch).numpy()
+def time_graphs(
+    runners: Sequence[ModelRunner], size: int, only: bool | None = None, helpers: Sequence[Executor] = ()
+) -> dict[bool, float]:
+    """Times the prepared candidate graphs at one batch size, in the regime that size serves
+    in, round after round (median_times); returns each one's median seconds, keyed by
+    whether XLA compiles it. Runs on the first runner's thread; helpers are threads for the
+    other runners, one each.
+
+    A lone request is timed on the first device alone: under light load every batch goes to
+    that device (batch_scheduler), and the lone request's latency is what light load sees.
+    A batch of more than one forms only while requests arrive faster than the devices answer
+    them, that is while every device computes, so it is timed with every device running the
+    same graph at once. On a CPU the two regimes rank the graphs differently: alone, the plain
+    graph spreads its ops onto the idle core, which a busy server does not have. Timed alone,
+    servers put the original encoder on the plain graph from batch 8 or 12; timed together,
+    XLA was as fast at batch 32 and 8-13 % faster from 8 to 16, and XLA at every size served
+    437 against 408 windows/s at C = 64 (benchmarks/RESULTS.md, session 15).
+    """
+    together = runners if size > 1 else runners[:1]
+    calls = {
+        xla: functools.partial(call_together, [runner.graph_call(size, xla) for runner in together], helpers)
+        for xla in runners[0].candidates(only)
+    }
+    return median_times(calls)
+
+
+def call_together(calls: Sequence[Callable[[], object]], helpers: Sequence[Executor]) -> None:
+    """Makes the calls at once, the first on this thread and each other on a helper of its
+    own; returns when all have returned."""
+    if len(helpers) < len(calls) - 1:
+        raise ValueError(f"{len(calls)} calls at once need {len(calls) - 1} helpers, got {len(helpers)}")
+    pending = [helper.submit(call) for helper, call in zip(helpers, calls[1:], strict=False)]
+    try:
+        calls[0]()
+    finally:
+        for future in pending:
+            future.result()
 
 
 def median_times(
@@ -217,14 +256,15 @@ def median_times(
 
 
 def warm_alike(runners: Sequence[ModelRunner], timed: Mapping[int, Mapping[bool, float]]) -> dict[int, float]:
-    """Puts every runner on the graph with the lowest time at each size (timed: the first
-    runner's time_graphs() per size); returns those times, the scheduler's first estimates.
+    """Puts every runner on the graph with the lowest time at each size (timed: time_graphs()
+    per size); returns those times, the scheduler's first estimates.
 
-    A server's devices are alike (logical CPU devices, or GPUs of one kind), so the first
-    one's timings, taken alone, serve them all. Timed side by side, devices disturb each
-    other's timings: each judging alone once picked a graph twice as slow (original encoder,
-    batch 1: the plain graph at 34 ms beside XLA at 17 ms), and the best over all of them
-    still kept the plain graph at batch 1 on a busy machine (benchmarks/RESULTS.md, session 14).
+    A server's devices are alike (logical CPU devices, or GPUs of one kind), so one choice
+    per size serves them all. Each device once judged its own graphs while the others timed
+    theirs, each disturbing the others at random: one picked a graph twice as slow (original
+    encoder, batch 1: the plain graph at 34 ms beside XLA at 17 ms), and the best over all of
+    them still kept the plain graph at batch 1 on a busy machine (benchmarks/RESULTS.md,
+    session 14). time_graphs times each candidate on every device at once, or on one alone.
     """
     seconds: dict[int, float] = {}
     for size, times in timed.items():

@@ -30,7 +30,7 @@ import numpy as np
 
 from encoder.artifact import ArtifactError
 from server.errors import Unavailable
-from server.model_runner import ModelRunner, RunnerOptions, warm_alike
+from server.model_runner import ModelRunner, RunnerOptions, time_graphs, warm_alike
 from server.reference_index import CaseEmbeddings, ReferenceIndex
 from server.reference_store import LoadedCase, ReferenceStore, StoredCase
 
@@ -205,10 +205,11 @@ class ModelHost:
         self, runners: Sequence[ModelRunner], sizes: Iterable[int], keep: Mapping[int, bool] | None = None
     ) -> dict[int, float]:
         """Prepares one replica per device side by side, each on its own loader thread, one
-        batch size per call; then times the candidate graphs on the first device alone and
-        puts every replica on the faster one at each size (model_runner.warm_alike). Returns
-        the seconds per size on it. A size in keep warms only the graph keep names for it
-        (True: XLA)."""
+        batch size per call; then times the candidate graphs (model_runner.time_graphs: a
+        lone request on the first device alone, larger batches on every device at once, each
+        on its loader thread) and puts every replica on the faster one at each size
+        (model_runner.warm_alike). Returns the seconds per size. A size in keep warms only
+        the graph keep names for it (True: XLA)."""
         loop = asyncio.get_running_loop()
         sizes, keep = tuple(sizes), keep or {}
 
@@ -218,9 +219,10 @@ class ModelHost:
 
         pairs = zip(runners, self.loaders, strict=False)
         await asyncio.gather(*(prepared(runner, loader) for runner, loader in pairs))
-        first = runners[0]
         timed = {
-            size: await loop.run_in_executor(self.loader, first.time_graphs, size, keep.get(size))
+            size: await loop.run_in_executor(
+                self.loader, time_graphs, runners, size, keep.get(size), self.loaders[1:]
+            )
             for size in sizes
         }
         return warm_alike(runners, timed)

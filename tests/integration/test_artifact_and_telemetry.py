@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from client.client import AsyncFaultprintClient
 from encoder.artifact import SAVED_MODEL_DIR, load_tower, read_metadata
 from server.batch_assembly import aligned_zeros
-from server.model_runner import ModelRunner, RunnerOptions, rebuilt_tower, warm_alike
+from server.model_runner import ModelRunner, RunnerOptions, rebuilt_tower, time_graphs, warm_alike
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_xla_compiled_encoder_serves_the_same_embeddings(artifact: Path, windows
     for runner in runners.values():
         for size in (1, 4):
             runner.prepare(size)
-        warm_alike([runner], {size: runner.time_graphs(size) for size in (1, 4)})
+        warm_alike([runner], {size: time_graphs([runner], size) for size in (1, 4)})
     assert runners["on"].compiled_sizes == (1, 4) and runners["off"].compiled_sizes == ()
     # auto keeps whichever graph was faster at each size; every one gives the same embeddings
     for mode in ("on", "auto"):

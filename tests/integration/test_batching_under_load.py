@@ -37,38 +37,52 @@ class BatchSpy:
         return counted
 
 
-async def test_two_devices_are_prepared_side_by_side_timed_on_one_run_one_graph_and_share_the_batches(  # type: ignore[no-untyped-def]
+async def test_two_devices_are_prepared_side_by_side_timed_as_they_serve_run_one_graph_and_share_the_batches(  # type: ignore[no-untyped-def]
     start_server, artifact, windows, monkeypatch
 ) -> None:
-    from server.model_runner import ModelRunner
+    import server.serving_state as serving_state
+    from server.model_runner import ModelRunner, time_graphs
 
     prepared_on: dict[str, set[str]] = {}
-    timed_on: list[str] = []
-    real_prepare, real_time_graphs = ModelRunner.prepare, ModelRunner.time_graphs
+    timed: dict[int, list[tuple[str, str]]] = {}
+    real_prepare, real_graph_call = ModelRunner.prepare, ModelRunner.graph_call
 
     def prepare(runner: ModelRunner, size: int, only: bool | None = None) -> None:
         prepared_on.setdefault(runner.device, set()).add(threading.current_thread().name)
         real_prepare(runner, size, only)
 
-    def time_graphs(runner: ModelRunner, size: int, only: bool | None = None) -> dict[bool, float]:
+    def graph_call(runner: ModelRunner, size: int, xla: bool) -> Callable[[], None]:
+        call = real_graph_call(runner, size, xla)
+
+        def spied() -> None:
+            timed.setdefault(size, []).append((runner.device, threading.current_thread().name))
+            call()
+
+        return spied
+
+    def plain_looks_slow(*args: Any) -> dict[bool, float]:
         """The plain graph looks 50 times slower: every device must then run XLA."""
-        timed_on.append(runner.device)
-        seconds = real_time_graphs(runner, size, only)
-        return {xla: t if xla else t * 50 for xla, t in seconds.items()}
+        return {xla: t if xla else t * 50 for xla, t in time_graphs(*args).items()}
 
     monkeypatch.setattr(ModelRunner, "prepare", prepare)
-    monkeypatch.setattr(ModelRunner, "time_graphs", time_graphs)
+    monkeypatch.setattr(ModelRunner, "graph_call", graph_call)
+    monkeypatch.setattr(serving_state, "time_graphs", plain_looks_slow)
     server, target = await start_server(
         model_source=str(artifact), devices="cpu", cpu_devices=2, xla="auto", max_batch_size=8
     )
     devices = server.host.devices
     assert len(devices) == 2
-    # Each device's replica was traced on a loader thread of its own; only the first device
-    # timed the graphs, once per size, and both devices run the graph it found faster.
+    # Each device's replica was traced on a loader thread of its own.
     threads = [prepared_on[device] for device in devices]
     assert all(len(names) == 1 for names in threads) and threads[0] != threads[1], prepared_on
+    loader_of = {device: names.pop() for device, names in zip(devices, threads, strict=True)}
+    # A lone request was timed on the first device alone; larger batches on both devices,
+    # each on its own loader thread; and both devices run the graph found faster.
     sizes = (1, 2, 4, 8)
-    assert timed_on == [devices[0]] * len(sizes)
+    assert set(timed) == set(sizes)
+    assert {call[0] for call in timed[1]} == {devices[0]}
+    for size in sizes[1:]:
+        assert set(timed[size]) == set(loader_of.items()), (size, timed[size])
     assert [runner.compiled_sizes for runner in server.host.current.runners] == [sizes, sizes]
     spy = BatchSpy(server)
     async with AsyncFaultprintClient(target) as client:

@@ -1,12 +1,14 @@
-"""Warm-up times the candidate graphs on a server's first device and puts every device on the faster one per size."""
+"""Warm-up times the candidate graphs as each batch size serves and puts every device on the faster one per size."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from server.model_runner import median_times, warm_alike
+from server.model_runner import call_together, median_times, time_graphs, warm_alike
 
 
 class RecordingRunner:
@@ -84,3 +86,50 @@ def test_rounds_stop_at_the_most_or_after_the_fewest() -> None:
     calls, runs = timed_calls(clock, {False: [0.3], True: [0.4]})  # one round outspends the budget
     median_times(calls, clock, min_rounds=3, max_rounds=12, budget_s=0.1)
     assert runs == {False: 3, True: 3}
+
+
+class TimedRunner:
+    """Stands in for a prepared runner: each graph call records its device, size and thread."""
+
+    def __init__(self, device: str, calls: list[tuple[str, int, bool, str]]) -> None:
+        self.device = device
+        self.calls = calls
+
+    def candidates(self, only: bool | None = None) -> tuple[bool, ...]:
+        return (only,) if only is not None else (False, True)
+
+    def graph_call(self, size: int, xla: bool) -> Any:
+        def call() -> None:
+            self.calls.append((self.device, size, xla, threading.current_thread().name))
+
+        return call
+
+
+def test_a_lone_request_is_timed_alone_and_larger_batches_on_every_device_at_once() -> None:
+    calls: list[tuple[str, int, bool, str]] = []
+    runners = [TimedRunner("cpu0", calls), TimedRunner("cpu1", calls), TimedRunner("cpu2", calls)]
+    with ThreadPoolExecutor(1, "helper-1") as one, ThreadPoolExecutor(1, "helper-2") as two:
+        timed = time_graphs(runners, 1, None, [one, two])  # type: ignore[arg-type]
+        assert set(timed) == {False, True}
+        assert {(device, size) for device, size, _, _ in calls} == {("cpu0", 1)}
+        calls.clear()
+        time_graphs(runners, 8, True, [one, two])  # type: ignore[arg-type]
+    # Only the kept graph, on every device, each on its own thread, every round.
+    assert {xla for _, _, xla, _ in calls} == {True}
+    on = {device: {thread for d, _, _, thread in calls if d == device} for device in ("cpu0", "cpu1", "cpu2")}
+    assert on == {"cpu0": {threading.current_thread().name}, "cpu1": {"helper-1_0"}, "cpu2": {"helper-2_0"}}
+    assert len(calls) % 3 == 0 and len(calls) >= 9  # three devices a round, at least three rounds
+
+
+def test_calls_together_run_at_once_and_all_finish_before_it_returns() -> None:
+    barrier = threading.Barrier(3, timeout=5)  # breaks unless all three calls wait at once
+    finished: list[int] = []
+
+    def call(n: int) -> Any:
+        return lambda: (barrier.wait(), finished.append(n))
+
+    with ThreadPoolExecutor(1) as one, ThreadPoolExecutor(1) as two:
+        call_together([call(0), call(1), call(2)], [one, two])
+        assert sorted(finished) == [0, 1, 2]
+        with pytest.raises(ValueError, match="need 2 helpers, got 1"):
+            call_together([call(0), call(1), call(2)], [one])
