@@ -8,11 +8,12 @@ Calls run on the device's own thread, and TensorFlow releases the GIL while it c
 XLA and cuDNN exclude each other: XLA has no kernel for the fused cuDNN LSTM op. On a CPU,
 where there is no cuDNN, XLA compiles each LSTM's 60 steps into one loop without
 TensorFlow's per-op dispatch: for the small encoder 1.4-6 times faster at every batch size,
-for the original one faster up to batch 4 and up to a third slower from batch 8, by machine
-(see benchmarks/RESULTS.md). So with ``xla="auto"`` a server times both graphs at each
-allowed batch size during warm-up, a lone request on its first CPU device alone and larger
-batches on every device at once, as each size serves (time_graphs), and puts every device
-on the faster one per size; GPUs keep cuDNN.
+for the original one faster up to batch 4 and, from batch 8, as fast or up to a third
+slower by machine and by whether the other cores are busy (see benchmarks/RESULTS.md). So
+with ``xla="auto"`` a server times both graphs at each allowed batch size during warm-up,
+a lone request on its first CPU device alone and larger batches on every device at once,
+as each size serves (time_graphs), and puts every device on the faster one per size;
+GPUs keep cuDNN.
 ``xla="on"`` compiles every size (on a GPU the LSTMs are rebuilt off the cuDNN path).
 """
 
