@@ -208,7 +208,7 @@ def time_graphs(
     same graph at once. On a CPU the two regimes rank the graphs differently: alone, the plain
     graph spreads its ops onto the idle core, which a busy server does not have. Timed alone,
     servers put the original encoder on the plain graph from batch 8 or 12; timed together,
-    XLA was as fast at batch 32 and 8-13 % faster from 8 to 16, and XLA at every size served
+    XLA was as fast at batch 32 and 11-13 % faster from 8 to 16, and XLA at every size served
     437 against 408 windows/s at C = 64 (benchmarks/RESULTS.md, session 15).
     """
     together = runners if size > 1 else runners[:1]
