@@ -198,8 +198,8 @@ def time_graphs(
 ) -> dict[bool, float]:
     """Times the prepared candidate graphs at one batch size, in the regime that size serves
     in, round after round (median_times); returns each one's median seconds, keyed by
-    whether XLA compiles it. Runs on the first runner's thread; helpers are threads for the
-    other runners, one each.
+    whether XLA compiles it. The calling thread makes the first runner's calls; helpers,
+    one thread per other runner, make theirs.
 
     A lone request is timed on the first device alone: under light load every batch goes to
     that device (batch_scheduler), and the lone request's latency is what light load sees.
