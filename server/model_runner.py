@@ -154,7 +154,7 @@ class ModelRunner:
     def prepare(self, size: int, only: bool | None = None) -> None:
         """Traces (and compiles) each candidate graph at one batch size and checks its output.
         With only, just that graph (True: XLA), when it is a candidate here."""
-        zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
+        zeros = self._zeros(size)
         with self._tf.device(self.device):
             for xla in self.candidates(only):
                 self._check(self._graphs[xla](encoder_input(zeros, self.device)).numpy(), size)
@@ -162,7 +162,7 @@ class ModelRunner:
     def graph_call(self, size: int, xla: bool) -> Callable[[], None]:
         """One call of a prepared graph on a batch of zeros of this size, on this device, as
         warm-up times it (time_graphs); safe to make from any thread."""
-        zeros = aligned_zeros((size, self.metadata.steps, self.metadata.features))
+        zeros = self._zeros(size)
         graph, tf, device = self._graphs[xla], self._tf, self.device
 
         def call() -> None:
@@ -170,6 +170,10 @@ class ModelRunner:
                 graph(encoder_input(zeros, device)).numpy()
 
         return call
+
+    def _zeros(self, size: int) -> np.ndarray:
+        """An aligned batch of zero windows, as warm-up feeds the graphs."""
+        return aligned_zeros((size, self.metadata.steps, self.metadata.features))
 
     def graph_choices(self) -> dict[int, bool]:
         """Whether each warmed batch size runs the XLA-compiled graph."""

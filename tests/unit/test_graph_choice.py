@@ -29,7 +29,7 @@ class RecordingRunner:
         self.logged.append((dict(seconds), list(devices)))
 
 
-def test_every_runner_runs_the_graph_fastest_on_the_first_device() -> None:
+def test_every_runner_runs_the_graph_with_the_lower_time_at_each_size() -> None:
     runners = [RecordingRunner("/device:CPU:0"), RecordingRunner("/device:CPU:1")]
     timed = {1: {True: 0.013, False: 0.020}, 32: {True: 0.300, False: 0.260}, 64: {False: 0.5}}
     seconds = warm_alike(runners, timed)  # type: ignore[arg-type]
