@@ -7,7 +7,7 @@ STUBS := gen/faultprint/v1/probe_service_pb2.py
 NATIVE_LOAD := build/native/load_generator
 WITH_REDIS := scripts/with-redis.sh
 
-.PHONY: setup protos native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling clean
+.PHONY: setup protos native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index clean
 
 setup: $(VENV)/.installed $(STUBS)
 
@@ -83,6 +83,10 @@ bench-profile: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
 # The encoder alone at the common batch sizes.
 bench-ceiling: setup
 	$(PY) benchmarks/ceiling.py
+
+# Indexing a network of 1,000 to 50,000 reference cases from Redis, and matching against it.
+bench-index: setup
+	$(WITH_REDIS) $(PY) -m benchmarks.index_build
 
 clean:
 	rm -rf $(VENV) gen build artifacts .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -7,6 +7,9 @@ Windows are sent on the packed float32 fast path. Errors surface as grpc.RpcErro
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -81,16 +84,33 @@ class StreamItem:
     timeout_s: float | None = None
 
 
+# Attempts of one enrolment when the server answers UNAVAILABLE or DEADLINE_EXCEEDED,
+# and the pause before the first retry (doubling after each), in seconds. Every attempt
+# carries the same request id, so the server creates the case at most once.
+CREATE_ATTEMPTS = 3
+CREATE_RETRY_PAUSE_S = 0.25
+_RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 def _create_request(
-    network: str, label: str, windows: Sequence[np.ndarray], description: str, case_id: str
-) -> reference_case_service_pb2.CreateReferenceCaseRequest:
+    network: str, label: str, windows: Sequence[np.ndarray], description: str, case_id: str,
+    request_id: str | None,
+) -> reference_case_service_pb2.CreateReferenceCaseRequest:  # fmt: skip
     return reference_case_service_pb2.CreateReferenceCaseRequest(
         network=network,
         label=label,
         description=description,
         reference_case_id=case_id,
         windows=[encode_window(w) for w in windows],
+        request_id=request_id or uuid.uuid4().hex,
     )
+
+
+def _retry_pause_s(error: grpc.RpcError, attempt: int) -> float | None:
+    """The pause before retrying an enrolment after error, or None to give up."""
+    if attempt + 1 >= CREATE_ATTEMPTS or error.code() not in _RETRIED_CODES:
+        return None
+    return CREATE_RETRY_PAUSE_S * 2**attempt
 
 
 def _classify_request(
@@ -167,9 +187,19 @@ class FaultprintClient(_Stubs):
         windows: Sequence[np.ndarray],
         description: str = "",
         case_id: str = "",
+        request_id: str | None = None,
     ) -> ReferenceCase:
-        request = _create_request(network, label, windows, description, case_id)
-        return self.references.CreateReferenceCase(request, timeout=self.timeout_s).reference_case
+        """Enrols a case, retrying UNAVAILABLE and DEADLINE_EXCEEDED under one request id."""
+        request = _create_request(network, label, windows, description, case_id, request_id)
+        for attempt in itertools.count():
+            try:
+                return self.references.CreateReferenceCase(request, timeout=self.timeout_s).reference_case
+            except grpc.RpcError as error:
+                pause_s = _retry_pause_s(error, attempt)
+                if pause_s is None:
+                    raise
+                time.sleep(pause_s)
+        raise AssertionError("unreachable")
 
     def get_reference_case(self, network: str, case_id: str) -> ReferenceCase:
         request = reference_case_service_pb2.GetReferenceCaseRequest(
@@ -333,9 +363,20 @@ class AsyncFaultprintClient(_Stubs):
         windows: Sequence[np.ndarray],
         description: str = "",
         case_id: str = "",
+        request_id: str | None = None,
     ) -> ReferenceCase:
-        request = _create_request(network, label, windows, description, case_id)
-        return (await self.references.CreateReferenceCase(request, timeout=self.timeout_s)).reference_case
+        """Enrols a case, retrying UNAVAILABLE and DEADLINE_EXCEEDED under one request id."""
+        request = _create_request(network, label, windows, description, case_id, request_id)
+        for attempt in itertools.count():
+            try:
+                response = await self.references.CreateReferenceCase(request, timeout=self.timeout_s)
+                return response.reference_case
+            except grpc.RpcError as error:
+                pause_s = _retry_pause_s(error, attempt)
+                if pause_s is None:
+                    raise
+                await asyncio.sleep(pause_s)
+        raise AssertionError("unreachable")
 
     async def delete_reference_case(self, network: str, case_id: str) -> None:
         request = _delete_request(network, case_id)

@@ -7,7 +7,9 @@ An artifact is a directory holding
 - ``saved_model/``: the same tower as a TensorFlow SavedModel with a
   ``serving_default`` signature, for TF-Serving-compatible tools;
 - ``metadata.json``: version, input spec, embedding size, distance threshold,
-  feature names and the training record.
+  feature names and the training record;
+- ``probes.npz`` (optional): a few varied windows and the embeddings the exporter's
+  tower gave them, which a server's traced graphs must reproduce before it serves.
 It travels between processes as a gzip'd tar with its sha256.
 """
 
@@ -17,18 +19,34 @@ import hashlib
 import io
 import json
 import tarfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+# The version names a Redis key and the model cache's directory for it, so it follows the
+# registry's id rule. Neither module imports encoder, so this makes no import cycle.
+from server.errors import quote
+from server.redis_layout import ID_RULE, is_valid_id
 
 ARTIFACT_FORMAT = 1
 METADATA_FILE = "metadata.json"
 KERAS_FILE = "encoder.keras"
 SAVED_MODEL_DIR = "saved_model"
+PROBES_FILE = "probes.npz"
 
 
 class ArtifactError(Exception):
     """An artifact is missing, corrupt, or does not describe a usable encoder."""
+
+
+def check_version(version: object) -> str:
+    """version, if it may name a model version; else ArtifactError."""
+    if not isinstance(version, str) or not is_valid_id(version):
+        raise ArtifactError(f"model version {quote(version)} is not a valid id: use {ID_RULE}")
+    return version
 
 
 @dataclass(frozen=True)
@@ -59,8 +77,10 @@ class ModelMetadata:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.version or "/" in self.version or ":" in self.version:
-            problems.append(f"version {self.version!r} must be non-empty without '/' or ':'")
+        try:
+            check_version(self.version)
+        except ArtifactError as exc:
+            problems.append(str(exc))
         if min(self.steps, self.features, self.embedding_size) < 1:
             problems.append(
                 f"steps, features and embedding_size must be positive, got "
@@ -100,8 +120,11 @@ def read_metadata(artifact_dir: Path) -> ModelMetadata:
     return ModelMetadata.from_json(text)
 
 
-def write_artifact(tower: Any, metadata: ModelMetadata, out_dir: Path) -> Path:
-    """Writes the tower and its metadata as an artifact directory; returns it."""
+def write_artifact(
+    tower: Any, metadata: ModelMetadata, out_dir: Path, probe_windows: np.ndarray | None = None
+) -> Path:
+    """Writes the tower and its metadata as an artifact directory, with the tower's embeddings
+    of probe_windows (n, steps, features) when given; returns the directory."""
     import keras
     import tensorflow as tf
 
@@ -113,8 +136,39 @@ def write_artifact(tower: Any, metadata: ModelMetadata, out_dir: Path) -> Path:
     spec = tf.TensorSpec([None, metadata.steps, metadata.features], tf.float32, name="windows")
     archive.add_endpoint("serve", lambda windows: {"embeddings": tower(windows, training=False)}, [spec])
     archive.write_out(str(out_dir / SAVED_MODEL_DIR), verbose=False)
+    if probe_windows is not None:
+        windows = np.ascontiguousarray(probe_windows, dtype=np.float32)
+        embeddings = np.asarray(tower(windows, training=False), dtype=np.float32)
+        np.savez_compressed(out_dir / PROBES_FILE, windows=windows, embeddings=embeddings)
     (out_dir / METADATA_FILE).write_text(metadata.to_json())
     return out_dir
+
+
+def read_probes(artifact_dir: Path, metadata: ModelMetadata) -> tuple[np.ndarray, np.ndarray] | None:
+    """The artifact's probe windows and the embeddings its exporter computed for them; None
+    when it carries none."""
+    path = Path(artifact_dir) / PROBES_FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as probes:
+            windows = np.asarray(probes["windows"], dtype=np.float32)
+            embeddings = np.asarray(probes["embeddings"], dtype=np.float32)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{PROBES_FILE} of version {metadata.version} is corrupt: {exc}") from exc
+    count = len(windows)
+    if (
+        count < 2
+        or windows.shape[1:] != (metadata.steps, metadata.features)
+        or embeddings.shape != (count, metadata.embedding_size)
+        or not np.isfinite(windows).all()
+    ):
+        raise ArtifactError(
+            f"{PROBES_FILE} of version {metadata.version} holds windows {windows.shape} and embeddings "
+            f"{embeddings.shape}; expected at least 2 finite windows (n, {metadata.steps}, "
+            f"{metadata.features}) and embeddings (n, {metadata.embedding_size})"
+        )
+    return windows, embeddings
 
 
 def load_tower(artifact_dir: Path, metadata: ModelMetadata) -> Any:
@@ -123,10 +177,21 @@ def load_tower(artifact_dir: Path, metadata: ModelMetadata) -> Any:
 
     import encoder.scaler  # noqa: F401  (registers FeatureScaler for deserialisation)
 
+    path = Path(artifact_dir) / KERAS_FILE
+    if not path.is_file():
+        raise ArtifactError(f"encoder file {path} of version {metadata.version} is missing")
+    # Keras reports any file it cannot open as "File not found", a corrupt one included.
+    if not zipfile.is_zipfile(path):
+        raise ArtifactError(
+            f"encoder file {path} of version {metadata.version} is corrupt: not a zip archive"
+        )
     try:
-        tower = keras.saving.load_model(Path(artifact_dir) / KERAS_FILE, compile=False)
+        tower = keras.saving.load_model(path, compile=False)
     except Exception as exc:
-        raise ArtifactError(f"cannot load encoder of version {metadata.version}: {exc}") from exc
+        raise ArtifactError(
+            f"encoder file {path} of version {metadata.version} is corrupt or from an incompatible "
+            f"Keras: {type(exc).__name__}: {exc}"
+        ) from exc
     expected = (None, metadata.steps, metadata.features)
     if tuple(tower.input_shape) != expected or tower.output_shape[-1] != metadata.embedding_size:
         raise ArtifactError(
@@ -141,8 +206,9 @@ def pack_artifact(artifact_dir: Path) -> bytes:
     read_metadata(artifact_dir)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in (METADATA_FILE, KERAS_FILE, SAVED_MODEL_DIR):
-            tar.add(Path(artifact_dir) / name, arcname=name)
+        for name in (METADATA_FILE, KERAS_FILE, SAVED_MODEL_DIR, PROBES_FILE):
+            if name != PROBES_FILE or (Path(artifact_dir) / name).exists():
+                tar.add(Path(artifact_dir) / name, arcname=name)
     return buffer.getvalue()
 
 

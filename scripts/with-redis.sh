@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs a command with REDIS_URL pointing at a reachable Redis.
 # If REDIS_URL is set, that Redis must answer. Otherwise a private redis-server is started
-# on a free loopback port (installed with apt-get when missing and running as root) and
-# stopped again when the command ends.
+# on a free loopback port (installed with apt-get when missing and running as root), with
+# AOF persistence in a temporary directory, and stopped again when the command ends.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 py=${PY:-$here/.venv/bin/python}
@@ -30,7 +30,9 @@ fi
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/faultprint-redis.XXXXXX")
 port=$("$py" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+# AOF persistence, fsynced every second, as faultprint needs of every Redis it uses: a Redis
+# restarted without its data loses the reference cases (docs: README, "Redis durability").
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$dir" \
   --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
 # Waits for redis-server to exit before removing its directory (it writes its log while it
 # stops), and never fails: the command's own exit status is what this script returns.

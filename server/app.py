@@ -9,7 +9,6 @@ the write-behind, the shadow, the replica sync, the loop-lag monitor and the Red
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import signal
 import uuid
@@ -19,25 +18,19 @@ from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from faultprint.v1 import (
-    model_service_pb2,
-    model_service_pb2_grpc,
-    probe_service_pb2,
-    probe_service_pb2_grpc,
-    reference_case_service_pb2,
-    reference_case_service_pb2_grpc,
-)
 from server import telemetry as telemetry_setup
 from server.batch_scheduler import BatchScheduler
 from server.devices import configure_threads, resolve_devices
+from server.health import MODEL_SERVICE, PROBE_SERVICE, REFERENCE_CASE_SERVICE, SERVICE_NAMES, ReplicaHealth
 from server.loop_lag import LoopLagMonitor
 from server.node_state_writer import NodeStateWriter
 from server.redis_layout import RedisLayout
 from server.reference_store import ReferenceStore
 from server.replica_sync import ReplicaSync
+from server.request_codec import add_service
 from server.servicers import Encoder, ModelServicer, ProbeServicer, ReferenceCaseServicer
 from server.serving_state import ModelHost
 from server.settings import ServerSettings, SettingsError
@@ -50,19 +43,6 @@ log = logging.getLogger(__name__)
 # Longest one part of a stopping replica may take (running batches finish, pending writes go).
 _PART_STOP_S = 10.0
 
-SERVICE_NAMES = (
-    probe_service_pb2.DESCRIPTOR.services_by_name["ProbeService"].full_name,
-    reference_case_service_pb2.DESCRIPTOR.services_by_name["ReferenceCaseService"].full_name,
-    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
-)
-
-
-def set_health(servicer: health.HealthServicer, serving: bool) -> None:
-    """Reports every faultprint service, and the server as a whole, as serving or not."""
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", *SERVICE_NAMES):
-        servicer.set(name, status)
-
 
 @dataclass
 class FaultprintServer:
@@ -70,7 +50,8 @@ class FaultprintServer:
 
     settings: ServerSettings
     grpc_server: grpc.aio.Server
-    health: health.HealthServicer
+    health: ReplicaHealth
+    probes: ProbeServicer
     host: ModelHost
     scheduler: BatchScheduler
     writer: NodeStateWriter
@@ -79,20 +60,21 @@ class FaultprintServer:
     redis: aioredis.Redis
     loop_lag: LoopLagMonitor
 
-    def set_serving(self, serving: bool) -> None:
-        set_health(self.health, serving)
-
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Waits until the first full sync with Redis is done (tests and the demo use this)."""
         await asyncio.wait_for(self.sync.synced.wait(), timeout_s)
 
-    async def stop(self) -> None:
-        """Stops in order; a part that does not stop in time is logged and left behind.
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stops in order: NOT_SERVING on the health service, still answering for drain_s,
+        then the port closes. A part that does not stop in time is logged and left behind.
 
         A replica that SIGTERM cannot stop is worse than one that leaves a Redis write or
         a shadow chunk unfinished: they are caches, and the next replica rebuilds them.
         """
-        self.set_serving(False)
+        await self.health.drain()
+        if drain_s > 0:
+            log.info("draining: NOT_SERVING for %.1f s before the port closes", drain_s)
+            await asyncio.sleep(drain_s)
         await self.grpc_server.stop(self.settings.shutdown_grace_s)
         parts: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
             ("batcher", self.scheduler.close),
@@ -148,29 +130,26 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ],
     )
-    health_servicer = health.HealthServicer()
+    replica_health = ReplicaHealth()
     sync = ReplicaSync(
         client, layout, host, follow_registry, Path(settings.model_cache_dir),
-        functools.partial(set_health, health_servicer), worker=settings.worker_index,
+        replica_health, worker=settings.worker_index,
     )  # fmt: skip
     loop_lag = LoopLagMonitor(telemetry.event_loop_lag_ms.record)
+    probes = ProbeServicer(encoder, writer, settings.stream_max_unanswered)
     server = FaultprintServer(
-        settings, grpc_server, health_servicer, host, scheduler, writer, sync, shadow, client, loop_lag
+        settings, grpc_server, replica_health, probes, host, scheduler, writer, sync, shadow, client, loop_lag
     )
-    probe_service_pb2_grpc.add_ProbeServiceServicer_to_server(ProbeServicer(encoder, writer), grpc_server)
-    reference_case_service_pb2_grpc.add_ReferenceCaseServiceServicer_to_server(
-        ReferenceCaseServicer(encoder), grpc_server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(host, client, layout, telemetry), grpc_server
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    add_service(grpc_server, probes, PROBE_SERVICE)
+    add_service(grpc_server, ReferenceCaseServicer(encoder), REFERENCE_CASE_SERVICE)
+    add_service(grpc_server, ModelServicer(host, client, layout, telemetry), MODEL_SERVICE)
+    health_pb2_grpc.add_HealthServicer_to_server(replica_health.servicer, grpc_server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
     )
     port = grpc_server.add_insecure_port(settings.listen_address)
     sync.address = f"{settings.listen_address.rsplit(':', 1)[0]}:{port}"
-    server.set_serving(False)
+    await replica_health.update(model_loaded=False)
     await grpc_server.start()
     scheduler.start()
     writer.start()
@@ -186,11 +165,19 @@ async def serve(settings: ServerSettings) -> None:
     supervisor = SupervisorLink.from_environment()
     server, _port = await create_server(settings)
     stop = asyncio.Event()
+    drain_s = 0.0
+
+    def stop_on(signum: int) -> None:
+        nonlocal drain_s
+        if signum == signal.SIGTERM:  # from an orchestrator: let load balancers see it go
+            drain_s = settings.shutdown_drain_s
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_on, sig)
     supervisor.on_supervisor_lost(loop, stop.set)
     supervisor.notify_ready()
     await stop.wait()
     log.info("stopping")
-    await server.stop()
+    await server.stop(drain_s)

@@ -39,6 +39,24 @@ class Cancelled(FaultprintError):
     code = grpc.StatusCode.CANCELLED
 
 
+class FailedPrecondition(FaultprintError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+# Longest piece of caller input an error message quotes, in characters: a message travels
+# in the response's trailing metadata, which gRPC caps at 16 kB by default.
+QUOTE_MAX_CHARS = 64
+
+
+def quote(value: object, limit: int = QUOTE_MAX_CHARS) -> str:
+    """repr(value), cut to about limit characters with the full length said, for messages."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, str | bytes) else len(text)
+    return f"{text[:limit]}... ({size} characters)"
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client sees for an exception raised while serving."""
     if isinstance(exc, FaultprintError):

@@ -69,7 +69,8 @@ class ServerProcess:
     def __init__(self, flags: dict[str, object], env: dict[str, str], log: IO[str] | None = None) -> None:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
-        self.flags = {"listen-address": self.target, **flags}
+        # Stopped by SIGTERM: no drain period unless the flags ask for one.
+        self.flags = {"listen-address": self.target, "shutdown-drain-s": 0, **flags}
         self.env = env
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from encoder.artifact import (
     ArtifactError,
     ModelMetadata,
+    check_version,
     pack_artifact,
     read_metadata,
     sha256_hex,
@@ -135,7 +136,8 @@ def _keys(layout: RedisLayout) -> list[str]:
 
 def store_artifact(client: redis.Redis, layout: RedisLayout, artifact_dir: Path,
                    annotations: dict[str, str] | None = None) -> ModelMetadata:  # fmt: skip
-    """Stores an artifact directory in the registry (not yet candidate or stable)."""
+    """Stores an artifact directory in the registry (not yet candidate or stable); its
+    metadata's version is checked against the id rule when it is read."""
     metadata = read_metadata(artifact_dir)
     blob = pack_artifact(artifact_dir)
     mapping: dict[Any, Any] = {
@@ -155,6 +157,7 @@ def store_artifact(client: redis.Redis, layout: RedisLayout, artifact_dir: Path,
 
 def promote(client: redis.Redis, layout: RedisLayout, version: str, origin: str = "operator") -> str:
     """Makes version the stable one everywhere; returns the version it replaced ('' if none)."""
+    _check_rollout_version(version)
     outcome = _run(client, _PROMOTE, layout, version, origin, time.time(), EVENTS_MAX_LEN, HISTORY_MAX_LEN)
     return outcome[1]
 
@@ -167,6 +170,8 @@ def roll_back(client: redis.Redis, layout: RedisLayout, reason: str, origin: str
 def set_candidate(client: redis.Redis, layout: RedisLayout, version: str, origin: str = "operator",
                   reason: str = "withdrawn by the operator") -> str:  # fmt: skip
     """Makes version the candidate that replicas shadow ('' withdraws it); returns the previous one."""
+    if version:
+        _check_rollout_version(version)
     return _run(client, _SET_CANDIDATE, layout, version, origin, EVENTS_MAX_LEN, "withdrawn", reason,
                 time.time())[1]  # fmt: skip
 
@@ -182,6 +187,13 @@ def publish_artifact(
     else:
         set_candidate(client, layout, metadata.version, origin="trainer")
     return metadata
+
+
+def _check_rollout_version(version: str) -> None:
+    try:
+        check_version(version)
+    except ArtifactError as exc:
+        raise RolloutError(str(exc)) from exc
 
 
 def _run(client: redis.Redis, script: str, layout: RedisLayout, *args: str | float) -> list[str]:
@@ -232,6 +244,7 @@ async def candidate_version(client: aioredis.Redis, layout: RedisLayout) -> str 
 
 async def fetch_artifact(client: aioredis.Redis, layout: RedisLayout, version: str, cache_dir: Path) -> Path:
     """Downloads, verifies and unpacks a version into cache_dir/version; returns that directory."""
+    check_version(version)
     pipe = client.pipeline(transaction=False)
     pipe.hget(layout.model_meta(version), "sha256")
     pipe.get(layout.model_artifact(version))
@@ -242,6 +255,7 @@ async def fetch_artifact(client: aioredis.Redis, layout: RedisLayout, version: s
 
 def download_artifact(client: redis.Redis, layout: RedisLayout, version: str, cache_dir: Path) -> Path:
     """fetch_artifact for the trainer's synchronous commands."""
+    check_version(version)
     digest, blob = (
         client.hget(layout.model_meta(version), "sha256"),
         client.get(layout.model_artifact(version)),
@@ -250,11 +264,14 @@ def download_artifact(client: redis.Redis, layout: RedisLayout, version: str, ca
 
 
 def install_artifact(version: str, blob: Any, digest: Any, cache_dir: Path) -> Path:
-    """Verifies a stored artifact against its digest and unpacks it into cache_dir/version."""
+    """Verifies a stored artifact against its digest and unpacks it into cache_dir/version,
+    replacing what is there. The version names that directory, so it must be an id: replacing
+    cache_dir/'..' would remove the cache's parent."""
+    check_version(version)
     if digest is None or blob is None:
         raise ArtifactError(f"model version {version!r} is not in the registry")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / version
+    target = _cache_entry(cache_dir, version)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=cache_dir))
     try:
         metadata = unpack_artifact(bytes(blob), _text(digest), staging)
@@ -264,6 +281,15 @@ def install_artifact(version: str, blob: Any, digest: Any, cache_dir: Path) -> P
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _cache_entry(cache_dir: Path, version: str) -> Path:
+    """cache_dir/version, refused unless it resolves (links followed) to an entry of cache_dir itself."""
+    root = cache_dir.resolve()
+    target = root / version
+    if target.resolve().parent != root:
+        raise ArtifactError(f"model version {version!r} would be unpacked outside the model cache {root}")
     return target
 
 

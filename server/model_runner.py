@@ -15,6 +15,12 @@ a lone request on its first CPU device alone and larger batches on every device 
 as each size serves (time_graphs), and puts every device on the faster one per size;
 GPUs keep cuDNN.
 ``xla="on"`` compiles every size (on a GPU the LSTMs are rebuilt off the cuDNN path).
+
+Before a runner serves, each of its graphs embeds a few varied probe windows (the
+artifact's own, else seeded synthetic ones), and must give finite, distinct embeddings
+that agree with the tower's eager ones. Finite output on zeros proves little: on a CPU the
+plain graph of a model with NaN weights gives the zero vector for every window where eager
+gives NaN, and every window would match the same case at distance 0.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.artifact import ArtifactError, ModelMetadata, load_tower, read_metadata
+from encoder.artifact import PROBES_FILE, ArtifactError, ModelMetadata, load_tower, read_metadata, read_probes
 from server.batch_assembly import aligned_zeros, is_aligned
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,20 @@ _FLOAT32_LAYER_NAMES = ("embedding",)
 _MIN_TIMED_ROUNDS = 3
 _MAX_TIMED_ROUNDS = 12
 _TIMING_BUDGET_S = 0.4
+# Synthetic probe windows for an artifact that carries none. Eight is one of the warmed
+# batch sizes, so the XLA graph's compilation for them is one warm-up reuses.
+_PROBE_COUNT = 8
+_PROBE_SEED = 7
+# How far a graph's embeddings of the probe windows may stray from the reference ones, as a
+# share of the reference's largest value: five times or more the largest error measured on
+# two CPU cores (small and original untrained encoders and the tiny trained one, on probe
+# and synthetic windows): 1.3e-6 in float32, XLA or not; 3.6e-3 under mixed_float16; 4.7e-2
+# under mixed_bfloat16. float32 leaves room for GPUs' TF32 matmuls and cuDNN kernels, not
+# measured here. A degenerate model gives zeros or NaN for unit vectors: it strays by 1.
+_TOLERANCES = {"float32": 1e-2, "mixed_float16": 2e-2, "mixed_bfloat16": 0.25}
+# Embeddings of varied windows that spread less than this share of their largest value
+# are one point: a healthy encoder's spread by 0.8-1.5 on the probe windows.
+_MIN_SPREAD = 1e-5
 
 
 @dataclass(frozen=True)
@@ -99,13 +119,14 @@ class ModelRunner:
         self.device = device
         self._tf = tf
         with tf.device(device):
-            tower = load_tower(artifact_dir, self.metadata)
+            loaded = load_tower(artifact_dir, self.metadata)
             cudnn = not (self.options.compiles(device) and is_gpu(device))
-            tower = rebuilt_tower(tower, self.options.precision, cudnn=cudnn)
+            tower = rebuilt_tower(loaded, self.options.precision, cudnn=cudnn)
             self._graphs = {
                 xla: encoder_function(tower, self.metadata.steps, self.metadata.features, xla)
                 for xla in self.options.graphs(device)
             }
+            self._validate(loaded, artifact_dir)
         self._tower = tower
         # The graph each warmed batch size runs; other sizes (reference cases embedded in
         # bulk) run the first graph, so with xla=auto an odd size never waits for an XLA
@@ -189,12 +210,66 @@ class ModelRunner:
         """Runs batches of this size on the XLA-compiled graph or on the plain one."""
         self._by_size[size] = self._graphs[xla]
 
+    def _validate(self, tower: Any, artifact_dir: Path) -> None:
+        """Refuses a degenerate encoder: each graph's embeddings of the probe windows must be
+        finite, distinct and, within the precision's tolerance, those the exporter computed
+        (the artifact's probes) or else the float32 tower's eager ones."""
+        probes = read_probes(artifact_dir, self.metadata)
+        if probes is not None:
+            windows, reference = probes
+            expected = f"the embeddings {PROBES_FILE} expects for the probe windows"
+        else:
+            windows = synthetic_probes(self.metadata.steps, self.metadata.features)
+            reference = np.asarray(tower(windows, training=False), dtype=np.float32)
+            expected = "the eager tower's embeddings of the probe windows"
+        problem = degenerate(reference)
+        if problem:
+            raise ArtifactError(f"version {self.version} is degenerate: {expected} {problem}")
+        precision = self.options.precision
+        tolerance = _TOLERANCES[precision] * max(1.0, float(np.abs(reference).max()))
+        for xla, graph in self._graphs.items():
+            out = graph(windows).numpy()
+            served = f"its {'XLA-compiled' if xla else 'plain'} graph's embeddings of the probe windows"
+            problem = degenerate(out)
+            if problem or out.shape != reference.shape:
+                raise ArtifactError(
+                    f"version {self.version} is degenerate: {served} {problem or f'have shape {out.shape}'}"
+                )
+            error = float(np.abs(out - reference).max())
+            if not error <= tolerance:
+                raise ArtifactError(
+                    f"version {self.version}: {served} differ from {expected} by up to {error:.3g} "
+                    f"(tolerance {tolerance:.3g} under {precision})"
+                )
+
     def _check(self, out: np.ndarray, size: int) -> None:
         if out.shape != (size, self.metadata.embedding_size) or not np.isfinite(out).all():
             raise ArtifactError(
                 f"version {self.version} produced {out.shape} (finite: {np.isfinite(out).all()}) "
                 f"for a batch of {size}"
             )
+
+
+def synthetic_probes(
+    steps: int, features: int, count: int = _PROBE_COUNT, seed: int = _PROBE_SEED
+) -> np.ndarray:
+    """Varied windows for checking an encoder whose artifact carries none: each statistic of
+    each window at its own level, spread over four orders of magnitude as counts are between
+    quiet and busy nodes, with noise from minute to minute."""
+    rng = np.random.default_rng(seed)
+    levels = 10.0 ** rng.uniform(0.0, 4.0, (count, 1, features))
+    return (levels * rng.lognormal(0.0, 0.5, (count, steps, features))).astype(np.float32)
+
+
+def degenerate(embeddings: np.ndarray) -> str:
+    """What makes embeddings (n, size) of n varied windows useless for matching, or ''."""
+    bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
+    if bad:
+        return f"are not finite for {bad} of {len(embeddings)} windows (NaN or infinite weights?)"
+    spread = float(np.ptp(embeddings, axis=0).max())
+    if spread <= _MIN_SPREAD * max(1.0, float(np.abs(embeddings).max())):
+        return f"are the same embedding for all {len(embeddings)} windows (spread {spread:.2g})"
+    return ""
 
 
 def time_graphs(

@@ -4,6 +4,7 @@ Keys expose faultprint's resources, each under the deployment's prefix:
   {p}:networks                      set of networks with reference cases
   {p}:net:{network}:cases           hash case id -> case metadata (JSON)
   {p}:net:{network}:windows         hash case id -> example windows (packed float32, source of truth)
+  {p}:net:{network}:request:{id}    the case a CreateReferenceCase request id created (with a TTL)
   {p}:emb:{version}:{network}       hash case id -> embeddings of the examples under one model version
   {p}:diag:{network}:{node}         a node's latest diagnosis and embedding: a serialized
                                     faultprint.v1.NodeDiagnosis (with a TTL)
@@ -16,6 +17,8 @@ Keys expose faultprint's resources, each under the deployment's prefix:
   {p}:model:history                 list of versions that served before, newest first (for rollback)
   {p}:replicas                      hash replica id -> what it serves and shadows (JSON, with a heartbeat)
   {p}:events                        stream of changes that every replica follows
+  {p}:store                         hash: the store's identity (id, created_unix_s); a Redis that
+                                    lost its data has none, which replicas holding cases notice
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Network, node and case ids appear inside keys, so they may not contain ':'.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+# Network, node, case and model version ids appear inside Redis keys and file names, so
+# they may not contain ':', '/', whitespace or control characters, nor be '.' or '..'.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")
+ID_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
 # Events kept in the change stream; a replica further behind reloads everything.
 EVENTS_MAX_LEN = 10_000
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether value may name a network, node, case, label or model version (the whole string)."""
+    return ID_PATTERN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,13 @@ class RedisLayout:
     @property
     def replicas(self) -> str:
         return f"{self.prefix}:replicas"
+
+    @property
+    def store(self) -> str:
+        return f"{self.prefix}:store"
+
+    def request(self, network: str, request_id: str) -> str:
+        return f"{self.prefix}:net:{network}:request:{request_id}"
 
     def cases(self, network: str) -> str:
         return f"{self.prefix}:net:{network}:cases"

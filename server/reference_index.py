@@ -1,8 +1,10 @@
 """The in-memory nearest-neighbour index of each network's reference cases, for one model version.
 
 Classification reads only this index, never Redis. Each network's index is an
-immutable matrix of example embeddings, rebuilt on change (networks hold tens of
-cases), so a reader always sees a consistent set.
+immutable matrix of example embeddings, rebuilt on change, so a reader always sees a
+consistent set. A whole network is indexed in one pass (put_many) at start-up, on a
+reconnect and on a model swap; a single enrolment rebuilds its network's matrix, which
+takes milliseconds up to thousands of cases (benchmarks/index_build.py).
 """
 
 from __future__ import annotations
@@ -51,10 +53,15 @@ class NetworkIndex:
         self.cases = tuple(sorted(cases, key=lambda c: c.case_id))
         if not self.cases:
             raise ValueError("a network index needs at least one reference case")
-        self._matrix = np.concatenate([c.embeddings for c in self.cases]).astype(np.float32)
+        # Distances come from |a|^2 + |b|^2 - 2ab in float64: one matrix product per batch
+        # whatever the network's size, exact to about 1e-7 for the same vector.
+        self._matrix = np.concatenate([c.embeddings for c in self.cases]).astype(np.float64)
+        self._squared_norms = np.einsum("rd,rd->r", self._matrix, self._matrix)
         # Index of each case's first row: rows are grouped by case, in case order.
         self._case_starts = np.cumsum([0] + [len(c.embeddings) for c in self.cases[:-1]])
-        self._labels = np.array([c.label for c in self.cases])
+        self._one_row_per_case = len(self._matrix) == len(self.cases)
+        # Each case's label as a small integer, for comparing labels across a whole batch.
+        self._label_codes = np.unique([c.label for c in self.cases], return_inverse=True)[1]
         # Each case's id and label, as a neighbour names them.
         self._neighbours = [(c.case_id, c.label) for c in self.cases]
 
@@ -68,17 +75,21 @@ class NetworkIndex:
         One set of array operations for the whole batch; only the few neighbours
         returned per request are turned into Python objects.
         """
-        diff = embeddings[:, None, :].astype(np.float32) - self._matrix[None, :, :]
-        row_distances = np.sqrt(np.einsum("nrd,nrd->nr", diff, diff))
-        case_distances = np.minimum.reduceat(row_distances, self._case_starts, axis=1)
-        order = np.argsort(case_distances, axis=1, kind="stable")
+        queries = embeddings.astype(np.float64)
+        squared = np.einsum("nd,nd->n", queries, queries)[:, None] + self._squared_norms[None, :]
+        squared -= 2.0 * (queries @ self._matrix.T)
+        row_distances = np.sqrt(np.maximum(squared, 0.0))
+        if self._one_row_per_case:
+            case_distances = row_distances
+        else:
+            case_distances = np.minimum.reduceat(row_distances, self._case_starts, axis=1)
         rows = np.arange(len(embeddings))
-        best = order[:, 0]
+        best = case_distances.argmin(axis=1)  # the first of equals: the lowest case id
         best_distances = case_distances[rows, best]
-        same_label = self._labels[None, :] == self._labels[best][:, None]
+        same_label = self._label_codes[None, :] == self._label_codes[best][:, None]
         margins = np.where(same_label, np.inf, case_distances).min(axis=1) - best_distances
+        nearest_order = _nearest(case_distances, max(top_ks, default=0))
         # Whole arrays become Python lists once; the loop below only picks from them.
-        nearest_order = order[:, : max(top_ks, default=0)]
         nearest_distances = np.take_along_axis(case_distances, nearest_order, axis=1).tolist()
         cases, nearest = self._neighbours, nearest_order.tolist()
         matches = []
@@ -100,6 +111,24 @@ class NetworkIndex:
         return matches
 
 
+def _nearest(distances: np.ndarray, k: int) -> np.ndarray:
+    """Column indexes of each row's k smallest distances, nearest first (ties by column).
+
+    A partial partition, then a sort of only those k: a full sort of every row costs
+    milliseconds per batch once a network holds thousands of cases.
+    """
+    k = min(k, distances.shape[1])
+    if k == 0:
+        return np.zeros((len(distances), 0), dtype=np.intp)
+    if k < distances.shape[1]:
+        chosen = np.argpartition(distances, k - 1, axis=1)[:, :k]
+    else:
+        chosen = np.broadcast_to(np.arange(k), distances.shape)
+    chosen_distances = np.take_along_axis(distances, chosen, axis=1)
+    order = np.lexsort((chosen, chosen_distances), axis=1)
+    return np.take_along_axis(chosen, order, axis=1)
+
+
 class ReferenceIndex:
     """Per-network indexes for one model version; mutated only on the event loop."""
 
@@ -114,11 +143,23 @@ class ReferenceIndex:
     def get(self, network: str) -> NetworkIndex | None:
         return self._networks.get(network)
 
+    def case_count(self, network: str) -> int:
+        return len(self._cases.get(network, {}))
+
+    def has(self, network: str, case_id: str) -> bool:
+        return case_id in self._cases.get(network, {})
+
     def put(self, network: str, case: CaseEmbeddings) -> None:
-        cases = dict(self._cases.get(network, {}))
-        cases[case.case_id] = case
-        self._cases[network] = cases
-        self._networks[network] = NetworkIndex(cases.values())
+        self.put_many(network, [case])
+
+    def put_many(self, network: str, cases: Iterable[CaseEmbeddings]) -> None:
+        """Adds (or replaces) cases of one network, rebuilding its matrix once."""
+        merged = dict(self._cases.get(network, {}))
+        merged.update((case.case_id, case) for case in cases)
+        if not merged:
+            return
+        self._cases[network] = merged
+        self._networks[network] = NetworkIndex(merged.values())
 
     def remove(self, network: str, case_id: str) -> None:
         cases = dict(self._cases.get(network, {}))

@@ -16,20 +16,34 @@ from typing import cast
 import numpy as np
 import redis.asyncio as aioredis
 
-from server.errors import AlreadyExists, InvalidArgument, NotFound
-from server.redis_layout import EVENTS_MAX_LEN, ID_PATTERN, RedisLayout
+from server.errors import AlreadyExists, InvalidArgument, NotFound, quote
+from server.redis_layout import EVENTS_MAX_LEN, ID_RULE, RedisLayout, is_valid_id
 
-# KEYS: cases, windows, networks, events, embeddings, embedding versions
-# ARGV: case id, metadata, windows, network, embeddings, version, max events, origin
+# How long a CreateReferenceCase request id is remembered, in seconds: a client's
+# retries of one enrolment fall well within a day.
+REQUEST_ID_TTL_S = 24 * 3600
+
+# KEYS: cases, windows, networks, events, embeddings, embedding versions, request
+# ARGV: case id, metadata, windows, network, embeddings, version, max events, origin,
+#       seconds the request id is remembered ('0': no request id; then KEYS[7] is not used)
+# Returns {outcome, case id}: 1 created, 0 the case id is taken, 2 the request id was
+# seen before and created the case returned.
 _CREATE = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if ARGV[9] ~= '0' then
+  local earlier = redis.call('GET', KEYS[7])
+  if earlier then return {2, earlier} end
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, ARGV[1]} end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
-redis.call('SADD', KEYS[6], ARGV[6])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
+  redis.call('SADD', KEYS[6], ARGV[6])
+end
+if ARGV[9] ~= '0' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[9]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'case_created',
            'network', ARGV[4], 'case_id', ARGV[1], 'origin', ARGV[8])
-return 1
+return {1, ARGV[1]}
 """
 # KEYS: cases, windows, networks, events, embedding versions; ARGV: case id, network, max, origin, prefix
 _DELETE = """
@@ -41,6 +55,16 @@ end
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'case_deleted',
            'network', ARGV[2], 'case_id', ARGV[1], 'origin', ARGV[4])
+return 1
+"""
+
+
+# KEYS: store, events; ARGV: identity, now, max events, origin
+_SET_IDENTITY = """
+if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_unix_s', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'store_identity',
+           'identity', ARGV[1], 'origin', ARGV[4])
 return 1
 """
 
@@ -66,16 +90,14 @@ class StoredCase:
         return cls(**json.loads(raw))
 
 
-# A stored case, its example windows, and its embeddings under one version (None: not yet embedded).
-LoadedCase = tuple[StoredCase, np.ndarray, np.ndarray | None]
+# A stored case with its embeddings under one version or, when that version has not
+# embedded it yet (None), its example windows.
+LoadedCase = tuple[StoredCase, np.ndarray | None, np.ndarray | None]
 
 
 def check_id(kind: str, value: str) -> str:
-    if not ID_PATTERN.match(value):
-        raise InvalidArgument(
-            f"{kind} {value!r} is not a valid id: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+    if not is_valid_id(value):
+        raise InvalidArgument(f"{kind} {quote(value)} is not a valid id: use {ID_RULE}")
     return value
 
 
@@ -92,6 +114,7 @@ class ReferenceStore:
         self.origin = origin
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
+        self._set_identity = client.register_script(_SET_IDENTITY)
 
     def embedding_versions_key(self, network: str) -> str:
         return f"{self._layout.prefix}:net:{network}:embedding_versions"
@@ -105,8 +128,13 @@ class ReferenceStore:
         windows: np.ndarray,
         version: str,
         embeddings: np.ndarray,
-    ) -> StoredCase:
-        """Stores a new case with its windows and its embeddings under version."""
+        request_id: str = "",
+    ) -> tuple[StoredCase, bool]:
+        """Stores a new case with its windows and its embeddings under version.
+
+        Returns the case and whether this call created it: False when request_id was
+        seen before, and the case that request created is returned (a client's retry).
+        """
         case = StoredCase(
             network=network,
             case_id=case_id or uuid.uuid4().hex[:12],
@@ -117,30 +145,87 @@ class ReferenceStore:
             features=int(windows.shape[2]),
             create_time_unix_s=time.time(),
         )
-        lay = self._layout
-        created = await self._create(
-            keys=[
-                lay.cases(network),
-                lay.windows(network),
-                lay.networks,
-                lay.events,
-                lay.embeddings(version, network),
-                self.embedding_versions_key(network),
-            ],
-            args=[
-                case.case_id,
-                case.to_json(),
-                windows.astype("<f4").tobytes(),
-                network,
-                embeddings.astype("<f4").tobytes(),
-                version,
-                EVENTS_MAX_LEN,
-                self.origin,
-            ],
+        outcome, stored_id = await self._store(case, windows, version, embeddings, request_id)
+        if outcome == "replayed":
+            return await self.get(network, stored_id), False
+        return case, True
+
+    async def restore(self, cases: Sequence[tuple[StoredCase, np.ndarray]]) -> int:
+        """Stores exported cases as they were, without embeddings (replicas embed them under
+        their version when the events reach them), in one pipelined round trip; a case whose
+        id is taken is left as it is. Returns how many were stored."""
+        pipe = self._redis.pipeline(transaction=False)
+        for case, windows in cases:
+            await self._create(keys=self._create_keys(case.network, "", ""),
+                         args=self._create_args(case, windows, "", None, ""), client=pipe)  # fmt: skip
+        replies = await pipe.execute()
+        return sum(1 for outcome, _ in replies if outcome == 1)
+
+    async def _store(
+        self, case: StoredCase, windows: np.ndarray, version: str, embeddings: np.ndarray,
+        request_id: str,
+    ) -> tuple[str, str]:  # fmt: skip
+        """Runs the create script: 'created' or 'replayed', and the stored case's id."""
+        outcome, stored_id = await self._create(
+            keys=self._create_keys(case.network, version, request_id),
+            args=self._create_args(case, windows, version, embeddings, request_id),
         )
-        if not created:
-            raise AlreadyExists(f"reference case {case.case_id!r} already exists in network {network!r}")
-        return case
+        if outcome == 2:
+            return "replayed", stored_id.decode()
+        if outcome == 0:
+            raise AlreadyExists(f"reference case {case.case_id!r} already exists in network {case.network!r}")
+        return "created", case.case_id
+
+    def _create_keys(self, network: str, version: str, request_id: str) -> list[str]:
+        lay = self._layout
+        return [
+            lay.cases(network),
+            lay.windows(network),
+            lay.networks,
+            lay.events,
+            lay.embeddings(version, network),
+            self.embedding_versions_key(network),
+            lay.request(network, request_id or "-"),
+        ]
+
+    def _create_args(
+        self, case: StoredCase, windows: np.ndarray, version: str, embeddings: np.ndarray | None,
+        request_id: str,
+    ) -> list[bytes | str | int | float]:  # fmt: skip
+        return [
+            case.case_id,
+            case.to_json(),
+            windows.astype("<f4").tobytes(),
+            case.network,
+            b"" if embeddings is None else embeddings.astype("<f4").tobytes(),
+            version,
+            EVENTS_MAX_LEN,
+            self.origin,
+            REQUEST_ID_TTL_S if request_id else 0,
+        ]
+
+    async def identity(self) -> str | None:
+        """The store's identity; None in a Redis that has never held this deployment's cases
+        or has lost its data."""
+        raw = await self._redis.hget(self._layout.store, "id")
+        return None if raw is None else cast(bytes, raw).decode()
+
+    async def claim_identity(self) -> str:
+        """Gives the store a new identity if it has none; returns the one it has."""
+        key = self._layout.store
+        if await self._redis.hsetnx(key, "id", uuid.uuid4().hex):
+            await self._redis.hset(key, "created_unix_s", time.time())
+        return cast(str, await self.identity())
+
+    async def replace_identity(self, identity: str) -> bool:
+        """Gives the store this identity (an import restores its export's), with the event
+        that tells replicas; False when it had it already."""
+        lay = self._layout
+        return bool(
+            await self._set_identity(
+                keys=[lay.store, lay.events], args=[identity, time.time(), EVENTS_MAX_LEN, self.origin]
+            )
+        )
 
     async def delete(self, network: str, case_id: str) -> None:
         lay = self._layout
@@ -173,6 +258,15 @@ class ReferenceStore:
         raw = cast(dict[bytes, bytes], await self._redis.hgetall(self._layout.cases(network)))
         return sorted((StoredCase.from_json(v) for v in raw.values()), key=lambda c: c.case_id)
 
+    async def export_network(self, network: str) -> list[tuple[StoredCase, bytes]]:
+        """Every case of a network with its packed windows, in case order; one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self._layout.cases(network))
+        pipe.hgetall(self._layout.windows(network))
+        cases_raw, windows_raw = await pipe.execute()
+        cases = sorted((StoredCase.from_json(v) for v in cases_raw.values()), key=lambda c: c.case_id)
+        return [(c, windows_raw[c.case_id.encode()]) for c in cases if c.case_id.encode() in windows_raw]
+
     async def networks(self) -> list[str]:
         members = cast(set[bytes], await self._redis.smembers(self._layout.networks))
         return sorted(m.decode() for m in members)
@@ -180,15 +274,12 @@ class ReferenceStore:
     async def load_network(
         self, network: str, version: str, case_ids: Sequence[str] | None = None
     ) -> list[LoadedCase]:
-        """A network's cases (all, or only case_ids) with their windows and, if stored, their
-        embeddings under version; one round trip. Cases deleted meanwhile are left out."""
-        keys = (
-            self._layout.cases(network),
-            self._layout.windows(network),
-            self._layout.embeddings(version, network),
-        )
+        """A network's cases (all, or only case_ids) with their embeddings under version where
+        stored, and otherwise their windows; two round trips, the second only for windows.
+        Cases deleted meanwhile are left out."""
+        lay = self._layout
         pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
+        for key in (lay.cases(network), lay.embeddings(version, network)):
             if case_ids is None:
                 pipe.hgetall(key)
             else:
@@ -196,16 +287,19 @@ class ReferenceStore:
         replies = await pipe.execute()
         if case_ids is not None:
             replies = [dict(zip([c.encode() for c in case_ids], reply, strict=True)) for reply in replies]
-        cases_raw, windows_raw, emb_raw = replies
-        loaded = []
-        for key, meta in cases_raw.items():
-            blob = windows_raw.get(key)
-            if meta is None or blob is None:
-                continue
-            case = StoredCase.from_json(meta)
+        cases_raw, emb_raw = replies
+        cases = {key: StoredCase.from_json(meta) for key, meta in cases_raw.items() if meta is not None}
+        missing = [key for key in cases if emb_raw.get(key) is None]
+        windows_raw = await self._redis.hmget(lay.windows(network), missing) if missing else []
+        blobs = dict(zip(missing, windows_raw, strict=True))
+        loaded: list[LoadedCase] = []
+        for key, case in cases.items():
             emb_blob = emb_raw.get(key)
-            emb = None if emb_blob is None else np.frombuffer(emb_blob, "<f4").reshape(case.window_count, -1)
-            loaded.append((case, windows_from_bytes(blob, case), emb))
+            if emb_blob is not None:
+                emb = np.frombuffer(emb_blob, "<f4").reshape(case.window_count, -1)
+                loaded.append((case, None, emb))
+            elif (blob := blobs.get(key)) is not None:
+                loaded.append((case, windows_from_bytes(blob, case), None))
         return loaded
 
     async def store_embeddings(self, network: str, version: str, embeddings: dict[str, np.ndarray]) -> None:

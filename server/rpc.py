@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import grpc
 
 from server.errors import status_for
+from server.request_codec import Undecodable
 from server.telemetry import ServerTelemetry
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ def unary_rpc(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                 telemetry.rpc_deadline_on_arrival_ms.record(arrival_left_s * 1000, method)
             with telemetry.tracer.start_as_current_span(f"faultprint.v1/{name}") as span:
                 try:
+                    if isinstance(request, Undecodable):
+                        raise request.error()
                     response = await handler(self, request, context)
                     left_s = context.time_remaining()
                     if left_s is not None:

@@ -34,6 +34,7 @@ from server.node_state_writer import NodeStateWriter
 from server.redis_layout import RedisLayout
 from server.reference_index import Match, NetworkIndex
 from server.reference_store import StoredCase, check_id
+from server.request_codec import Undecodable
 from server.rpc import log_error, unary_rpc
 from server.serving_state import ModelHost, ServingState
 from server.shadow import Shadow
@@ -45,8 +46,9 @@ log = logging.getLogger(__name__)
 # Most neighbours a request may ask for, and most example windows in one reference case.
 MAX_TOP_K = 50
 MAX_WINDOWS_PER_CASE = 64
-# Windows of one stream computing at once; the stream stops reading beyond this.
-MAX_IN_FLIGHT_PER_STREAM = 512
+# Longest description a reference case may carry, in characters: every case's description
+# travels in each ListReferenceCases page, which must stay well under the message limit.
+MAX_DESCRIPTION_CHARS = 2048
 
 _VERDICTS = {
     "normal": diagnosis_pb2.VERDICT_NORMAL,
@@ -195,10 +197,16 @@ def fill_diagnosis(
 
 
 class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
-    def __init__(self, encoder: Encoder, writer: NodeStateWriter) -> None:
+    def __init__(self, encoder: Encoder, writer: NodeStateWriter, stream_max_unanswered: int = 512) -> None:
         self.encoder = encoder
         self.telemetry = encoder.telemetry
         self.writer = writer
+        # Windows one stream may hold between reading them and writing their answers.
+        self.stream_max_unanswered = stream_max_unanswered
+        # Windows held so far by every stream together (read, answer not yet written), and
+        # windows read from streams since start.
+        self.unanswered = 0
+        self.stream_windows_read = 0
 
     @unary_rpc("EmbedWindow")
     async def EmbedWindow(
@@ -221,8 +229,8 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
 
     def _admit(self, request: ClassifyRequest, deadline: float | None) -> asyncio.Future[Embedded]:
         """Checks a classify request and queues its window; the future resolves to its embedding."""
-        if not request.node:
-            raise InvalidArgument("node is empty: name the node the window was measured on")
+        check_id("network", request.network)
+        check_id("node", request.node)
         if request.top_k > MAX_TOP_K:
             raise InvalidArgument(f"top_k is {request.top_k}, at most {MAX_TOP_K} neighbours can be returned")
         values = self.encoder.decode(request.window)
@@ -249,21 +257,28 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
         """Windows share batches with every other caller; each is answered when its batch is done.
 
         The hot path has no task per window: the reader queues each window and a
-        done-callback writes its answer, so a busy stream costs one read, one queue
+        done-callback queues its answer, so a busy stream costs one read, one queue
         entry and one write per window. Requests are read with context.read() rather than
         through request_iterator, and answers go out with context.write().
+
+        A window holds one of the stream's slots from when it is read until its answer
+        has been written (gRPC's write waits on the caller's flow control), so a caller
+        that stops reading its answers stops the server reading its windows once
+        stream_max_unanswered are held. Bytes that are not a valid request end the stream
+        with INVALID_ARGUMENT, after the answers of the windows read before them.
         """
         deadline = self.encoder.deadline(context)
         answers: asyncio.Queue[probe_service_pb2.StreamClassifyWindowsResponse | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
+        slots = asyncio.Semaphore(self.stream_max_unanswered)
         pending: set[asyncio.Future[Embedded]] = set()
+        refusal: list[InvalidArgument] = []
 
         def answer(
             request: probe_service_pb2.StreamClassifyWindowsRequest, future: asyncio.Future[Embedded]
         ) -> None:
             pending.discard(future)
-            slots.release()
             if future.cancelled():
+                self._release(slots)
                 return
             response = probe_service_pb2.StreamClassifyWindowsResponse(sequence=request.sequence)
             try:
@@ -275,11 +290,15 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
         async def read_all() -> None:
             try:
                 while (request := await context.read()) is not grpc.aio.EOF:
+                    if isinstance(request, Undecodable):
+                        refusal.append(request.error())
+                        break
                     await slots.acquire()
+                    self.unanswered += 1
+                    self.stream_windows_read += 1
                     try:
                         future = self._admit(request, _window_deadline(request, deadline))
                     except Exception as exc:
-                        slots.release()
                         refused = probe_service_pb2.StreamClassifyWindowsResponse(sequence=request.sequence)
                         _stream_error(refused, exc)
                         answers.put_nowait(refused)
@@ -296,12 +315,25 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
             try:
                 while (response := await answers.get()) is not None:
                     await context.write(response)
+                    self._release(slots)
             finally:
                 reader.cancel()
                 for future in list(pending):
                     future.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+                while not answers.empty():  # answers the caller will never read
+                    if answers.get_nowait() is not None:
+                        self._release(slots)
+            if refusal:
+                code, message = status_for(refusal[0])
+                log_error("StreamClassifyWindows", code, message, refusal[0])
+                await context.abort(code, message)
+
+    def _release(self, slots: asyncio.Semaphore) -> None:
+        """A window's answer is written, or will never be: its slot is free."""
+        slots.release()
+        self.unanswered -= 1
 
 
 def _window_deadline(
@@ -364,15 +396,22 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
         check_id("label", request.label)
         if request.reference_case_id:
             check_id("reference_case_id", request.reference_case_id)
+        if len(request.description) > MAX_DESCRIPTION_CHARS:
+            raise InvalidArgument(
+                f"description has {len(request.description)} characters, at most {MAX_DESCRIPTION_CHARS}"
+            )
         if not 1 <= len(request.windows) <= MAX_WINDOWS_PER_CASE:
             raise InvalidArgument(
                 f"a reference case needs 1 to {MAX_WINDOWS_PER_CASE} example windows, "
                 f"got {len(request.windows)}"
             )
         windows = np.stack([self.encoder.decode(w) for w in request.windows])
+        if request.request_id:
+            check_id("request_id", request.request_id)
         case = await self.host.enrol(
-            request.network, request.reference_case_id, request.label, request.description, windows
-        )
+            request.network, request.reference_case_id, request.label, request.description, windows,
+            request.request_id,
+        )  # fmt: skip
         log.info("enrolled %s/%s (%s, %d windows)", case.network, case.case_id, case.label, case.window_count)
         return reference_case_service_pb2.CreateReferenceCaseResponse(reference_case=_case_proto(case))
 
@@ -380,6 +419,8 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
     async def GetReferenceCase(
         self, request: reference_case_service_pb2.GetReferenceCaseRequest, context: grpc.aio.ServicerContext
     ) -> reference_case_service_pb2.GetReferenceCaseResponse:
+        check_id("network", request.network)
+        check_id("reference_case_id", request.reference_case_id)
         case = await self.host.store.get(request.network, request.reference_case_id)
         response = reference_case_service_pb2.GetReferenceCaseResponse(reference_case=_case_proto(case))
         if request.include_windows:
@@ -395,6 +436,9 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
     async def ListReferenceCases(
         self, request: reference_case_service_pb2.ListReferenceCasesRequest, context: grpc.aio.ServicerContext
     ) -> reference_case_service_pb2.ListReferenceCasesResponse:
+        check_id("network", request.network)
+        if request.page_token:
+            check_id("page_token", request.page_token)
         size = min(request.page_size or 100, 1000)
         cases = [
             c for c in await self.host.store.list_cases(request.network) if c.case_id > request.page_token
@@ -411,6 +455,8 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
         request: reference_case_service_pb2.DeleteReferenceCaseRequest,
         context: grpc.aio.ServicerContext,
     ) -> reference_case_service_pb2.DeleteReferenceCaseResponse:
+        check_id("network", request.network)
+        check_id("reference_case_id", request.reference_case_id)
         await self.host.remove(request.network, request.reference_case_id, stored=False)
         log.info("deleted %s/%s", request.network, request.reference_case_id)
         return reference_case_service_pb2.DeleteReferenceCaseResponse()
@@ -445,6 +491,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def GetNodeDiagnosis(
         self, request: model_service_pb2.GetNodeDiagnosisRequest, context: grpc.aio.ServicerContext
     ) -> model_service_pb2.GetNodeDiagnosisResponse:
+        check_id("network", request.network)
+        check_id("node", request.node)
         raw = cast(bytes | None, await self.redis.get(self.layout.node(request.network, request.node)))
         if raw is None:
             raise NotFound(f"no diagnosis recorded for node {request.node!r} in network {request.network!r}")

@@ -21,7 +21,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from encoder.artifact import ArtifactError
-from server.errors import Unavailable
+from server.errors import FailedPrecondition, Unavailable
 from server.model_runner import ModelRunner, RunnerOptions, time_graphs, warm_alike
 from server.reference_index import CaseEmbeddings, ReferenceIndex
 from server.reference_store import LoadedCase, ReferenceStore, StoredCase
@@ -42,6 +42,9 @@ _OLD_VERSION_DRAIN_S = 2.0
 _LOADER_NICE = 10
 # Reference windows are embedded in chunks no larger than this.
 _EMBED_CHUNK = 256
+# Windows of unembedded cases gathered for one embed call when a network is indexed
+# (4096 windows of 60 x 129 float32 are 127 MB).
+_EMBED_GROUP_WINDOWS = 4096
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ class ModelHost:
         self.freeze_gc = False
         # Called with each newly warmed version's seconds per batch size (seeds the scheduler's estimate).
         self.on_warmed: Callable[[dict[int, float]], None] = lambda timings: None
+        # Set while the reference store has lost the cases this replica holds (see
+        # server/replica_sync.py): what vanished, and how to restore it. Writes are refused.
+        self.store_lost: str | None = None
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -256,31 +262,53 @@ class ModelHost:
     async def _index_cases(
         self, runner: ModelRunner, index: ReferenceIndex, network: str, loaded: list[LoadedCase]
     ) -> None:
-        """Puts loaded cases into index, embedding (and storing) those this version has not seen."""
+        """Puts loaded cases into index in one pass, embedding (and storing) those this
+        version has not seen, many cases per encoder call."""
         fresh: dict[str, np.ndarray] = {}
-        for case, windows, embeddings in loaded:
-            if embeddings is None:
-                embeddings = fresh[case.case_id] = await self.embed(runner, windows, self.loader)
-            index.put(network, CaseEmbeddings(case.case_id, case.label, embeddings))
+        unseen = [(case, windows) for case, windows, embeddings in loaded if embeddings is None]
+        for group in _groups_of_windows(unseen, _EMBED_GROUP_WINDOWS):
+            embedded = await self.embed(runner, np.concatenate([w for _, w in group]), self.loader)
+            ends = np.cumsum([len(w) for _, w in group]).tolist()
+            for (case, _), start, end in zip(group, [0, *ends[:-1]], ends, strict=True):
+                fresh[case.case_id] = embedded[start:end]
+        index.put_many(
+            network,
+            [
+                CaseEmbeddings(case.case_id, case.label, fresh[case.case_id] if emb is None else emb)
+                for case, _, emb in loaded
+            ],
+        )
         await self.store.store_embeddings(network, runner.version, fresh)
 
-    async def add_stored_case(self, network: str, case_id: str) -> None:
-        """Indexes a case another replica created, embedding it under this replica's version if needed."""
+    async def add_stored_cases(self, network: str, case_ids: Sequence[str]) -> None:
+        """Indexes cases another replica created, embedding them under this replica's version if needed."""
         async with self.lock:
-            for state in self._states():
-                loaded = await self.store.load_network(network, state.version, [case_id])
-                await self._index_cases(state.runner, state.index, network, loaded)
+            await self._index_stored(network, case_ids)
+
+    async def _index_stored(self, network: str, case_ids: Sequence[str]) -> None:
+        for state in self._states():
+            loaded = await self.store.load_network(network, state.version, case_ids)
+            await self._index_cases(state.runner, state.index, network, loaded)
 
     async def enrol(
-        self, network: str, case_id: str, label: str, description: str, windows: np.ndarray
-    ) -> StoredCase:
-        """Creates a case; it is in this replica's index before this returns."""
+        self, network: str, case_id: str, label: str, description: str, windows: np.ndarray,
+        request_id: str = "",
+    ) -> StoredCase:  # fmt: skip
+        """Creates a case; it is in this replica's index before this returns.
+
+        A request id seen before returns the case it created, indexed here too: the first
+        attempt may have been stored although its caller (or this replica) never heard back.
+        """
         async with self.lock:
             state = self.require()
+            self._require_store()
             embeddings = await self.embed(state.runner, windows)
-            case = await self.store.create(
-                network, case_id, label, description, windows, state.version, embeddings
+            case, created = await self.store.create(
+                network, case_id, label, description, windows, state.version, embeddings, request_id
             )
+            if not created:
+                await self._index_stored(network, [case.case_id])
+                return case
             state.index.put(network, CaseEmbeddings(case.case_id, label, embeddings))
             candidate = self.candidate
             if candidate is not None:
@@ -293,9 +321,26 @@ class ModelHost:
         """Deletes a case (from Redis too unless another replica already did)."""
         async with self.lock:
             if not stored:
+                self._require_store()
                 await self.store.delete(network, case_id)
             for state in self._states():
                 state.index.remove(network, case_id)
+
+    def _require_store(self) -> None:
+        if self.store_lost is not None:
+            raise FailedPrecondition(f"reference cases cannot change now: {self.store_lost}")
+
+    def indexes(self, network: str, case_id: str) -> bool:
+        """Whether the serving index holds this case."""
+        return self.current is not None and self.current.index.has(network, case_id)
+
+    def holdings(self) -> tuple[int, int]:
+        """Networks and reference cases the serving index holds."""
+        state = self.current
+        if state is None:
+            return 0, 0
+        networks = state.index.networks()
+        return len(networks), sum(state.index.case_count(n) for n in networks)
 
     def close(self) -> None:
         if self._memory_task is not None:
@@ -322,3 +367,21 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, thread, _LOADER_NICE)
     except (AttributeError, OSError) as exc:
         log.debug("model loader runs at normal priority: %s", exc)
+
+
+def _groups_of_windows(
+    cases: list[tuple[StoredCase, np.ndarray | None]], max_windows: int
+) -> Iterator[list[tuple[StoredCase, np.ndarray]]]:
+    """Consecutive groups of cases holding about max_windows windows together (a case
+    with more alone)."""
+    group: list[tuple[StoredCase, np.ndarray]] = []
+    count = 0
+    for case, windows in cases:
+        assert windows is not None  # load_network returns windows where embeddings are missing
+        if group and count + len(windows) > max_windows:
+            yield group
+            group, count = [], 0
+        group.append((case, windows))
+        count += len(windows)
+    if group:
+        yield group

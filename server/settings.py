@@ -99,6 +99,13 @@ class ServerSettings:
     metrics_address: str = "127.0.0.1:9464"
     # Seconds a stopping server lets in-flight RPCs finish.
     shutdown_grace_s: float = 5.0
+    # Seconds a server stopped by SIGTERM reports NOT_SERVING on the health service while
+    # still answering, before its port closes: long enough for load balancers and
+    # readiness probes to notice (Kubernetes probes every 10 s by default). SIGINT skips it.
+    shutdown_drain_s: float = 5.0
+    # Windows one stream may hold between reading them and writing their answers; a
+    # caller that stops reading answers stops the server reading its windows here.
+    stream_max_unanswered: int = 512
     # Log level name.
     log_level: str = "INFO"
 
@@ -121,6 +128,13 @@ class ServerSettings:
             raise SettingsError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.cpu_devices < 1:
             raise SettingsError(f"cpu_devices must be at least 1, got {self.cpu_devices}")
+        if self.shutdown_drain_s < 0 or self.shutdown_grace_s < 0:
+            raise SettingsError(
+                f"shutdown_drain_s and shutdown_grace_s must be >= 0, got "
+                f"{self.shutdown_drain_s} and {self.shutdown_grace_s}"
+            )
+        if self.stream_max_unanswered < 1:
+            raise SettingsError(f"stream_max_unanswered must be at least 1, got {self.stream_max_unanswered}")
         if self.workers < 1:
             raise SettingsError(f"workers must be at least 1, got {self.workers}")
         if not -1 <= self.worker_index < self.workers:

@@ -261,7 +261,8 @@ class Supervisor:
         running = [w.process for w in self.workers if w.process is not None and w.process.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace_s + self.options.stop_margin_s
+        stop_s = self.settings.shutdown_drain_s + self.settings.shutdown_grace_s + self.options.stop_margin_s
+        deadline = time.monotonic() + stop_s
         for process in running:
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))

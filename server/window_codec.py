@@ -20,6 +20,10 @@ def decode_window(window: window_pb2.Window, steps: int, features: int) -> np.nd
     expected = steps * features
     # Each read of a bytes field builds a new bytes object: read it once.
     packed = window.packed_values
+    if packed and len(window.values):
+        raise InvalidArgument(
+            "window sets both packed_values and values; set exactly one (packed_values is the fast path)"
+        )
     if packed:
         if len(packed) != expected * 4:
             raise InvalidArgument(

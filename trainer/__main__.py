@@ -12,6 +12,8 @@ promote   make the candidate (or a named version) the stable one on every replic
 rollback  restore the version that served before the stable one
 withdraw  stop shadowing the candidate
 status    the stable and candidate versions, the shadow agreement, what each replica serves
+cases     export a deployment's reference cases (windows included) to a Parquet file, or
+          import such a file: the way back from a Redis that lost its data
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from encoder.artifact import ArtifactError
+from server.case_backup import BackupError
+from server.errors import FaultprintError
 from server.model_registry import RolloutError
 
 if TYPE_CHECKING:
@@ -275,6 +279,34 @@ def format_status(status: RolloutStatus) -> str:
     return "\n".join(lines)
 
 
+def _cases(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from server.case_backup import export_cases, import_cases
+    from server.redis_layout import RedisLayout
+    from server.reference_store import ReferenceStore
+
+    async def run() -> str:
+        client = aioredis.from_url(args.redis_url)
+        store = ReferenceStore(client, RedisLayout(args.redis_prefix), origin="operator")
+        try:
+            if args.action == "export":
+                done = await export_cases(store, Path(args.file), args.network or None)
+                return f"exported {done.cases} reference cases of {done.networks} networks to {args.file}"
+            done = await import_cases(store, Path(args.file))
+            return (
+                f"imported {done.cases} reference cases of {done.networks} networks from {args.file} "
+                f"({done.skipped} left alone: their ids are taken); store identity {done.store_identity}"
+            )
+        finally:
+            await client.aclose()
+
+    print(asyncio.run(run()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="faultprint-trainer", description=__doc__,
@@ -331,10 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", parents=[registry], help="rollout status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+    cases = commands.add_parser("cases", parents=[registry], help="export or import reference cases")
+    cases.add_argument("action", choices=("export", "import"))
+    cases.add_argument("file", help="Parquet file to write (export) or read (import)")
+    cases.add_argument("--network", action="append", help="export only this network (repeatable)")
+    cases.set_defaults(func=_cases)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (RolloutError, ArtifactError) as exc:
+    except (RolloutError, ArtifactError, BackupError, FaultprintError) as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
 

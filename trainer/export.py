@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from encoder.artifact import ModelMetadata, write_artifact
 from encoder.tower import TowerConfig, build_tower
 from trainer.config import TrainingConfig
@@ -14,10 +16,21 @@ from trainer.features import FEATURE_NAMES
 from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 from trainer.training import TrainingResult
 
+# Probe windows an artifact carries, one per condition: few enough that a server checks
+# every graph on them in one call (server/model_runner.py), and a warmed batch size.
+PROBE_WINDOWS = 8
+
 
 def new_version() -> str:
     """A sortable, unique version name: UTC time plus a random suffix."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def probe_windows(steps: int, features: int, seed: int) -> np.ndarray | None:
+    """Varied windows for the artifact's probes: one simulated window of each of the first
+    PROBE_WINDOWS conditions; None when the simulator has fewer statistics than the model reads."""
+    windows, _ = simulate_windows(PROFILES["metro-eu"], CONDITIONS[:PROBE_WINDOWS], 1, seed, steps)
+    return windows[..., :features] if windows.shape[-1] >= features else None
 
 
 def export(
@@ -47,7 +60,8 @@ def export(
         parent_version=parent_version,
         created_unix_s=time.time(),
     )
-    return write_artifact(result.tower, metadata, Path(out_root) / version)
+    probes = probe_windows(config.tower.steps, config.tower.features, config.seed)
+    return write_artifact(result.tower, metadata, Path(out_root) / version, probes)
 
 
 def export_untrained(
@@ -80,4 +94,5 @@ def export_untrained(
         tower=tower_config.to_dict(),
         created_unix_s=time.time(),
     )
-    return write_artifact(tower, metadata, Path(out_root) / metadata.version)
+    probes = probe_windows(tower_config.steps, tower_config.features, seed)
+    return write_artifact(tower, metadata, Path(out_root) / metadata.version, probes)

@@ -4,7 +4,9 @@ Publishing evaluates the new artifact and the registry's stable version on the s
 one-shot split (trainer/evaluation.py, with the new model's conditions) and refuses a
 model whose one-shot accuracy is lower, unless forced; the comparison is recorded
 with the version. Promotion first downloads the version from the registry, checks its
-digest and loads its encoder, so a version that cannot load never reaches a server.
+digest, loads its encoder and checks its embeddings of probe windows as a server does
+(server/model_runner.py), so a version that cannot load, or is degenerate, never reaches
+a server.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import redis
 
 from encoder.artifact import ArtifactError, load_tower, read_metadata
 from server.model_registry import download_artifact, promote, publish_artifact
+from server.model_runner import ModelRunner, RunnerOptions
 from server.redis_layout import RedisLayout
 from trainer.evaluation import EvaluationOptions, EvaluationReport, evaluate_tower, trained_conditions
 from trainer.features import NUM_FEATURES
@@ -109,8 +112,9 @@ def publish_gated(client: redis.Redis, layout: RedisLayout, artifact_dir: Path, 
 
 
 def validate_and_promote(client: redis.Redis, layout: RedisLayout, version: str) -> str:
-    """Downloads, verifies and loads version before promoting it; returns the version it replaced."""
+    """Downloads, verifies, loads and checks version before promoting it; returns the version it
+    replaced."""
     with tempfile.TemporaryDirectory(prefix="faultprint-promote-") as tmp:
-        artifact_dir = download_artifact(client, layout, version, Path(tmp))
-        load_tower(artifact_dir, read_metadata(artifact_dir))
+        # The plain graph alone: each server checks the graphs it runs when it loads the version.
+        ModelRunner(download_artifact(client, layout, version, Path(tmp)), options=RunnerOptions(xla="off"))
     return promote(client, layout, version)

@@ -107,7 +107,7 @@ async def test_bad_probe_input_gets_a_clear_status_and_the_server_keeps_serving(
         (NET, "n", window_with(nan), grpc.StatusCode.INVALID_ARGUMENT, "step 5, feature 9"),
         (NET, "n", window_pb2.Window(steps=60, features=129), grpc.StatusCode.INVALID_ARGUMENT, "window is empty"),
         ("no-such-net", "n", window_with(good), grpc.StatusCode.NOT_FOUND, "network 'no-such-net' has no reference cases"),
-        (NET, "", window_with(good), grpc.StatusCode.INVALID_ARGUMENT, "node is empty"),
+        (NET, "", window_with(good), grpc.StatusCode.INVALID_ARGUMENT, "node '' is not a valid id"),
     ]  # fmt: skip
     async with grpc.aio.insecure_channel(target) as channel:
         stub = probe_service_pb2_grpc.ProbeServiceStub(channel)

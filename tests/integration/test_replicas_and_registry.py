@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import grpc
 import pytest
@@ -19,26 +14,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from client.client import AsyncFaultprintClient
 from server.model_registry import promote, publish_artifact, store_artifact
 from server.redis_layout import RedisLayout
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
 NET = "net-b"
-
-
-async def eventually(check: Callable[[], object], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-        except (grpc.aio.AioRpcError, redis.exceptions.ConnectionError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.05)
 
 
 async def test_reflection_lists_the_services_and_health_says_serving(start_server, artifact) -> None:  # type: ignore[no-untyped-def]
@@ -120,53 +100,6 @@ async def test_a_published_model_is_picked_up_and_references_are_re_embedded(  #
         assert sync_redis.get(layout.serving_version) == v2.encode()
         assert server_b.host.current.version == v2
     sync_redis.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="needs redis-server to run a Redis it can stop"
-)
-async def test_redis_down_enrolment_is_unavailable_classification_continues(  # type: ignore[no-untyped-def]
-    start_server, artifact, windows, tmp_path: Path
-) -> None:
-    port = free_port()
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
-    private = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        await eventually(lambda: redis.Redis.from_url(url).ping())
-        _, target = await start_server(model_source=str(artifact), redis_url=url)
-        async with AsyncFaultprintClient(target) as client:
-            await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
-            private.terminate()
-            private.wait(10)
-            assert (await client.classify(NET, "pcscf-1", windows("normal", 1, seed=2)[0])).label == "normal"
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
-            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "Redis" in err.value.details()
-            # Redis comes back (empty: it keeps nothing on disk); the replica reconnects and serves enrolments.
-            private = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-            await eventually(lambda: redis.Redis.from_url(url).ping())
-
-            async def enrols() -> bool:
-                try:
-                    await client.create_reference_case(
-                        NET, "normal", [windows("normal", 1)[0]], case_id="back"
-                    )
-                    return True
-                except grpc.aio.AioRpcError:
-                    return False
-
-            await eventually(enrols)
-    finally:
-        private.terminate()
-        private.wait(10)
 
 
 async def test_a_part_that_will_not_stop_does_not_hold_up_shutdown(  # type: ignore[no-untyped-def]

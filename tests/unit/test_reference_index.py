@@ -69,7 +69,10 @@ def test_a_batch_of_matches_equals_matching_each_embedding_alone() -> None:
     top_ks = [1, 2, 3, 4] * 4
     batch = index.match_many(queries, top_ks, threshold=2.0)
     for query, top_k, match in zip(queries, top_ks, batch, strict=True):
-        distances = {c.case_id: float(np.linalg.norm(c.embeddings - query, axis=1).min()) for c in cases}
+        distances = {
+            c.case_id: float(np.linalg.norm(c.embeddings.astype(np.float64) - query, axis=1).min())
+            for c in cases
+        }
         nearest = sorted(distances, key=distances.get)  # type: ignore[arg-type]
         label_of = {c.case_id: c.label for c in cases}
         assert [n.case_id for n in match.neighbours] == nearest[:top_k]
