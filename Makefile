@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard protos/faultprint/v1/*.proto)
-STUBS := gen/faultprint/v1/probe_service_pb2.py
+STUBS := protos/faultprint/v1/probe_service_pb2.py
 NATIVE_LOAD := build/native/load_generator
 WITH_REDIS := scripts/with-redis.sh
 
@@ -11,21 +11,19 @@ WITH_REDIS := scripts/with-redis.sh
 
 setup: $(VENV)/.installed $(STUBS)
 
-# The stubs must exist before the editable install, which maps the faultprint package onto gen/.
-$(VENV)/.installed: pyproject.toml
+# The stubs must exist before the editable install, which maps faultprint.v1 onto protos/.
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "grpcio-tools>=1.66,<2"
+	$(PY) -m pip install -q "grpcio-tools>=1.66,<2" "setuptools>=69"
 	$(MAKE) --no-print-directory protos
 	$(PY) -m pip install -q -e '.[dev,trainer]'
 	touch $@
 
 protos: $(STUBS)
 
-$(STUBS): $(PROTOS)
-	rm -rf gen && mkdir -p gen
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
-	touch gen/faultprint/__init__.py gen/faultprint/v1/__init__.py
+$(STUBS): $(PROTOS) setup.py
+	$(PY) -c "import setup; setup.generate_stubs()"
 
 # The closed-loop load generator in C++, so that simulated probes take little of the CPU the
 # server under test shares with them (benchmarks/native/load_generator.cc).
@@ -52,7 +50,7 @@ test-e2e: setup
 lint: setup buf-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy server client trainer encoder
+	$(VENV)/bin/mypy server client trainer encoder registry traffic
 
 # buf comes from npm; skipped with a note where npm is missing.
 buf-lint:
@@ -66,27 +64,27 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 # About 15 minutes: ceiling, load at C = 1..256, naive baseline, 60 s overload, both encoders.
 bench: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
-	$(WITH_REDIS) $(PY) benchmarks/suite.py
+	$(WITH_REDIS) $(PY) -m benchmarks.suite
 
 # Under 3 minutes: a smoke run of the same suite.
 bench-quick: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
-	$(WITH_REDIS) $(PY) benchmarks/suite.py --quick
+	$(WITH_REDIS) $(PY) -m benchmarks.suite --quick
 
 # A model promoted under sustained probe load, both encoders (about 3 minutes).
 bench-swap: setup $(VENV)/.bench-installed
-	$(WITH_REDIS) $(PY) benchmarks/swap.py
+	$(WITH_REDIS) $(PY) -m benchmarks.swap
 
 # Where the server's time goes: py-spy over a server under streaming load (small encoder).
 bench-profile: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
-	$(WITH_REDIS) $(PY) benchmarks/profile.py
+	$(WITH_REDIS) $(PY) -m benchmarks.profile
 
 # The encoder alone at the common batch sizes.
 bench-ceiling: setup
-	$(PY) benchmarks/ceiling.py
+	$(PY) -m benchmarks.ceiling
 
 # Indexing a network of 1,000 to 50,000 reference cases from Redis, and matching against it.
 bench-index: setup
 	$(WITH_REDIS) $(PY) -m benchmarks.index_build
 
 clean:
-	rm -rf $(VENV) gen build artifacts .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) build artifacts protos/faultprint/v1/*_pb2* .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info

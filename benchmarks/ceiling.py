@@ -32,8 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from server.batch_assembly import aligned_zeros
-from server.model_runner import XLA_MODES, encoder_input
+from faultprint.server.batching.assembly import aligned_zeros
+from faultprint.server.model.runner import XLA_MODES, encoder_input
 
 SIZES = {"original": ((512, 512), 512, 10), "small": ((64, 64), 64, 10)}
 
@@ -44,9 +44,9 @@ class Instances:
     def __init__(self, model: str, devices: list[str], graphs: tuple[bool, ...]) -> None:
         import tensorflow as tf
 
-        from encoder.tower import TowerConfig, build_tower
-        from server.model_runner import encoder_function
-        from trainer.features import NUM_FEATURES, WINDOW_STEPS
+        from faultprint.encoder.tower import TowerConfig, build_tower
+        from faultprint.server.model.runner import encoder_function
+        from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
 
         lstm, dense, emb = SIZES[model]
         self.devices = devices
@@ -121,7 +121,7 @@ def devices_for(layouts: list[int]) -> tuple[list[str], list[int]]:
     largest layout. Before TensorFlow starts."""
     import tensorflow as tf
 
-    from server.devices import resolve_devices
+    from faultprint.server.model.devices import resolve_devices
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -145,8 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow as tf
 
-    from server.devices import configure_threads
-    from server.model_runner import RunnerOptions
+    from faultprint.server.model.devices import configure_threads
+    from faultprint.server.model.runner import RunnerOptions
 
     configure_threads(args.intra_op_threads)
     # One call at a time is always timed: it gives each row the latency a lone request pays.

@@ -14,7 +14,7 @@ counts the calls answered after their deadline (LATE).
     python benchmarks/compare.py --model small --mode stream --concurrency 64 \\
         --variant default --variant "delay20 max-queue-delay-ms=20"
 
-A variant is a name followed by any FLAG=VALUE words: flags of ``python -m server`` set on
+A variant is a name followed by any FLAG=VALUE words: flags of ``python -m faultprint.server`` set on
 top of the model's benchmark plan (benchmarks/suite.py). Needs REDIS_URL.
 """
 

@@ -31,11 +31,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import redis.asyncio as aioredis
 
-from server.model_runner import ModelRunner
-from server.redis_layout import RedisLayout
-from server.reference_index import CaseEmbeddings, ReferenceIndex
-from server.reference_store import ReferenceStore
-from server.serving_state import ModelHost, ServingState
+from faultprint.registry.layout import RedisLayout
+from faultprint.server.model.host import ModelHost, ServingState
+from faultprint.server.model.runner import ModelRunner
+from faultprint.server.references.index import CaseEmbeddings, ReferenceIndex
+from faultprint.server.references.store import ReferenceStore
 
 NETWORK = "bench-net"
 LABELS = ("normal", "hss_unreachable", "link_at_capacity", "dns_failure")
@@ -44,9 +44,9 @@ _STORE_ROUND = 64
 
 
 def _artifact(out: Path) -> Path:
-    from encoder.tower import TowerConfig
-    from trainer.export import export_untrained
-    from trainer.features import WINDOW_STEPS
+    from faultprint.encoder.tower import TowerConfig
+    from faultprint.traffic.catalogue import WINDOW_STEPS
+    from faultprint.trainer.export import export_untrained
 
     config = TowerConfig(WINDOW_STEPS, 8, (8, 8), 16, 16)
     return export_untrained(

@@ -10,7 +10,7 @@ nodes, or (--mode stream) --concurrency streams whose windows each carry a timeo
 Closed-loop runs go through the native generator (benchmarks/native/load_generator.cc,
 built by `make native-load`) unless --generator python: this process then only prepares the
 windows and waits. The Python probes cost about as much CPU per window as the server's own
-gRPC layer, on the same cores as the server (benchmarks/RESULTS.md, session 13). Open-loop
+gRPC layer, on the same cores as the server (benchmarks/archive/2026-12-06.md). Open-loop
 runs and --record stay in Python: they use the client library's throttling and read each
 answer's model version.
 
@@ -38,11 +38,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client import AsyncFaultprintClient, StreamItem, ThrottleOptions, encode_window
-from client.throttle import THROTTLED_DETAILS
+from faultprint.client import AsyncFaultprintClient, StreamItem, ThrottleOptions, encode_window
+from faultprint.client.throttle import THROTTLED_DETAILS
+from faultprint.server.loop_lag import LoopLagMonitor
+from faultprint.traffic.simulator import CONDITIONS, PROFILES, simulate_windows
 from faultprint.v1 import window_pb2
-from server.loop_lag import LoopLagMonitor
-from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
 
 # Cap on calls an open-loop run keeps outstanding, so a stalled server cannot exhaust the client.
 MAX_OUTSTANDING = 8192

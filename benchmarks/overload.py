@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.suite import PLANS, generate_load, plan_server  # noqa: E402
-from client.throttle import ThrottleOptions  # noqa: E402
+from faultprint.client.throttle import ThrottleOptions  # noqa: E402
 
 
 def overload(target: str, args: argparse.Namespace, ratio: str) -> dict[str, Any]:

@@ -47,7 +47,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import check_bars, write_markdown, write_plot  # noqa: E402
-from client.throttle import ThrottleOptions  # noqa: E402
+from faultprint.client.throttle import ThrottleOptions  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class ModelPlan:
     name: str
     lstm_units: int
     dense_units: int
-    # Server batching settings (flags of `python -m server`).
+    # Server batching settings (flags of `python -m faultprint.server`).
     server_flags: dict[str, object]
     # Per-call deadline of the overload run, in ms.
     overload_deadline_ms: float
@@ -94,7 +94,7 @@ class ModelPlan:
     @property
     def batch_sizes(self) -> tuple[int, ...]:
         """The padded sizes the server uses, so the ceiling is measured at each of them."""
-        from server.batch_scheduler import BatchSchedulerOptions
+        from faultprint.server.batching.scheduler import BatchSchedulerOptions
 
         allowed = str(self.server_flags.get("allowed-batch-sizes", ""))
         sizes = tuple(int(x) for x in allowed.split(",") if x)
@@ -105,15 +105,16 @@ class ModelPlan:
 
 # The original encoder runs one replica per core, each on its own logical CPU device and
 # thread: one of its calls at a time leaves part of a core idle, and at C = 64 two side by side
-# served 14-32 % more (RESULTS.md, session 9). Each device takes one batch at a time: at C = 64
-# that served as much as two in flight, with a p99 lower in every round (sessions 9 and 12).
+# served 14-32 % more (benchmarks/archive/2026-11-21.md). Each device takes one batch at a
+# time: at C = 64 that served as much as two in flight, with a p99 lower in every round
+# (benchmarks/archive/2026-11-21.md and 2026-11-22.md).
 # The small encoder's server is bound by its event loop, not by compute, and a second replica
-# gave it nothing measurable, so it keeps one. Its batches stop at 32: on session 13's machine
+# gave it nothing measurable, so it keeps one. Its batches stop at 32: on a 2-core machine
 # the encoder computed as many windows/s at 32 as at 64 (30 600 and 30 900, two at once), and
 # batches of 32 let the stream at C = 64 split into two groups that take turns, one computing
 # while the loop answers the other: 7 652 against 6 922 windows/s (stream C = 64), 4 773
 # against 4 310 (unary C = 64), 4 364 against 3 920 (unary C = 256), and 7 967 against 8 113
-# (stream C = 256, within the spread) (benchmarks/RESULTS.md, session 13).
+# (stream C = 256, within the spread) (benchmarks/archive/2026-12-06.md).
 CPU_DEVICES = os.cpu_count() or 1
 
 PLANS = {
@@ -235,9 +236,9 @@ def run_bar_point(target: str, scraper: MetricsScraper, config: SuiteConfig, pla
 
 
 def build_artifact(plan: ModelPlan, root: Path, seed: int = 7, version: str | None = None) -> Path:
-    from encoder.tower import TowerConfig
-    from trainer.export import export_untrained
-    from trainer.features import NUM_FEATURES, WINDOW_STEPS
+    from faultprint.encoder.tower import TowerConfig
+    from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
+    from faultprint.trainer.export import export_untrained
 
     tower = TowerConfig(WINDOW_STEPS, NUM_FEATURES, (plan.lstm_units, plan.lstm_units), plan.dense_units, 10)
     return export_untrained(tower, root, seed=seed, version=version or f"bench-{plan.name}")
@@ -294,8 +295,8 @@ class MetricsScraper:
 
 def enrol(target: str) -> None:
     """One reference case per simulated condition, so classification does real matching."""
-    from client import FaultprintClient
-    from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
+    from faultprint.client import FaultprintClient
+    from faultprint.traffic.simulator import CONDITIONS, PROFILES, simulate_windows
 
     windows, labels = simulate_windows(PROFILES["metro-eu"], CONDITIONS, 1, seed=11)
     with FaultprintClient(target) as client:
@@ -369,7 +370,7 @@ class RssSampler(threading.Thread):
 
 
 def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naive: bool) -> dict[str, Any]:
-    from server.launcher import ServerProcess, free_ports_in_a_row
+    from benchmarks.launcher import ServerProcess, free_ports_in_a_row
 
     metrics_ports = free_ports_in_a_row(plan.workers)  # worker i serves metrics at the first + i
     metrics_address = f"127.0.0.1:{metrics_ports[0]}"
@@ -483,7 +484,7 @@ def plan_server(plan: ModelPlan, label: str) -> Iterator[Any]:
     """A server process with the plan's settings, serving an untrained artifact of its
     size, with reference cases enrolled under a Redis prefix of its own that is deleted
     afterwards (the profiler and the overload tool use it)."""
-    from server.launcher import ServerProcess
+    from benchmarks.launcher import ServerProcess
 
     prefix = f"faultprint-{label}-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "FAULTPRINT_REDIS_PREFIX": prefix, "TF_CPP_MIN_LOG_LEVEL": "2"}

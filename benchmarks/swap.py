@@ -51,7 +51,7 @@ WARMUP_S = 3.0
 
 
 def serving_version(target: str) -> str:
-    from client import FaultprintClient
+    from faultprint.client import FaultprintClient
 
     with FaultprintClient(target) as client:
         return str(client.model_info().model_version)
@@ -60,9 +60,9 @@ def serving_version(target: str) -> str:
 def run_swap(plan: ModelPlan, root: Path) -> dict[str, Any]:
     import redis
 
-    from server.launcher import ServerProcess
-    from server.model_registry import promote, publish_artifact, store_artifact
-    from server.redis_layout import RedisLayout
+    from benchmarks.launcher import ServerProcess
+    from faultprint.registry.layout import RedisLayout
+    from faultprint.registry.models import promote, publish_artifact, store_artifact
 
     concurrency, mode, steady_s, swap_s = LOADS[plan.name]
     v1_dir, v2_dir = (build_artifact(plan, root, seed, f"swap-{plan.name}-v{seed}-{uuid.uuid4().hex[:4]}")

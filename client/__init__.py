@@ -1,7 +1,13 @@
 """The faultprint Python client: typed sync and asyncio access to a faultprint server."""
 
-from client.client import AsyncFaultprintClient, FaultprintClient, ProbeStream, StreamItem, encode_window
-from client.throttle import ThrottleOptions
+from faultprint.client.client import (
+    AsyncFaultprintClient,
+    FaultprintClient,
+    ProbeStream,
+    StreamItem,
+    encode_window,
+)
+from faultprint.client.throttle import ThrottleOptions
 
 __all__ = [
     "AsyncFaultprintClient",

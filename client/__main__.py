@@ -1,4 +1,4 @@
-"""Client command line: ``python -m client enrol|probe|info``.
+"""Client command line: ``python -m faultprint.client enrol|probe|info``.
 
 enrol  enrol simulated reference windows (one case per condition) for a network
 probe  run simulated probe agents that stream windows, print diagnoses and a confusion table
@@ -12,7 +12,7 @@ import asyncio
 import os
 import sys
 
-from trainer.simulator import CONDITIONS, PROFILES
+from faultprint.traffic.simulator import CONDITIONS, PROFILES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,19 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "info":
-        from client.client import FaultprintClient
+        from faultprint.client.client import FaultprintClient
 
         with FaultprintClient(args.target) as client:
             print(client.model_info())
         return 0
     conditions = tuple(args.conditions.split(","))
     if args.command == "enrol":
-        from client.probe import enrol_one_per_condition
+        from faultprint.client.probe import enrol_one_per_condition
 
         ids = enrol_one_per_condition(args.target, args.network, conditions, args.seed, args.windows_per_case)
         print(f"enrolled {len(ids)} reference cases in {args.network}: {', '.join(ids)}")
         return 0
-    from client.probe import ProbeOptions, run_probes
+    from faultprint.client.probe import ProbeOptions, run_probes
 
     options = ProbeOptions(
         target=args.target, network=args.network, agents=args.agents,

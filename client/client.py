@@ -13,12 +13,12 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import grpc
 import numpy as np
 
-from client.throttle import (
+from faultprint.client.throttle import (
     OVERLOAD_CODE_VALUES,
     THROTTLED_DETAILS,
     AdaptiveThrottle,
@@ -290,7 +290,7 @@ class ProbeStream:
 def _answer(response: object) -> probe_service_pb2.StreamClassifyWindowsResponse:
     if response is grpc.aio.EOF:
         raise EOFError("the server closed the stream")
-    return response
+    return cast(probe_service_pb2.StreamClassifyWindowsResponse, response)
 
 
 class AsyncFaultprintClient(_Stubs):

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from client.client import AsyncFaultprintClient, StreamItem
-from client.throttle import ThrottleOptions
+from faultprint.client.client import AsyncFaultprintClient, StreamItem
+from faultprint.client.throttle import ThrottleOptions
+from faultprint.traffic.simulator import CONDITIONS, NORMAL, PROFILES, random_window
 from faultprint.v1 import diagnosis_pb2
-from trainer.simulator import CONDITIONS, NORMAL, PROFILES, random_window
 
 UNKNOWN = "unknown"
 ERROR = "error"
@@ -124,7 +124,7 @@ def enrol_one_per_condition(
     target: str, network: str, conditions: Sequence[str], seed: int, windows_per_case: int = 1
 ) -> list[str]:
     """Enrols windows_per_case simulated windows of each condition as that condition's reference case."""
-    from client.client import FaultprintClient
+    from faultprint.client.client import FaultprintClient
 
     rng = np.random.default_rng(seed)
     profile = PROFILES[network]

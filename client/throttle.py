@@ -51,7 +51,7 @@ class ThrottleOptions:
     # lower is more aggressive). The book's 2 suits servers whose refusals are cheap; a
     # faultprint refusal costs about as much gRPC and Python work as an answer, so under
     # 2x overload a ratio of 2 lets the whole overload through and calls time out queued
-    # in gRPC (benchmarks/RESULTS.md). At 1.1 the server gets ~1.1x what it takes.
+    # in gRPC (benchmarks/archive/2026-11-21.md). At 1.1 the server gets ~1.1x what it takes.
     ratio: float = 1.1
     # Seconds of history the counts cover.
     window_s: float = 10.0

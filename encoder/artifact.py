@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 
 # The version names a Redis key and the model cache's directory for it, so it follows the
-# registry's id rule. Neither module imports encoder, so this makes no import cycle.
-from server.errors import quote
-from server.redis_layout import ID_RULE, is_valid_id
+# registry's id rule.
+from faultprint.registry.ids import ID_RULE, is_valid_id, quote
 
 ARTIFACT_FORMAT = 1
 METADATA_FILE = "metadata.json"
@@ -175,7 +174,7 @@ def load_tower(artifact_dir: Path, metadata: ModelMetadata) -> Any:
     """The artifact's Keras tower, checked against the input spec its metadata declares."""
     import keras
 
-    import encoder.scaler  # noqa: F401  (registers FeatureScaler for deserialisation)
+    import faultprint.encoder.scaler  # noqa: F401  (registers FeatureScaler for deserialisation)
 
     path = Path(artifact_dir) / KERAS_FILE
     if not path.is_file():

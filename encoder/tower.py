@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import keras
 
-from encoder.scaler import FeatureScaler
+from faultprint.encoder.scaler import FeatureScaler
 
 # The LSTM arguments that keep Keras on its cuDNN path; checked by a unit test.
 CUDNN_LSTM_SETTINGS: dict[str, object] = {

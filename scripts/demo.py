@@ -16,9 +16,11 @@ from pathlib import Path
 
 import redis
 
-from server.launcher import ServerProcess
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the launcher lives with the benchmarks, outside the package
+
+from benchmarks.launcher import ServerProcess  # noqa: E402
+
 PY = sys.executable
 NETWORK = "island-apac"  # not among the training networks
 
@@ -41,16 +43,20 @@ def main() -> int:
     }
     artifacts = ROOT / ".demo" / "artifacts"
     try:
-        artifact = run(PY, "-m", "trainer", "train", "--config", "small", "--out", str(artifacts), env=env)
-        run(PY, "-m", "trainer", "publish", artifact.strip().splitlines()[-1], "--promote", env=env)
+        artifact = run(
+            PY, "-m", "faultprint.trainer", "train", "--config", "small", "--out", str(artifacts), env=env
+        )
+        run(
+            PY, "-m", "faultprint.trainer", "publish", artifact.strip().splitlines()[-1], "--promote", env=env
+        )
         with (
             open(ROOT / ".demo" / "server.log", "w") as log,
             ServerProcess({"model-source": "redis"}, env, log) as server,
         ):
             target = server.target
             print(f"server SERVING at {target} (log: .demo/server.log)")
-            run(PY, "-m", "client", "--target", target, "enrol", "--network", NETWORK, env=env)
-            run(PY, "-m", "client", "--target", target, "probe", "--network", NETWORK,
+            run(PY, "-m", "faultprint.client", "--target", target, "enrol", "--network", NETWORK, env=env)
+            run(PY, "-m", "faultprint.client", "--target", target, "probe", "--network", NETWORK,
                 "--agents", "8", "--windows-per-agent", "25", "--seed", "5", env=env)  # fmt: skip
         return 0
     finally:

@@ -1,4 +1,4 @@
-"""Command-line entry point: ``python -m server --help``."""
+"""Command-line entry point: ``python -m faultprint.server --help``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 import logging
 import sys
 
-from encoder.artifact import ArtifactError
-from server.app import serve
-from server.settings import ServerSettings, SettingsError
+from faultprint.encoder.artifact import ArtifactError
+from faultprint.server.app import serve
+from faultprint.server.settings import ServerSettings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     log_format = f"%(asctime)s %(levelname)s{worker} %(name)s: %(message)s"
     logging.basicConfig(level=settings.log_level, format=log_format)
     if settings.supervises:
-        from server.supervisor import supervise
+        from faultprint.server.supervisor import supervise
 
         return supervise(settings, sys.argv[1:] if argv is None else argv)
     try:

@@ -21,22 +21,31 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server import telemetry as telemetry_setup
-from server.batch_scheduler import BatchScheduler
-from server.devices import configure_threads, resolve_devices
-from server.health import MODEL_SERVICE, PROBE_SERVICE, REFERENCE_CASE_SERVICE, SERVICE_NAMES, ReplicaHealth
-from server.loop_lag import LoopLagMonitor
-from server.node_state_writer import NodeStateWriter
-from server.redis_layout import RedisLayout
-from server.reference_store import ReferenceStore
-from server.replica_sync import ReplicaSync
-from server.request_codec import add_service
-from server.servicers import Encoder, ModelServicer, ProbeServicer, ReferenceCaseServicer
-from server.serving_state import ModelHost
-from server.settings import ServerSettings, SettingsError
-from server.shadow import Shadow
-from server.supervisor import SupervisorLink
-from server.telemetry import ServerTelemetry
+from faultprint.registry.layout import RedisLayout
+from faultprint.server import telemetry as telemetry_setup
+from faultprint.server.batching.scheduler import BatchScheduler
+from faultprint.server.batching.session import Encoder
+from faultprint.server.loop_lag import LoopLagMonitor
+from faultprint.server.model.devices import configure_threads, resolve_devices
+from faultprint.server.model.host import ModelHost
+from faultprint.server.model.replica_sync import ReplicaSync
+from faultprint.server.model.shadow import Shadow
+from faultprint.server.references.node_state import NodeStateWriter
+from faultprint.server.references.store import ReferenceStore
+from faultprint.server.rpc.health import (
+    MODEL_SERVICE,
+    PROBE_SERVICE,
+    REFERENCE_CASE_SERVICE,
+    SERVICE_NAMES,
+    ReplicaHealth,
+)
+from faultprint.server.rpc.model_service import ModelServicer
+from faultprint.server.rpc.probe_service import ProbeServicer
+from faultprint.server.rpc.reference_case_service import ReferenceCaseServicer
+from faultprint.server.rpc.requests import add_service
+from faultprint.server.settings import ServerSettings, SettingsError
+from faultprint.server.supervisor import SupervisorLink
+from faultprint.server.telemetry import ServerTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +117,19 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
-    host = ModelHost(store, options.batch_sizes, devices, settings.runner_options())
-    host.freeze_gc = settings.freeze_gc
-    encoder = Encoder(host, telemetry, options.max_batch_size, settings.default_top_k)
-    scheduler: BatchScheduler = BatchScheduler(encoder.run_batch, options, len(devices), observer=telemetry)
-    encoder.scheduler = scheduler
-    host.on_warmed = scheduler.seed_batch_times
+    host = ModelHost(
+        store, options.batch_sizes, devices, settings.runner_options(), freeze_gc=settings.freeze_gc
+    )
+    shadow = Shadow(host, client, layout, settings.shadow_options())
+    encoder = Encoder(host, telemetry, options, shadow, settings.default_top_k)
+    scheduler = encoder.scheduler
     telemetry.observe_queue(lambda: scheduler.queue_depth, lambda: scheduler.batches_in_flight)
     log.info("encoder devices: %s", ", ".join(devices))
     writer = NodeStateWriter(client, layout, settings.node_state_ttl_s)
-    encoder.shadow = shadow = Shadow(host, client, layout, settings.shadow_options())
 
     follow_registry = settings.model_source == "redis"
     if not follow_registry:
-        await host.load(Path(settings.model_source))  # a bad artifact stops start-up here
+        encoder.serving(await host.load(Path(settings.model_source)))  # a bad artifact stops start-up here
 
     grpc_server = grpc.aio.server(
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
@@ -131,24 +139,24 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         ],
     )
     replica_health = ReplicaHealth()
-    sync = ReplicaSync(
-        client, layout, host, follow_registry, Path(settings.model_cache_dir),
-        replica_health, worker=settings.worker_index,
-    )  # fmt: skip
-    loop_lag = LoopLagMonitor(telemetry.event_loop_lag_ms.record)
     probes = ProbeServicer(encoder, writer, settings.stream_max_unanswered)
-    server = FaultprintServer(
-        settings, grpc_server, replica_health, probes, host, scheduler, writer, sync, shadow, client, loop_lag
-    )
     add_service(grpc_server, probes, PROBE_SERVICE)
     add_service(grpc_server, ReferenceCaseServicer(encoder), REFERENCE_CASE_SERVICE)
-    add_service(grpc_server, ModelServicer(host, client, layout, telemetry), MODEL_SERVICE)
+    add_service(grpc_server, ModelServicer(host, writer, telemetry), MODEL_SERVICE)
     health_pb2_grpc.add_HealthServicer_to_server(replica_health.servicer, grpc_server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
     )
     port = grpc_server.add_insecure_port(settings.listen_address)
-    sync.address = f"{settings.listen_address.rsplit(':', 1)[0]}:{port}"
+    sync = ReplicaSync(
+        client, layout, host, follow_registry, Path(settings.model_cache_dir), replica_health,
+        encoder.serving, address=f"{settings.listen_address.rsplit(':', 1)[0]}:{port}",
+        worker=settings.worker_index,
+    )  # fmt: skip
+    loop_lag = LoopLagMonitor(telemetry.event_loop_lag_ms.record)
+    server = FaultprintServer(
+        settings, grpc_server, replica_health, probes, host, scheduler, writer, sync, shadow, client, loop_lag
+    )
     await replica_health.update(model_loaded=False)
     await grpc_server.start()
     scheduler.start()

@@ -11,9 +11,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from server.batch_scheduler import BatchSchedulerOptions
-from server.model_runner import RunnerOptions
-from server.shadow import ShadowOptions
+from faultprint.server.batching.scheduler import BatchSchedulerOptions
+from faultprint.server.model.runner import RunnerOptions
+from faultprint.server.model.shadow import ShadowOptions
 
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
 

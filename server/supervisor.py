@@ -12,7 +12,7 @@ and replica id), so hot swap, reference-case sync and node state need nothing ne
 they already work across replicas sharing one Redis.
 
 The supervisor imports neither TensorFlow nor the serving code. It reserves the port,
-starts ``python -m server --worker-index I`` for each worker, forwards SIGTERM and
+starts ``python -m faultprint.server --worker-index I`` for each worker, forwards SIGTERM and
 SIGINT, and restarts a worker that dies after it started serving, after a pause that
 grows while it keeps dying. A worker that dies before it serves (a bad setting, a
 corrupt artifact) stops them all, with its exit code: every worker would fail alike.
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from server.settings import ServerSettings
+from faultprint.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class Worker:
         env = {**os.environ, READY_FD_VARIABLE: str(ready_write), LIFELINE_FD_VARIABLE: str(lifeline_read)}
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "server", *argv], env=env,
+                [sys.executable, "-m", "faultprint.server", *argv], env=env,
                 pass_fds=(ready_write, lifeline_read), start_new_session=True,
             )  # fmt: skip
         finally:

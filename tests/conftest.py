@@ -14,15 +14,15 @@ import redis
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainer.features import NUM_FEATURES, WINDOW_STEPS
-from trainer.simulator import PROFILES, simulate_windows
+from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
+from faultprint.traffic.simulator import PROFILES, simulate_windows
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Splits the CPU into two logical devices before TensorFlow starts, so servers can use both."""
-    from server.devices import resolve_devices
+    from faultprint.server.model.devices import resolve_devices
 
     resolve_devices("cpu", cpu_devices=2)
 
@@ -58,8 +58,8 @@ def make_artifact(
     Enough to test serving plumbing, and fast to build; a larger lstm_units gives a
     batch time long enough for deadline tests to be deterministic.
     """
-    from encoder.tower import TowerConfig
-    from trainer.export import export_untrained
+    from faultprint.encoder.tower import TowerConfig
+    from faultprint.trainer.export import export_untrained
 
     config = TowerConfig(WINDOW_STEPS, features, (lstm_units, lstm_units), 16, 4)
     version = f"test-{seed}-{uuid.uuid4().hex[:6]}"
@@ -92,8 +92,8 @@ async def start_server(
     redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> AsyncIterator[Callable[..., Any]]:
     """start_server(**settings) starts a real replica on an ephemeral loopback port; returns (server, target)."""
-    from server.app import create_server
-    from server.settings import ServerSettings
+    from faultprint.server.app import create_server
+    from faultprint.server.settings import ServerSettings
 
     started = []
 

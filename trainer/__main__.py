@@ -1,6 +1,6 @@
-"""Trainer command line: ``python -m trainer <command>``.
+"""Trainer command line: ``python -m faultprint.trainer <command>``.
 
-simulate  write labelled per-minute probe rows (Parquet or CSV, see trainer/rows.py)
+simulate  write labelled per-minute probe rows (Parquet or CSV, see traffic/rows.py)
           for simulated nodes, with the damage real probe exports have
 train     train the encoder on simulated windows, or on row files (--rows), evaluate it
           one-shot on a network it never saw, and write a versioned artifact directory
@@ -28,23 +28,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from encoder.artifact import ArtifactError
-from server.case_backup import BackupError
-from server.errors import FaultprintError
-from server.model_registry import RolloutError
+from faultprint.encoder.artifact import ArtifactError
+from faultprint.registry.models import RolloutError
+from faultprint.server.references.backup import BackupError
+from faultprint.server.rpc.errors import FaultprintError
 
 if TYPE_CHECKING:
     import redis
 
-    from server.model_registry import RolloutStatus
-    from server.redis_layout import RedisLayout
-    from trainer.config import TrainingConfig
-    from trainer.evaluation import EvaluationOptions, EvaluationReport, EvaluationSplit
+    from faultprint.registry.layout import RedisLayout
+    from faultprint.registry.models import RolloutStatus
+    from faultprint.trainer.config import TrainingConfig
+    from faultprint.trainer.evaluation import EvaluationOptions, EvaluationReport, EvaluationSplit
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from trainer.rows import Rows, write_rows
-    from trainer.simulator import PROFILES, simulate_node_rows
+    from faultprint.traffic.rows import Rows, write_rows
+    from faultprint.traffic.simulator import PROFILES, simulate_node_rows
 
     start = args.start_minute
     parts = [
@@ -68,8 +68,8 @@ def _simulate(args: argparse.Namespace) -> int:
 def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
                        network: str | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Labelled windows of the row files (of one network only, if given)."""
-    from trainer.rows import Rows, read_rows
-    from trainer.windowing import make_windows
+    from faultprint.traffic.rows import Rows, read_rows
+    from faultprint.traffic.windowing import make_windows
 
     parts = [read_rows(Path(p)) for p in paths]
     unlabelled = [p for r, p in zip(parts, paths, strict=True) if r.label is None]
@@ -90,7 +90,7 @@ def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
 
 
 def _training_data(args: argparse.Namespace, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
-    from trainer.simulator import PROFILES, simulate_windows
+    from faultprint.traffic.simulator import PROFILES, simulate_windows
 
     if args.rows:
         windows, labels = _windows_from_rows(args.rows, config.conditions)
@@ -115,7 +115,7 @@ def _training_data(args: argparse.Namespace, config: TrainingConfig) -> tuple[np
 def _evaluation_split(rows: list[str] | None, options: EvaluationOptions,
                       conditions: tuple[str, ...]) -> EvaluationSplit | None:  # fmt: skip
     """The evaluation network's windows from row files, or None to simulate them."""
-    from trainer.evaluation import EvaluationSplit
+    from faultprint.trainer.evaluation import EvaluationSplit
 
     if not rows:
         return None
@@ -127,10 +127,10 @@ def _evaluation_split(rows: list[str] | None, options: EvaluationOptions,
 
 
 def _train(args: argparse.Namespace) -> int:
-    from trainer.config import TrainingConfig, with_overrides
-    from trainer.evaluation import EvaluationOptions, evaluate_tower, write_evaluation
-    from trainer.export import export, new_version
-    from trainer.training import TrainingRun, train
+    from faultprint.trainer.config import TrainingConfig, with_overrides
+    from faultprint.trainer.evaluation import EvaluationOptions, evaluate_tower, write_evaluation
+    from faultprint.trainer.export import export, new_version
+    from faultprint.trainer.training import TrainingRun, train
 
     config = with_overrides(TrainingConfig.load(args.config), epochs=args.epochs, seed=args.seed)
     windows, labels = _training_data(args, config)
@@ -154,7 +154,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluation_summary(report: EvaluationReport) -> str:
-    from trainer.evaluation import BASELINE, MODEL
+    from faultprint.trainer.evaluation import BASELINE, MODEL
 
     model, base = report.methods[MODEL], report.methods[BASELINE]
     shots = ", ".join(f"k={k}: model {model.accuracy[k]:.3f} / raw 1-NN {base.accuracy[k]:.3f}"
@@ -163,8 +163,13 @@ def _evaluation_summary(report: EvaluationReport) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from encoder.artifact import load_tower, read_metadata
-    from trainer.evaluation import EvaluationOptions, evaluate_tower, trained_conditions, write_evaluation
+    from faultprint.encoder.artifact import load_tower, read_metadata
+    from faultprint.trainer.evaluation import (
+        EvaluationOptions,
+        evaluate_tower,
+        trained_conditions,
+        write_evaluation,
+    )
 
     artifact = Path(args.artifact)
     metadata = read_metadata(artifact)
@@ -185,14 +190,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _registry(args: argparse.Namespace) -> tuple[redis.Redis, RedisLayout]:
     import redis
 
-    from server.redis_layout import RedisLayout
+    from faultprint.registry.layout import RedisLayout
 
     return redis.Redis.from_url(args.redis_url), RedisLayout(args.redis_prefix)
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from trainer.evaluation import EvaluationOptions
-    from trainer.publishing import PublishRefused, publish_gated
+    from faultprint.trainer.evaluation import EvaluationOptions
+    from faultprint.trainer.publishing import PublishRefused, publish_gated
 
     client, layout = _registry(args)
     try:
@@ -209,8 +214,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from server.model_registry import rollout_status
-    from trainer.publishing import validate_and_promote
+    from faultprint.registry.models import rollout_status
+    from faultprint.trainer.publishing import validate_and_promote
 
     client, layout = _registry(args)
     version = args.version or rollout_status(client, layout).candidate
@@ -223,7 +228,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from server.model_registry import roll_back
+    from faultprint.registry.models import roll_back
 
     client, layout = _registry(args)
     print(f"rolled back to {roll_back(client, layout, args.reason)}")
@@ -231,7 +236,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _withdraw(args: argparse.Namespace) -> int:
-    from server.model_registry import set_candidate
+    from faultprint.registry.models import set_candidate
 
     client, layout = _registry(args)
     previous = set_candidate(client, layout, "", reason=args.reason)
@@ -240,7 +245,7 @@ def _withdraw(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from server.model_registry import rollout_status
+    from faultprint.registry.models import rollout_status
 
     client, layout = _registry(args)
     status = rollout_status(client, layout)
@@ -284,9 +289,9 @@ def _cases(args: argparse.Namespace) -> int:
 
     import redis.asyncio as aioredis
 
-    from server.case_backup import export_cases, import_cases
-    from server.redis_layout import RedisLayout
-    from server.reference_store import ReferenceStore
+    from faultprint.registry.layout import RedisLayout
+    from faultprint.server.references.backup import export_cases, import_cases
+    from faultprint.server.references.store import ReferenceStore
 
     async def run() -> str:
         client = aioredis.from_url(args.redis_url)

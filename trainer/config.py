@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from encoder.tower import TowerConfig
-from trainer.features import NUM_FEATURES, WINDOW_STEPS
-from trainer.simulator import CONDITIONS, CORE_CONDITIONS, PROFILES
+from faultprint.encoder.tower import TowerConfig
+from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
+from faultprint.traffic.simulator import CONDITIONS, CORE_CONDITIONS, PROFILES
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.simulator import CONDITIONS, NORMAL, PROFILES, simulate_windows
+from faultprint.traffic.simulator import CONDITIONS, NORMAL, PROFILES, simulate_windows
 
 # Maps windows (n, steps, features) to vectors (n, d) that are compared by Euclidean distance.
 Embed = Callable[[np.ndarray], np.ndarray]
@@ -374,7 +374,7 @@ def evaluate_tower(
 def write_evaluation(report: EvaluationReport, split: EvaluationSplit, tower: Any, version: str,
                      history: dict[str, list[float]] | None, out_dir: Path) -> list[Path]:  # fmt: skip
     """Writes evaluation.json, evaluation.md and the PNG plots into out_dir; returns the files."""
-    from trainer import plots
+    from faultprint.trainer import plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=2))

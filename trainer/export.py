@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from encoder.artifact import ModelMetadata, write_artifact
-from encoder.tower import TowerConfig, build_tower
-from trainer.config import TrainingConfig
-from trainer.features import FEATURE_NAMES
-from trainer.simulator import CONDITIONS, PROFILES, simulate_windows
-from trainer.training import TrainingResult
+from faultprint.encoder.artifact import ModelMetadata, write_artifact
+from faultprint.encoder.tower import TowerConfig, build_tower
+from faultprint.traffic.catalogue import FEATURE_NAMES
+from faultprint.traffic.simulator import CONDITIONS, PROFILES, simulate_windows
+from faultprint.trainer.config import TrainingConfig
+from faultprint.trainer.training import TrainingResult
 
 # Probe windows an artifact carries, one per condition: few enough that a server checks
-# every graph on them in one call (server/model_runner.py), and a warmed batch size.
+# every graph on them in one call (server/model/runner.py), and a warmed batch size.
 PROBE_WINDOWS = 8
 
 

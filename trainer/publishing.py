@@ -5,7 +5,7 @@ one-shot split (trainer/evaluation.py, with the new model's conditions) and refu
 model whose one-shot accuracy is lower, unless forced; the comparison is recorded
 with the version. Promotion first downloads the version from the registry, checks its
 digest, loads its encoder and checks its embeddings of probe windows as a server does
-(server/model_runner.py), so a version that cannot load, or is degenerate, never reaches
+(server/model/runner.py), so a version that cannot load, or is degenerate, never reaches
 a server.
 """
 
@@ -19,12 +19,17 @@ from pathlib import Path
 
 import redis
 
-from encoder.artifact import ArtifactError, load_tower, read_metadata
-from server.model_registry import download_artifact, promote, publish_artifact
-from server.model_runner import ModelRunner, RunnerOptions
-from server.redis_layout import RedisLayout
-from trainer.evaluation import EvaluationOptions, EvaluationReport, evaluate_tower, trained_conditions
-from trainer.features import NUM_FEATURES
+from faultprint.encoder.artifact import ArtifactError, load_tower, read_metadata
+from faultprint.registry.layout import RedisLayout
+from faultprint.registry.models import download_artifact, promote, publish_artifact
+from faultprint.server.model.runner import ModelRunner, RunnerOptions
+from faultprint.traffic.catalogue import NUM_FEATURES
+from faultprint.trainer.evaluation import (
+    EvaluationOptions,
+    EvaluationReport,
+    evaluate_tower,
+    trained_conditions,
+)
 
 log = logging.getLogger(__name__)
 

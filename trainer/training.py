@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from encoder.tower import build_tower
-from trainer.config import TrainingConfig
+from faultprint.encoder.tower import build_tower
+from faultprint.trainer.config import TrainingConfig
 
 log = logging.getLogger(__name__)
 

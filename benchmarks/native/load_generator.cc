@@ -2,7 +2,7 @@
 // shares with the server as little as a real probe fleet (on other machines) costs it.
 //
 // The Python load generator spends about as much CPU per window as the server's own gRPC
-// layer does (RESULTS.md, session 13), which on a 2-core machine caps every closed-loop
+// layer does (benchmarks/archive/2026-12-06.md), which on a 2-core machine caps every closed-loop
 // point below what the server could carry. This program runs the same load points with
 // gRPC's C++ callback API: C probes, each sending one window and the next when its answer
 // arrives, by unary ClassifyWindow calls or each on its own StreamClassifyWindows stream.

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import redis
 
-from client.client import AsyncFaultprintClient
-from client.probe import ProbeOptions, enrol_one_per_condition, run_probes
-from server.model_registry import publish_artifact
-from server.redis_layout import RedisLayout
-from trainer.config import PRESETS
-from trainer.evaluation import BASELINE, EvaluationOptions, evaluate_tower, report_markdown
-from trainer.export import export
-from trainer.simulator import PROFILES, simulate_windows
-from trainer.training import train
+from faultprint.client.client import AsyncFaultprintClient
+from faultprint.client.probe import ProbeOptions, enrol_one_per_condition, run_probes
+from faultprint.registry.layout import RedisLayout
+from faultprint.registry.models import publish_artifact
+from faultprint.traffic.simulator import PROFILES, simulate_windows
+from faultprint.trainer.config import PRESETS
+from faultprint.trainer.evaluation import BASELINE, EvaluationOptions, evaluate_tower, report_markdown
+from faultprint.trainer.export import export
+from faultprint.trainer.training import train
 
 pytestmark = pytest.mark.e2e
 

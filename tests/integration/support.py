@@ -13,7 +13,7 @@ import grpc
 import pytest
 import redis
 
-from server.launcher import free_port
+from benchmarks.launcher import free_port
 
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="needs redis-server to run a Redis it can stop"

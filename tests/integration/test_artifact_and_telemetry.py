@@ -14,10 +14,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from client.client import AsyncFaultprintClient
-from encoder.artifact import SAVED_MODEL_DIR, load_tower, read_metadata
-from server.batch_assembly import aligned_zeros
-from server.model_runner import ModelRunner, RunnerOptions, rebuilt_tower, time_graphs, warm_alike
+from faultprint.client.client import AsyncFaultprintClient
+from faultprint.encoder.artifact import SAVED_MODEL_DIR, load_tower, read_metadata
+from faultprint.server.batching.assembly import aligned_zeros
+from faultprint.server.model.runner import ModelRunner, RunnerOptions, rebuilt_tower, time_graphs, warm_alike
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import grpc
 import numpy as np
 import pytest
 
-from client import AsyncFaultprintClient, StreamItem
-from server.settings import ServerSettings
+from faultprint.client import AsyncFaultprintClient, StreamItem
+from faultprint.server.settings import ServerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,8 @@ class BatchSpy:
 async def test_two_devices_are_prepared_side_by_side_timed_as_they_serve_run_one_graph_and_share_the_batches(  # type: ignore[no-untyped-def]
     start_server, artifact, windows, monkeypatch
 ) -> None:
-    import server.serving_state as serving_state
-    from server.model_runner import ModelRunner, time_graphs
+    import faultprint.server.model.host as serving_state
+    from faultprint.server.model.runner import ModelRunner, time_graphs
 
     prepared_on: dict[str, set[str]] = {}
     timed: dict[int, list[tuple[str, str]]] = {}
@@ -190,7 +190,7 @@ async def test_a_server_that_owns_its_process_freezes_the_loaded_model_out_of_th
 async def test_a_streamed_window_with_its_own_timeout_is_refused_early_and_the_stream_goes_on(
     start_server, slow_artifact, windows
 ) -> None:  # type: ignore[no-untyped-def]
-    from client import StreamItem
+    from faultprint.client import StreamItem
 
     _, target = await start_server(model_source=str(slow_artifact), max_batch_size=8)
     window = windows("normal", 1)[0]
@@ -214,8 +214,8 @@ async def test_a_streamed_window_with_its_own_timeout_is_refused_early_and_the_s
 async def test_a_throttled_probe_backs_off_while_the_server_sheds(  # type: ignore[no-untyped-def]
     start_server, slow_artifact, windows
 ) -> None:
-    from client import ThrottleOptions
-    from client.throttle import THROTTLED_DETAILS
+    from faultprint.client import ThrottleOptions
+    from faultprint.client.throttle import THROTTLED_DETAILS
 
     _, target = await start_server(
         model_source=str(slow_artifact), max_batch_size=8, max_queue_size=8, max_queue_delay_ms=2

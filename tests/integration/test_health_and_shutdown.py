@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.launcher import ServerProcess
+from benchmarks.launcher import ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ async def test_check_answers_after_many_watch_calls_come_and_go(start_server, ar
 
 
 async def test_a_stopping_server_reports_not_serving_while_it_drains(start_server, artifact, windows) -> None:  # type: ignore[no-untyped-def]
-    from client.client import AsyncFaultprintClient
+    from faultprint.client.client import AsyncFaultprintClient
 
     server, target = await start_server(model_source=str(artifact))
     async with grpc.aio.insecure_channel(target) as channel, AsyncFaultprintClient(target) as client:

@@ -9,14 +9,14 @@ import grpc
 import pytest
 import redis
 
-from client.client import AsyncFaultprintClient, encode_window
+from faultprint.client.client import AsyncFaultprintClient, encode_window
+from faultprint.registry.ids import is_valid_id
 from faultprint.v1 import (
     model_service_pb2,
     probe_service_pb2,
     probe_service_pb2_grpc,
     reference_case_service_pb2,
 )
-from server.redis_layout import is_valid_id
 from tests.integration.support import PrivateRedis
 
 pytestmark = pytest.mark.integration
@@ -205,7 +205,7 @@ async def test_an_enrolment_stored_after_its_caller_gave_up_is_not_duplicated_by
     """Redis hangs past the server's 5 s socket timeout: the first attempt is answered
     UNAVAILABLE but is stored once Redis goes on; the client's retry, under the same request
     id, returns that case instead of creating a second one."""
-    caplog.set_level(logging.INFO, logger="server.rpc")
+    caplog.set_level(logging.INFO, logger="faultprint.server.rpc.unary")
     (tmp_path / "redis").mkdir()
     private = PrivateRedis(tmp_path / "redis", aof=False)
     await private.start()

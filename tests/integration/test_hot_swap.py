@@ -17,10 +17,10 @@ import grpc
 import pytest
 import redis
 
-from client.client import AsyncFaultprintClient
-from server.model_registry import publish_artifact
-from server.redis_layout import RedisLayout
-from tests.integration.test_replicas_and_registry import eventually
+from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.layout import RedisLayout
+from faultprint.registry.models import publish_artifact
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -91,8 +91,8 @@ async def test_a_new_version_of_the_same_shape_warms_only_the_graphs_the_serving
     """A swap warms under load at what the serving threads leave over: where the new version
     has the serving one's shape, only the graph chosen per size is compiled and timed. A new
     shape is timed on both graphs again."""
-    import server.serving_state as serving_state
-    from server.model_runner import time_graphs
+    import faultprint.server.model.host as serving_state
+    from faultprint.server.model.runner import time_graphs
 
     asked: list[tuple[int, bool | None]] = []
 

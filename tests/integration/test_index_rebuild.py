@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.client import AsyncFaultprintClient
-from server import reference_index
-from server.redis_layout import RedisLayout
-from server.reference_store import ReferenceStore, StoredCase
+from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.layout import RedisLayout
+from faultprint.server.references import index as reference_index
+from faultprint.server.references.store import ReferenceStore, StoredCase
 from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration

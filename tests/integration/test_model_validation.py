@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import redis
 
-from client.client import AsyncFaultprintClient
-from encoder.artifact import ArtifactError, load_tower, read_metadata, sha256_hex
-from server.model_registry import RolloutError, promote, publish_artifact, set_candidate, store_artifact
-from server.model_runner import ModelRunner, RunnerOptions
-from server.redis_layout import RedisLayout
+from faultprint.client.client import AsyncFaultprintClient
+from faultprint.encoder.artifact import ArtifactError, load_tower, read_metadata, sha256_hex
+from faultprint.registry.layout import RedisLayout
+from faultprint.registry.models import RolloutError, promote, publish_artifact, set_candidate, store_artifact
+from faultprint.server.model.runner import ModelRunner, RunnerOptions
+from faultprint.trainer.__main__ import main as trainer_main
 from tests.integration.support import eventually
-from trainer.__main__ import main as trainer_main
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from benchmarks.load_generator import NATIVE_GENERATOR
-from client import AsyncFaultprintClient
+from faultprint.client import AsyncFaultprintClient
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from client.client import AsyncFaultprintClient, FaultprintClient, StreamItem
+from faultprint.client.client import AsyncFaultprintClient, FaultprintClient, StreamItem
+from faultprint.registry.layout import RedisLayout
+from faultprint.server.references import node_state as node_state_writer
 from faultprint.v1 import (
     diagnosis_pb2,
     model_service_pb2,
@@ -18,8 +20,6 @@ from faultprint.v1 import (
     probe_service_pb2_grpc,
     window_pb2,
 )
-from server import node_state_writer
-from server.redis_layout import RedisLayout
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client.client import AsyncFaultprintClient
-from server.model_registry import promote, publish_artifact, store_artifact
-from server.redis_layout import RedisLayout
+from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.layout import RedisLayout
+from faultprint.registry.models import promote, publish_artifact, store_artifact
 from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -105,8 +105,8 @@ async def test_a_published_model_is_picked_up_and_references_are_re_embedded(  #
 async def test_a_part_that_will_not_stop_does_not_hold_up_shutdown(  # type: ignore[no-untyped-def]
     redis_url, redis_prefix, artifact, tmp_path, monkeypatch, caplog
 ) -> None:
-    from server import app
-    from server.settings import ServerSettings
+    from faultprint.server import app
+    from faultprint.server.settings import ServerSettings
 
     monkeypatch.setattr(app, "_PART_STOP_S", 0.2)
     settings = ServerSettings(listen_address="127.0.0.1:0", redis_url=redis_url, redis_prefix=redis_prefix,

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from client.client import AsyncFaultprintClient
-from server.model_registry import rollout_status
-from server.redis_layout import RedisLayout
-from tests.integration.test_replicas_and_registry import eventually
-from trainer.__main__ import main as trainer_main
-from trainer.evaluation import EvaluationOptions
-from trainer.publishing import PublishRefused, evaluate_artifact, publish_gated
+from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.layout import RedisLayout
+from faultprint.registry.models import rollout_status
+from faultprint.trainer.__main__ import main as trainer_main
+from faultprint.trainer.evaluation import EvaluationOptions
+from faultprint.trainer.publishing import PublishRefused, evaluate_artifact, publish_gated
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ def test_publishing_refuses_a_model_that_evaluates_worse_unless_forced(  # type:
 def test_promotion_validates_the_stored_artifact_first(  # type: ignore[no-untyped-def]
     artifact_factory, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    from server.model_registry import store_artifact
+    from faultprint.registry.models import store_artifact
 
     layout = RedisLayout(redis_prefix)
     client = redis.Redis.from_url(redis_url)
@@ -146,7 +146,7 @@ def test_promotion_validates_the_stored_artifact_first(  # type: ignore[no-untyp
 async def test_a_candidate_no_replica_can_load_is_withdrawn_and_serving_goes_on(  # type: ignore[no-untyped-def]
     start_server, artifact_factory, redis_url, redis_prefix, windows
 ) -> None:
-    from server.model_registry import publish_artifact
+    from faultprint.registry.models import publish_artifact
 
     layout = RedisLayout(redis_prefix)
     sync_redis = redis.Redis.from_url(redis_url)

@@ -17,12 +17,12 @@ import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.client import AsyncFaultprintClient
+from benchmarks.launcher import ROOT
+from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.layout import RedisLayout
+from faultprint.server.references.backup import BackupError, import_cases
+from faultprint.server.references.store import ReferenceStore
 from faultprint.v1 import reference_case_service_pb2
-from server.case_backup import BackupError, import_cases
-from server.launcher import ROOT
-from server.redis_layout import RedisLayout
-from server.reference_store import ReferenceStore
 from tests.integration.support import PrivateRedis, eventually, needs_redis_server
 
 pytestmark = [pytest.mark.integration, needs_redis_server]
@@ -52,7 +52,7 @@ async def _listed(client: AsyncFaultprintClient) -> list[str]:
 
 async def _operator(action: str, path: Path, url: str, prefix: str) -> int:
     """`faultprint-trainer cases ACTION FILE`, as an operator runs it."""
-    from trainer.__main__ import main
+    from faultprint.trainer.__main__ import main
 
     argv = ["cases", action, str(path), "--redis-url", url, "--redis-prefix", prefix]
     return await asyncio.to_thread(main, argv)

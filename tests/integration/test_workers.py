@@ -1,4 +1,4 @@
-"""Several workers on one port, as an SRE runs them: `python -m server --workers N`.
+"""Several workers on one port, as an SRE runs them: `python -m faultprint.server --workers N`.
 
 Each worker is a real server process; the probes are real clients, each on its own
 connection. A killed worker is replaced while the others keep serving, SIGTERM stops
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import redis
 
-from client import FaultprintClient
-from server.launcher import ROOT, ServerProcess, registered_workers
+from benchmarks.launcher import ROOT, ServerProcess, registered_workers
+from faultprint.client import FaultprintClient
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def test_a_worker_that_cannot_start_stops_every_worker(
     corrupt = tmp_path / "corrupt-model"
     corrupt.mkdir()
     (corrupt / "metadata.json").write_text("{not json")
-    args = [sys.executable, "-m", "server", "--workers", "2", "--model-source", str(corrupt),
+    args = [sys.executable, "-m", "faultprint.server", "--workers", "2", "--model-source", str(corrupt),
             "--listen-address", "127.0.0.1:0"]  # fmt: skip
     done = subprocess.run(
         args, env=_environment(redis_url, redis_prefix), cwd=ROOT, capture_output=True, text=True, timeout=180

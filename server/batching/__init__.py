@@ -1,0 +1,1 @@
+"""Batching: the scheduler (pure policy, no TensorFlow), its cost model, batch assembly, the session."""

@@ -1,0 +1,110 @@
+"""Each node's latest embedding and diagnosis in Redis: written behind, off the request path, and read back.
+
+Recording is a dict assignment: the latest diagnosis per node replaces any not yet
+written. A background task writes what is pending at each flush: each node is one
+key holding its serialized NodeDiagnosis (the message GetNodeDiagnosis returns) with
+its TTL, and a flush sets them all with one server-side script call rather than one
+SET per node: redis-py spends tens of µs of the event loop packing each command and
+reading each reply (benchmarks/archive/2026-11-22.md). If Redis is down, the pending
+states are dropped with a log line: they are a cache of what the next window will say
+again, never the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import cast
+
+import numpy as np
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from faultprint.registry.layout import RedisLayout
+from faultprint.v1 import diagnosis_pb2, model_service_pb2
+
+log = logging.getLogger(__name__)
+
+# Sets each KEYS[i] to ARGV[i] with the TTL in the last ARGV, in ms. redis-py's Script
+# calls it by its SHA and loads it again when Redis has lost it (a restart).
+_SET_ALL_WITH_TTL = """
+local ttl_ms = ARGV[#ARGV]
+for i, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[i], 'PX', ttl_ms)
+end
+return #KEYS
+"""
+# Nodes written per script call: bounds how long one call holds Redis (about 1 ms).
+MAX_NODES_PER_WRITE = 512
+
+
+class NodeStateWriter:
+    def __init__(
+        self, client: aioredis.Redis, layout: RedisLayout, ttl_s: int, flush_interval_s: float = 0.05
+    ) -> None:
+        self._redis = client
+        self._set_all = client.register_script(_SET_ALL_WITH_TTL)
+        self._layout = layout
+        self._ttl_ms = ttl_s * 1000
+        self._interval = flush_interval_s
+        self._pending: dict[tuple[str, str], tuple[diagnosis_pb2.Diagnosis, np.ndarray, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.dropped = 0
+
+    def record(self, diagnosis: diagnosis_pb2.Diagnosis, embedding: np.ndarray) -> None:
+        """Keeps a node's diagnosis (as answered) and embedding until the next flush."""
+        self._pending[(diagnosis.network, diagnosis.node)] = (diagnosis, embedding, time.time_ns())
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="node-state-writer")
+
+    async def _run(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        keys = [self._layout.node(network, node) for network, node in pending]
+        values = [_node_diagnosis(*state) for state in pending.values()]
+        written = 0
+        try:
+            for start in range(0, len(keys), MAX_NODES_PER_WRITE):
+                end = start + MAX_NODES_PER_WRITE
+                await self._set_all(keys=keys[start:end], args=[*values[start:end], self._ttl_ms])
+                written = min(end, len(keys))
+        except (redis.exceptions.RedisError, OSError) as exc:
+            unwritten = len(keys) - written
+            self.dropped += unwritten
+            log.warning("dropped %d node diagnoses, Redis unavailable: %s", unwritten, exc)
+
+    async def read(self, network: str, node: str) -> model_service_pb2.NodeDiagnosis | None:
+        """The node's latest recorded diagnosis, by any replica; None if none is kept."""
+        raw = cast(bytes | None, await self._redis.get(self._layout.node(network, node)))
+        return None if raw is None else model_service_pb2.NodeDiagnosis.FromString(raw)
+
+    async def close(self) -> None:
+        """Lets the running flush finish (a write cancelled halfway can leave its Redis
+        connection unusable), then writes what is still pending."""
+        self._closing = True
+        if self._task:
+            await self._task
+        await self.flush()
+
+
+def _node_diagnosis(diagnosis: diagnosis_pb2.Diagnosis, embedding: np.ndarray, recorded_ns: int) -> bytes:
+    state = model_service_pb2.NodeDiagnosis(
+        network=diagnosis.network,
+        node=diagnosis.node,
+        label=diagnosis.label,
+        verdict=diagnosis.verdict,
+        distance=diagnosis.distance,
+        model_version=diagnosis.model_version,
+        embedding=embedding.tolist(),
+    )
+    state.record_time.FromNanoseconds(recorded_ns)
+    return state.SerializeToString()

@@ -1,0 +1,315 @@
+"""Reference cases in Redis: example windows are the source of truth, embeddings are kept per model version.
+
+Writes that must be atomic (create, delete) run as Lua scripts, and each appends an
+event to the change stream that every replica follows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import cast
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from faultprint.registry.ids import ID_RULE, is_valid_id, quote
+from faultprint.registry.layout import EVENTS_MAX_LEN, RedisLayout
+from faultprint.server.rpc.errors import AlreadyExists, InvalidArgument, NotFound
+
+# How long a CreateReferenceCase request id is remembered, in seconds: a client's
+# retries of one enrolment fall well within a day.
+REQUEST_ID_TTL_S = 24 * 3600
+
+# KEYS: cases, windows, networks, events, embeddings, embedding versions, request
+# ARGV: case id, metadata, windows, network, embeddings, version, max events, origin,
+#       seconds the request id is remembered ('0': no request id; then KEYS[7] is not used)
+# Returns {outcome, case id}: 1 created, 0 the case id is taken, 2 the request id was
+# seen before and created the case returned.
+_CREATE = """
+if ARGV[9] ~= '0' then
+  local earlier = redis.call('GET', KEYS[7])
+  if earlier then return {2, earlier} end
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, ARGV[1]} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
+  redis.call('SADD', KEYS[6], ARGV[6])
+end
+if ARGV[9] ~= '0' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[9]) end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'case_created',
+           'network', ARGV[4], 'case_id', ARGV[1], 'origin', ARGV[8])
+return {1, ARGV[1]}
+"""
+# KEYS: cases, windows, networks, events, embedding versions; ARGV: case id, network, max, origin, prefix
+_DELETE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+for _, version in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('HDEL', ARGV[5] .. ':emb:' .. version .. ':' .. ARGV[2], ARGV[1])
+end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'case_deleted',
+           'network', ARGV[2], 'case_id', ARGV[1], 'origin', ARGV[4])
+return 1
+"""
+
+
+# KEYS: store, events; ARGV: identity, now, max events, origin
+_SET_IDENTITY = """
+if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_unix_s', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'store_identity',
+           'identity', ARGV[1], 'origin', ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class StoredCase:
+    """A reference case's metadata as stored."""
+
+    network: str
+    case_id: str
+    label: str
+    description: str
+    window_count: int
+    steps: int
+    features: int
+    create_time_unix_s: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> StoredCase:
+        return cls(**json.loads(raw))
+
+
+# A stored case with its embeddings under one version or, when that version has not
+# embedded it yet (None), its example windows.
+LoadedCase = tuple[StoredCase, np.ndarray | None, np.ndarray | None]
+
+
+def check_id(kind: str, value: str) -> str:
+    if not is_valid_id(value):
+        raise InvalidArgument(f"{kind} {quote(value)} is not a valid id: use {ID_RULE}")
+    return value
+
+
+def windows_from_bytes(blob: bytes, case: StoredCase) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4").reshape(case.window_count, case.steps, case.features)
+
+
+class ReferenceStore:
+    """Reads and writes reference cases for every network of one deployment."""
+
+    def __init__(self, client: aioredis.Redis, layout: RedisLayout, origin: str) -> None:
+        self._redis = client
+        self._layout = layout
+        self.origin = origin
+        self._create = client.register_script(_CREATE)
+        self._delete = client.register_script(_DELETE)
+        self._set_identity = client.register_script(_SET_IDENTITY)
+
+    def embedding_versions_key(self, network: str) -> str:
+        return f"{self._layout.prefix}:net:{network}:embedding_versions"
+
+    async def create(
+        self,
+        network: str,
+        case_id: str,
+        label: str,
+        description: str,
+        windows: np.ndarray,
+        version: str,
+        embeddings: np.ndarray,
+        request_id: str = "",
+    ) -> tuple[StoredCase, bool]:
+        """Stores a new case with its windows and its embeddings under version.
+
+        Returns the case and whether this call created it: False when request_id was
+        seen before, and the case that request created is returned (a client's retry).
+        """
+        case = StoredCase(
+            network=network,
+            case_id=case_id or uuid.uuid4().hex[:12],
+            label=label,
+            description=description,
+            window_count=int(windows.shape[0]),
+            steps=int(windows.shape[1]),
+            features=int(windows.shape[2]),
+            create_time_unix_s=time.time(),
+        )
+        outcome, stored_id = await self._store(case, windows, version, embeddings, request_id)
+        if outcome == "replayed":
+            return await self.get(network, stored_id), False
+        return case, True
+
+    async def restore(self, cases: Sequence[tuple[StoredCase, np.ndarray]]) -> int:
+        """Stores exported cases as they were, without embeddings (replicas embed them under
+        their version when the events reach them), in one pipelined round trip; a case whose
+        id is taken is left as it is. Returns how many were stored."""
+        pipe = self._redis.pipeline(transaction=False)
+        for case, windows in cases:
+            await self._create(keys=self._create_keys(case.network, "", ""),
+                         args=self._create_args(case, windows, "", None, ""), client=pipe)  # fmt: skip
+        replies = await pipe.execute()
+        return sum(1 for outcome, _ in replies if outcome == 1)
+
+    async def _store(
+        self, case: StoredCase, windows: np.ndarray, version: str, embeddings: np.ndarray,
+        request_id: str,
+    ) -> tuple[str, str]:  # fmt: skip
+        """Runs the create script: 'created' or 'replayed', and the stored case's id."""
+        outcome, stored_id = await self._create(
+            keys=self._create_keys(case.network, version, request_id),
+            args=self._create_args(case, windows, version, embeddings, request_id),
+        )
+        if outcome == 2:
+            return "replayed", stored_id.decode()
+        if outcome == 0:
+            raise AlreadyExists(f"reference case {case.case_id!r} already exists in network {case.network!r}")
+        return "created", case.case_id
+
+    def _create_keys(self, network: str, version: str, request_id: str) -> list[str]:
+        lay = self._layout
+        return [
+            lay.cases(network),
+            lay.windows(network),
+            lay.networks,
+            lay.events,
+            lay.embeddings(version, network),
+            self.embedding_versions_key(network),
+            lay.request(network, request_id or "-"),
+        ]
+
+    def _create_args(
+        self, case: StoredCase, windows: np.ndarray, version: str, embeddings: np.ndarray | None,
+        request_id: str,
+    ) -> list[bytes | str | int | float]:  # fmt: skip
+        return [
+            case.case_id,
+            case.to_json(),
+            windows.astype("<f4").tobytes(),
+            case.network,
+            b"" if embeddings is None else embeddings.astype("<f4").tobytes(),
+            version,
+            EVENTS_MAX_LEN,
+            self.origin,
+            REQUEST_ID_TTL_S if request_id else 0,
+        ]
+
+    async def identity(self) -> str | None:
+        """The store's identity; None in a Redis that has never held this deployment's cases
+        or has lost its data."""
+        raw = await self._redis.hget(self._layout.store, "id")
+        return None if raw is None else cast(bytes, raw).decode()
+
+    async def claim_identity(self) -> str:
+        """Gives the store a new identity if it has none; returns the one it has."""
+        key = self._layout.store
+        if await self._redis.hsetnx(key, "id", uuid.uuid4().hex):
+            await self._redis.hset(key, "created_unix_s", time.time())
+        return cast(str, await self.identity())
+
+    async def replace_identity(self, identity: str) -> bool:
+        """Gives the store this identity (an import restores its export's), with the event
+        that tells replicas; False when it had it already."""
+        lay = self._layout
+        return bool(
+            await self._set_identity(
+                keys=[lay.store, lay.events], args=[identity, time.time(), EVENTS_MAX_LEN, self.origin]
+            )
+        )
+
+    async def delete(self, network: str, case_id: str) -> None:
+        lay = self._layout
+        deleted = await self._delete(
+            keys=[
+                lay.cases(network),
+                lay.windows(network),
+                lay.networks,
+                lay.events,
+                self.embedding_versions_key(network),
+            ],
+            args=[case_id, network, EVENTS_MAX_LEN, self.origin, lay.prefix],
+        )
+        if not deleted:
+            raise NotFound(f"no reference case {case_id!r} in network {network!r}")
+
+    async def get(self, network: str, case_id: str) -> StoredCase:
+        raw = await self._redis.hget(self._layout.cases(network), case_id)
+        if raw is None:
+            raise NotFound(f"no reference case {case_id!r} in network {network!r}")
+        return StoredCase.from_json(raw)
+
+    async def get_windows(self, case: StoredCase) -> np.ndarray:
+        blob = cast(bytes | None, await self._redis.hget(self._layout.windows(case.network), case.case_id))
+        if blob is None:
+            raise NotFound(f"reference case {case.case_id!r} has no stored windows")
+        return windows_from_bytes(blob, case)
+
+    async def list_cases(self, network: str) -> list[StoredCase]:
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(self._layout.cases(network)))
+        return sorted((StoredCase.from_json(v) for v in raw.values()), key=lambda c: c.case_id)
+
+    async def export_network(self, network: str) -> list[tuple[StoredCase, bytes]]:
+        """Every case of a network with its packed windows, in case order; one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self._layout.cases(network))
+        pipe.hgetall(self._layout.windows(network))
+        cases_raw, windows_raw = await pipe.execute()
+        cases = sorted((StoredCase.from_json(v) for v in cases_raw.values()), key=lambda c: c.case_id)
+        return [(c, windows_raw[c.case_id.encode()]) for c in cases if c.case_id.encode() in windows_raw]
+
+    async def networks(self) -> list[str]:
+        members = cast(set[bytes], await self._redis.smembers(self._layout.networks))
+        return sorted(m.decode() for m in members)
+
+    async def load_network(
+        self, network: str, version: str, case_ids: Sequence[str] | None = None
+    ) -> list[LoadedCase]:
+        """A network's cases (all, or only case_ids) with their embeddings under version where
+        stored, and otherwise their windows; two round trips, the second only for windows.
+        Cases deleted meanwhile are left out."""
+        lay = self._layout
+        pipe = self._redis.pipeline(transaction=False)
+        for key in (lay.cases(network), lay.embeddings(version, network)):
+            if case_ids is None:
+                pipe.hgetall(key)
+            else:
+                pipe.hmget(key, list(case_ids))
+        replies = await pipe.execute()
+        if case_ids is not None:
+            replies = [dict(zip([c.encode() for c in case_ids], reply, strict=True)) for reply in replies]
+        cases_raw, emb_raw = replies
+        cases = {key: StoredCase.from_json(meta) for key, meta in cases_raw.items() if meta is not None}
+        missing = [key for key in cases if emb_raw.get(key) is None]
+        windows_raw = await self._redis.hmget(lay.windows(network), missing) if missing else []
+        blobs = dict(zip(missing, windows_raw, strict=True))
+        loaded: list[LoadedCase] = []
+        for key, case in cases.items():
+            emb_blob = emb_raw.get(key)
+            if emb_blob is not None:
+                emb = np.frombuffer(emb_blob, "<f4").reshape(case.window_count, -1)
+                loaded.append((case, None, emb))
+            elif (blob := blobs.get(key)) is not None:
+                loaded.append((case, windows_from_bytes(blob, case), None))
+        return loaded
+
+    async def store_embeddings(self, network: str, version: str, embeddings: dict[str, np.ndarray]) -> None:
+        if not embeddings:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            self._layout.embeddings(version, network),
+            mapping={k: v.astype("<f4").tobytes() for k, v in embeddings.items()},
+        )
+        pipe.sadd(self.embedding_versions_key(network), version)
+        await pipe.execute()

@@ -1,0 +1,118 @@
+"""ReferenceCaseService: operators enrol, read, list and delete each network's reference cases."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from faultprint.server.batching.session import Encoder
+from faultprint.server.references.store import StoredCase, check_id
+from faultprint.server.rpc.errors import InvalidArgument
+from faultprint.server.rpc.unary import unary_rpc
+from faultprint.v1 import reference_case_service_pb2, reference_case_service_pb2_grpc, window_pb2
+
+log = logging.getLogger(__name__)
+
+# Most example windows in one reference case.
+MAX_WINDOWS_PER_CASE = 64
+# Longest description a reference case may carry, in characters: every case's description
+# travels in each ListReferenceCases page, which must stay well under the message limit.
+MAX_DESCRIPTION_CHARS = 2048
+
+
+def _case_proto(case: StoredCase) -> reference_case_service_pb2.ReferenceCase:
+    created = Timestamp()
+    created.FromNanoseconds(int(case.create_time_unix_s * 1e9))
+    return reference_case_service_pb2.ReferenceCase(
+        network=case.network,
+        reference_case_id=case.case_id,
+        label=case.label,
+        description=case.description,
+        window_count=case.window_count,
+        create_time=created,
+    )
+
+
+class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseServiceServicer):
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.host = encoder.host
+        self.telemetry = encoder.telemetry
+
+    @unary_rpc("CreateReferenceCase")
+    async def CreateReferenceCase(
+        self,
+        request: reference_case_service_pb2.CreateReferenceCaseRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> reference_case_service_pb2.CreateReferenceCaseResponse:
+        check_id("network", request.network)
+        check_id("label", request.label)
+        if request.reference_case_id:
+            check_id("reference_case_id", request.reference_case_id)
+        if len(request.description) > MAX_DESCRIPTION_CHARS:
+            raise InvalidArgument(
+                f"description has {len(request.description)} characters, at most {MAX_DESCRIPTION_CHARS}"
+            )
+        if not 1 <= len(request.windows) <= MAX_WINDOWS_PER_CASE:
+            raise InvalidArgument(
+                f"a reference case needs 1 to {MAX_WINDOWS_PER_CASE} example windows, "
+                f"got {len(request.windows)}"
+            )
+        windows = np.stack([self.encoder.decode(w) for w in request.windows])
+        if request.request_id:
+            check_id("request_id", request.request_id)
+        case = await self.host.enrol(
+            request.network, request.reference_case_id, request.label, request.description, windows,
+            request.request_id,
+        )  # fmt: skip
+        log.info("enrolled %s/%s (%s, %d windows)", case.network, case.case_id, case.label, case.window_count)
+        return reference_case_service_pb2.CreateReferenceCaseResponse(reference_case=_case_proto(case))
+
+    @unary_rpc("GetReferenceCase")
+    async def GetReferenceCase(
+        self, request: reference_case_service_pb2.GetReferenceCaseRequest, context: grpc.aio.ServicerContext
+    ) -> reference_case_service_pb2.GetReferenceCaseResponse:
+        check_id("network", request.network)
+        check_id("reference_case_id", request.reference_case_id)
+        case = await self.host.store.get(request.network, request.reference_case_id)
+        response = reference_case_service_pb2.GetReferenceCaseResponse(reference_case=_case_proto(case))
+        if request.include_windows:
+            for values in await self.host.store.get_windows(case):
+                response.windows.append(
+                    window_pb2.Window(
+                        steps=case.steps, features=case.features, packed_values=values.tobytes()
+                    )
+                )
+        return response
+
+    @unary_rpc("ListReferenceCases")
+    async def ListReferenceCases(
+        self, request: reference_case_service_pb2.ListReferenceCasesRequest, context: grpc.aio.ServicerContext
+    ) -> reference_case_service_pb2.ListReferenceCasesResponse:
+        check_id("network", request.network)
+        if request.page_token:
+            check_id("page_token", request.page_token)
+        size = min(request.page_size or 100, 1000)
+        cases = [
+            c for c in await self.host.store.list_cases(request.network) if c.case_id > request.page_token
+        ]
+        page = cases[:size]
+        return reference_case_service_pb2.ListReferenceCasesResponse(
+            reference_cases=[_case_proto(c) for c in page],
+            next_page_token=page[-1].case_id if len(cases) > size else "",
+        )
+
+    @unary_rpc("DeleteReferenceCase")
+    async def DeleteReferenceCase(
+        self,
+        request: reference_case_service_pb2.DeleteReferenceCaseRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> reference_case_service_pb2.DeleteReferenceCaseResponse:
+        check_id("network", request.network)
+        check_id("reference_case_id", request.reference_case_id)
+        await self.host.remove(request.network, request.reference_case_id, stored=False)
+        log.info("deleted %s/%s", request.network, request.reference_case_id)
+        return reference_case_service_pb2.DeleteReferenceCaseResponse()

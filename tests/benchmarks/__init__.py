@@ -1,0 +1,1 @@
+"""Tests of the benchmark tools: load generators, reports, scrapers (not of the product)."""

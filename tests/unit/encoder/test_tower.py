@@ -1,0 +1,104 @@
+"""The embedding tower (cuDNN-eligible LSTMs, fitted scaler) and the artifact format's integrity checks."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from faultprint.encoder.artifact import (
+    ArtifactError,
+    ModelMetadata,
+    pack_artifact,
+    sha256_hex,
+    unpack_artifact,
+)
+from faultprint.encoder.tower import CUDNN_LSTM_SETTINGS, TowerConfig, build_tower
+
+
+def test_lstm_layers_keep_the_cudnn_eligible_configuration() -> None:
+    tower = build_tower(TowerConfig(steps=6, features=5, lstm_units=(4, 4), dense_units=4, embedding_size=3))
+    lstms = [layer for layer in tower.layers if layer.__class__.__name__ == "LSTM"]
+    assert len(lstms) == 2
+    for layer in lstms:
+        config = layer.get_config()
+        for key, value in CUDNN_LSTM_SETTINGS.items():
+            assert config[key] == value, f"{layer.name}.{key} = {config[key]!r} disables cuDNN"
+        assert layer.use_cudnn in ("auto", True)
+    assert not any(
+        layer.__class__.__name__ == "BatchNormalization" and i < 3 for i, layer in enumerate(tower.layers)
+    )
+
+
+def test_default_sizes_are_the_original_design() -> None:
+    config = TowerConfig()
+    assert (config.lstm_units, config.dense_units, config.embedding_size) == ((512, 512), 512, 10)
+
+
+def test_scaler_is_fitted_on_training_statistics_and_outputs_unit_norm_embeddings() -> None:
+    keras.utils.set_random_seed(0)
+    tower = build_tower(TowerConfig(steps=6, features=5, lstm_units=(8, 8), dense_units=16, embedding_size=3))
+    rng = np.random.default_rng(0)
+    windows = rng.gamma(2.0, 100.0, size=(32, 6, 5)).astype(np.float32)
+    scaler = tower.get_layer("feature_scaler")
+    scaler.fit(windows)
+    scaled = np.asarray(scaler(windows))
+    assert np.allclose(scaled.reshape(-1, 5).mean(0), 0, atol=1e-4)
+    assert np.allclose(scaled.reshape(-1, 5).std(0), 1, atol=1e-3)
+    assert np.allclose(np.linalg.norm(tower.predict(windows, verbose=0), axis=1), 1, atol=1e-5)
+
+
+def metadata(**overrides: object) -> ModelMetadata:
+    base = {"version": "v1", "steps": 2, "features": 2, "embedding_size": 3, "distance_threshold": 0.5,
+            "feature_names": ("a", "b")}  # fmt: skip
+    return ModelMetadata(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"version": "a:b"}, "version"),
+        ({"feature_names": ("a",)}, "1 feature names for 2 features"),
+        ({"distance_threshold": 0.0}, "distance_threshold"),
+        ({"artifact_format": 99}, "artifact format 99"),
+    ],
+)
+def test_metadata_is_validated(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ArtifactError, match=message):
+        metadata(**overrides)
+
+
+def test_metadata_round_trips_through_json() -> None:
+    assert ModelMetadata.from_json(metadata().to_json()) == metadata()
+
+
+def fake_artifact(tmp_path: Path) -> Path:
+    tmp_path.mkdir(parents=True)
+    (tmp_path / "metadata.json").write_text(metadata().to_json())
+    (tmp_path / "encoder.keras").write_bytes(b"weights")
+    (tmp_path / "saved_model").mkdir()
+    return tmp_path
+
+
+def test_unpack_rejects_a_digest_mismatch_and_a_truncated_archive(tmp_path: Path) -> None:
+    blob = pack_artifact(fake_artifact(tmp_path / "src"))
+    assert unpack_artifact(blob, sha256_hex(blob), tmp_path / "ok").version == "v1"
+    with pytest.raises(ArtifactError, match="digest mismatch"):
+        unpack_artifact(blob[:-10], sha256_hex(blob), tmp_path / "bad")
+    truncated = blob[: len(blob) // 2]
+    with pytest.raises(ArtifactError, match="corrupt"):
+        unpack_artifact(truncated, sha256_hex(truncated), tmp_path / "bad2")
+
+
+def test_unpack_rejects_an_archive_without_metadata(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("encoder.keras")
+        tar.addfile(info, io.BytesIO(b""))
+    blob = buffer.getvalue()
+    with pytest.raises(ArtifactError, match="no model metadata"):
+        unpack_artifact(blob, sha256_hex(blob), tmp_path / "x")

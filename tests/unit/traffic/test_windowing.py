@@ -1,0 +1,104 @@
+"""Rows to windows: the on-disk format round-trips, and damaged rows are repaired or dropped, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faultprint.traffic.catalogue import FEATURE_INDEX, NUM_FEATURES
+from faultprint.traffic.rows import Rows, read_rows, write_rows
+from faultprint.traffic.simulator import PROFILES, simulate_node_rows
+from faultprint.traffic.windowing import WindowingOptions, make_windows
+
+START = 29_000_000
+
+
+def clean_rows(minutes: int = 180, label: str = "normal") -> Rows:
+    values = np.tile(np.arange(minutes, dtype=np.float64)[:, None], (1, NUM_FEATURES)) + 1
+    return Rows(
+        node=np.full(minutes, "pcscf-1"), network=np.full(minutes, "net"),
+        minute=START + np.arange(minutes), values=values, label=np.full(minutes, label, dtype=object),
+    )  # fmt: skip
+
+
+def test_clean_rows_give_strided_windows_of_60_minutes() -> None:
+    windows, labels, report = make_windows(clean_rows(), WindowingOptions(stride_minutes=30))
+    assert windows.shape == (5, 60, NUM_FEATURES) and list(labels) == ["normal"] * 5
+    assert windows[1, 0, 0] == 31 and report.windows == 5 and report.missing_minutes == 0
+
+
+def test_short_gaps_are_interpolated_and_long_gaps_drop_the_windows_that_span_them() -> None:
+    rows = clean_rows()
+    keep = np.ones(180, dtype=bool)
+    keep[10:13] = False  # 3 missing minutes: repaired
+    keep[100:120] = False  # 20 missing minutes: windows over them are dropped
+    rows = Rows(rows.node[keep], rows.network[keep], rows.minute[keep], rows.values[keep], rows.label[keep])  # type: ignore[index]
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=10))
+    assert report.missing_minutes == 23 and report.dropped_gap > 0
+    assert np.isfinite(windows).all()
+    assert windows[0, 10:13, 5].tolist() == [11.0, 12.0, 13.0]  # the straight line through the gap
+
+
+def test_counter_resets_and_lost_values_are_repaired_and_counted() -> None:
+    rows = clean_rows()
+    rows.values[50, FEATURE_INDEX["req_register_initial"]] = -5000.0  # a probe restart
+    rows.values[70, 3] = np.nan
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert report.counter_resets == 1 and report.missing_values == 1 and report.values_interpolated == 2
+    assert windows[0, 50, FEATURE_INDEX["req_register_initial"]] == 51.0
+    assert windows[1, 10, 3] == 71.0
+
+
+def test_duplicate_minutes_keep_the_last_row() -> None:
+    rows = clean_rows()
+    dup = Rows(
+        *(
+            np.concatenate([getattr(rows, k), getattr(rows, k)[5:6]])
+            for k in ("node", "network", "minute", "values", "label")
+        )
+    )
+    dup.values[-1] = 999.0
+    windows, _, report = make_windows(dup, WindowingOptions(stride_minutes=60))
+    assert report.duplicate_minutes == 1 and windows[0, 5, 0] == 999.0
+
+
+def test_a_window_takes_a_fault_label_only_when_the_fault_covers_enough_of_it() -> None:
+    rows = clean_rows(120)
+    assert rows.label is not None
+    rows.label[50:60] = "dns_failure"  # 10 minutes: too short for a window that holds all of it
+    options = WindowingOptions(stride_minutes=30, min_fault_minutes=20)
+    _, labels, report = make_windows(rows, options)
+    assert report.dropped_ambiguous == 2 and list(labels) == ["normal"]  # windows at 0, 30 | 60
+    rows.label[30:60] = "dns_failure"
+    _, labels, _ = make_windows(rows, options)
+    assert list(labels) == ["dns_failure", "dns_failure", "normal"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_simulated_rows_round_trip_through_the_file_format_and_window_cleanly(
+    tmp_path: Path, suffix: str
+) -> None:
+    rows = Rows.concat(
+        [simulate_node_rows(PROFILES["metro-eu"], f"pcscf-{i}", START, 720, seed=i) for i in range(2)]
+    )
+    path = tmp_path / f"rows{suffix}"
+    write_rows(rows, path)
+    back = read_rows(path)
+    assert np.array_equal(back.values, rows.values, equal_nan=True) and np.array_equal(
+        back.minute, rows.minute
+    )
+    assert back.label is not None and rows.label is not None and (back.label == rows.label).all()
+    windows, labels, report = make_windows(back)
+    assert len(labels) == report.windows > 0 and np.isfinite(windows).all() and (windows >= 0).all()
+    assert report.nodes == 2
+
+
+def test_a_file_missing_a_statistic_is_refused_by_name(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"node": ["a"], "network": ["n"], "minute": [1]}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="missing columns req_register_initial"):
+        read_rows(tmp_path / "bad.parquet")

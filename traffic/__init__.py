@@ -1,0 +1,1 @@
+"""Probe traffic: statistics catalogue, simulator, row format and windowing, shared by every component."""

@@ -1,0 +1,156 @@
+"""Turns per-minute probe rows into labelled 60-minute windows, repairing what probes damage.
+
+Real exports have missing minutes, values lost in export, and counter resets (a probe
+restart makes a counter's delta negative). Short gaps are interpolated; a window that
+still holds a gap is dropped; every repair and drop is counted in a RepairReport so a
+training run says what it did to its data instead of failing on one bad row.
+
+A window takes a fault's label when that fault covers at least min_fault_minutes of
+it (the original design labels a window by any fault inside it; a fault seen for a
+minute or two is indistinguishable from normal, so such windows are dropped as
+ambiguous rather than mislabelled).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
+from faultprint.traffic.rows import Rows
+from faultprint.traffic.simulator import NORMAL
+
+
+@dataclass(frozen=True)
+class WindowingOptions:
+    steps: int = WINDOW_STEPS
+    # Minutes between the starts of consecutive windows of one node.
+    stride_minutes: int = 15
+    # Runs of up to this many missing minutes (or values) are interpolated; longer ones are not.
+    max_gap_minutes: int = 5
+    # Minutes a fault must cover for a window to take its label.
+    min_fault_minutes: int = 20
+
+
+@dataclass
+class RepairReport:
+    """What windowing repaired and dropped, for the training log and the model's metadata."""
+
+    nodes: int = 0
+    rows: int = 0
+    duplicate_minutes: int = 0
+    missing_minutes: int = 0
+    missing_values: int = 0
+    counter_resets: int = 0
+    values_interpolated: int = 0
+    windows: int = 0
+    dropped_gap: int = 0
+    dropped_ambiguous: int = 0
+    by_label: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, object]:
+        return {**{k: v for k, v in vars(self).items() if k != "by_label"}, "by_label": dict(self.by_label)}
+
+    def summary(self) -> str:
+        return (
+            f"{self.rows} rows from {self.nodes} nodes -> {self.windows} windows; repaired: "
+            f"{self.missing_minutes} missing minutes, {self.missing_values} missing values, "
+            f"{self.counter_resets} counter resets ({self.values_interpolated} values interpolated), "
+            f"{self.duplicate_minutes} duplicate minutes dropped; windows dropped: {self.dropped_gap} "
+            f"with a gap over the limit, {self.dropped_ambiguous} with a fault too short to label"
+        )
+
+
+def make_windows(
+    rows: Rows, options: WindowingOptions = WindowingOptions()
+) -> tuple[np.ndarray, np.ndarray, RepairReport]:
+    """(windows (n, steps, features) float32, labels, report) over every node in rows."""
+    report = RepairReport(rows=len(rows))
+    labels_in = rows.label if rows.label is not None else np.full(len(rows), "", dtype=object)
+    keys = np.char.add(np.char.add(rows.network.astype(str), "\x00"), rows.node.astype(str))
+    windows, labels = [], []
+    for key in np.unique(keys):
+        at = np.flatnonzero(keys == key)
+        report.nodes += 1
+        grid, minute_labels = _node_grid(
+            rows.minute[at], rows.values[at], labels_in[at].astype(str), options, report
+        )
+        node_windows, node_labels = _node_windows(grid, minute_labels, options, report)
+        windows.append(node_windows)
+        labels.extend(node_labels)
+    out = np.concatenate(windows) if windows else np.zeros((0, options.steps, NUM_FEATURES), np.float32)
+    report.windows = len(labels)
+    report.by_label.update(labels)
+    return out, np.asarray(labels, dtype=str), report
+
+
+def _node_grid(minute: np.ndarray, values: np.ndarray, labels: np.ndarray, options: WindowingOptions,
+               report: RepairReport) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A node's rows on a full minute grid, with resets and short gaps repaired."""
+    order = np.argsort(minute, kind="stable")
+    minute, values, labels = minute[order], values[order], labels[order]
+    last = np.r_[minute[1:] != minute[:-1], True]  # keep the last row of a repeated minute
+    report.duplicate_minutes += int((~last).sum())
+    minute, values, labels = minute[last], values[last], labels[last]
+    span = int(minute[-1] - minute[0]) + 1
+    grid = np.full((span, values.shape[1]), np.nan)
+    grid_labels = np.full(span, "", dtype=object)
+    grid[minute - minute[0]] = values
+    grid_labels[minute - minute[0]] = labels
+    report.missing_minutes += span - len(minute)
+    report.missing_values += int(np.isnan(values).sum())
+    negative = grid < 0
+    report.counter_resets += int(negative.any(axis=1).sum())
+    grid[negative] = np.nan
+    report.values_interpolated += _interpolate_short_gaps(grid, options.max_gap_minutes)
+    return grid, grid_labels
+
+
+def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
+    """Fills, in place, runs of NaN no longer than max_gap that have values on both sides."""
+    filled = 0
+    for column in np.flatnonzero(np.isnan(grid).any(axis=0)):
+        values = grid[:, column]
+        valid = np.flatnonzero(~np.isnan(values))
+        gaps = np.flatnonzero(np.isnan(values))
+        if len(valid) < 2:
+            continue
+        after = np.searchsorted(valid, gaps)
+        inside = (after > 0) & (after < len(valid))
+        before_at, after_at = valid[np.maximum(after - 1, 0)], valid[np.minimum(after, len(valid) - 1)]
+        short = inside & (after_at - before_at - 1 <= max_gap)
+        values[gaps[short]] = np.interp(gaps[short], valid, values[valid])
+        filled += int(short.sum())
+    return filled
+
+
+def _node_windows(grid: np.ndarray, minute_labels: np.ndarray, options: WindowingOptions,
+                  report: RepairReport) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+    steps = options.steps
+    if len(grid) < steps:
+        return np.zeros((0, steps, grid.shape[1]), np.float32), []
+    starts = np.arange(0, len(grid) - steps + 1, options.stride_minutes)
+    has_gap = np.r_[0, np.cumsum(np.isnan(grid).any(axis=1))]
+    complete = has_gap[starts + steps] - has_gap[starts] == 0
+    report.dropped_gap += int((~complete).sum())
+    kept, labels = [], []
+    for start in starts[complete]:
+        label = _window_label(minute_labels[start : start + steps], options.min_fault_minutes)
+        if label is None:
+            report.dropped_ambiguous += 1
+            continue
+        kept.append(start)
+        labels.append(label)
+    windows = np.stack([grid[s : s + steps] for s in kept]) if kept else np.zeros((0, steps, grid.shape[1]))
+    return windows.astype(np.float32), labels
+
+
+def _window_label(minute_labels: np.ndarray, min_fault_minutes: int) -> str | None:
+    """The dominant fault if it covers enough minutes, normal if none; None when ambiguous."""
+    faults = Counter(label for label in minute_labels if label not in ("", NORMAL))
+    if not faults:
+        return NORMAL if (minute_labels == NORMAL).any() else ""
+    fault, minutes = faults.most_common(1)[0]
+    return fault if minutes >= min_fault_minutes else None
