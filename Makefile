@@ -9,7 +9,7 @@ WITH_REDIS := scripts/with-redis.sh
 
 .PHONY: setup protos native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index clean
 
-setup: $(VENV)/.installed $(STUBS)
+setup: $(VENV)/.linked $(STUBS)
 
 # The stubs must exist before the editable install, which maps faultprint.v1 onto protos/.
 $(VENV)/.installed: pyproject.toml setup.py
@@ -18,6 +18,15 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q "grpcio-tools>=1.66,<2" "setuptools>=69"
 	$(MAKE) --no-print-directory protos
 	$(PY) -m pip install -q -e '.[dev,trainer]'
+	touch $@
+
+# The dev install links each package's files into one faultprint tree (setuptools' strict
+# editable mode), which mypy and editors can read; a module added to a package folder is
+# linked on the next make.
+PACKAGE_DIRS := $(sort $(dir $(wildcard server/*.py server/*/*.py client/*.py trainer/*.py encoder/*.py \
+	registry/*.py traffic/*.py protos/faultprint/*.py protos/faultprint/v1/*.py)))
+$(VENV)/.linked: $(VENV)/.installed $(STUBS) $(PACKAGE_DIRS)
+	$(PY) -m pip install -q --no-deps --config-settings editable_mode=strict -e .
 	touch $@
 
 protos: $(STUBS)
