@@ -7,7 +7,7 @@ STUBS := protos/faultprint/v1/probe_service_pb2.py
 NATIVE_LOAD := build/native/load_generator
 WITH_REDIS := scripts/with-redis.sh
 
-.PHONY: setup protos native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index clean
+.PHONY: setup protos docs native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index clean
 
 setup: $(VENV)/.linked $(STUBS)
 
@@ -30,6 +30,11 @@ $(VENV)/.linked: $(VENV)/.installed $(STUBS) $(PACKAGE_DIRS)
 	touch $@
 
 protos: $(STUBS)
+
+# The settings table of docs/configuration.md, generated from the options' declarations.
+docs: setup
+	$(PY) -c "import pathlib; from faultprint.server.settings import with_options_table as w; \
+	p = pathlib.Path('docs/configuration.md'); p.write_text(w(p.read_text()))"
 
 $(STUBS): $(PROTOS) setup.py
 	$(PY) -c "import setup; setup.generate_stubs()"

@@ -12,12 +12,14 @@ import asyncio
 import os
 import sys
 
+from faultprint import __version__
 from faultprint.traffic.simulator import CONDITIONS, PROFILES
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faultprint-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"faultprint-client {__version__}")
     parser.add_argument("--target", default=os.environ.get("FAULTPRINT_TARGET", "127.0.0.1:50051"))
     commands = parser.add_subparsers(dest="command", required=True)
     enrol = commands.add_parser("enrol", help="enrol one simulated reference case per condition")

@@ -8,12 +8,16 @@ import sys
 
 from faultprint.encoder.artifact import ArtifactError
 from faultprint.server.app import serve
-from faultprint.server.settings import ServerSettings, SettingsError
+from faultprint.server.settings import ServerSettings, SettingsError, options_table
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--options-table" in args:
+        print(options_table(), end="")
+        return 0
     try:
-        settings = ServerSettings.from_args(argv)
+        settings = ServerSettings.from_args(args)
     except SettingsError as exc:
         print(f"faultprint-server: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -23,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.supervises:
         from faultprint.server.supervisor import supervise
 
-        return supervise(settings, sys.argv[1:] if argv is None else argv)
+        return supervise(settings, args)
     try:
         asyncio.run(serve(settings))
     except ArtifactError as exc:

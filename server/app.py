@@ -109,7 +109,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     origin = uuid.uuid4().hex
     store = ReferenceStore(client, layout, origin)
-    options = settings.batch_options()
+    options = settings.batching
     configure_threads(settings.intra_op_threads)
     try:
         devices = resolve_devices(
@@ -117,10 +117,8 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
-    host = ModelHost(
-        store, options.batch_sizes, devices, settings.runner_options(), freeze_gc=settings.freeze_gc
-    )
-    shadow = Shadow(host, client, layout, settings.shadow_options())
+    host = ModelHost(store, options.batch_sizes, devices, settings.runner, freeze_gc=settings.freeze_gc)
+    shadow = Shadow(host, client, layout, settings.shadow)
     encoder = Encoder(host, telemetry, options, shadow, settings.default_top_k)
     scheduler = encoder.scheduler
     telemetry.observe_queue(lambda: scheduler.queue_depth, lambda: scheduler.batches_in_flight)

@@ -1,15 +1,24 @@
-"""Typed server settings, read from command-line flags with environment-variable defaults.
+"""Typed server settings: the server's own options and its components', from flags and variables.
 
-Every flag --foo-bar has the variable FAULTPRINT_FOO_BAR; REDIS_URL is also read.
-A bad value stops start-up with a message naming the setting and what is allowed.
+Each option is declared once, with the comment above it as its documentation: on its
+component's options class (the batch scheduler's, the model runner's, the shadow's) or,
+for the process itself, on ServerSettings. Flags, variables, ``--help`` and the table in
+docs/configuration.md are generated from those declarations (``python -m
+faultprint.server --options-table`` prints the table). Every flag --foo-bar has the
+variable FAULTPRINT_FOO_BAR; REDIS_URL is also read. A bad value stops start-up with a
+message naming the setting and what is allowed.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 from faultprint.server.batching.scheduler import BatchSchedulerOptions
 from faultprint.server.model.runner import RunnerOptions
@@ -42,26 +51,6 @@ class ServerSettings:
     # An artifact directory to serve, or "redis" to serve the registry's promoted version
     # and follow every later promotion.
     model_source: str = "redis"
-    # Largest batch sent to the encoder.
-    max_batch_size: int = 64
-    # Longest a request waits for a batch to fill while the encoder is busy, in ms.
-    max_queue_delay_ms: float = 5.0
-    # Requests queued before new ones are rejected with RESOURCE_EXHAUSTED.
-    max_queue_size: int = 2048
-    # Batch sizes the encoder is warmed for; batches are padded up to one of them.
-    # Empty means powers of two up to max_batch_size.
-    allowed_batch_sizes: tuple[int, ...] = ()
-    # Batches handed to one device at once; 2 assembles (and on a GPU copies) the next
-    # batch while the current one computes.
-    batches_in_flight: int = 1
-    # Time kept free at the end of each call's deadline for the answer to reach the caller,
-    # in ms: a window is refused, or dropped before compute, unless its batch can finish
-    # this long before the deadline.
-    answer_margin_ms: float = 20.0
-    # Under heavy load an idle device takes the queue once no request has arrived for this
-    # long, in ms (or sooner, with a full batch or at max_queue_delay_ms). None ("auto"):
-    # a tenth of a full batch's estimated compute time, at least 2 ms.
-    arrival_gap_ms: float | None = None
     # Devices to run the encoder on: "auto" (every visible GPU, else the CPU), "cpu",
     # or a comma list such as "/GPU:0,/GPU:1". One model replica and worker per device.
     devices: str = "auto"
@@ -70,11 +59,6 @@ class ServerSettings:
     cpu_devices: int = 1
     # Threads one TensorFlow op may use; 0 is TensorFlow's default (one per core).
     intra_op_threads: int = 0
-    # Encoder arithmetic: float32, mixed_float16 or mixed_bfloat16.
-    precision: str = "float32"
-    # Compile the encoder with XLA: auto (on CPUs; GPUs keep the cuDNN LSTM kernel,
-    # which XLA cannot compile), on, or off.
-    xla: str = "auto"
     # RPCs in progress before gRPC itself refuses new ones with RESOURCE_EXHAUSTED, before
     # any Python runs for them: the cheapest shedding under overload. 0: no limit.
     max_concurrent_rpcs: int = 0
@@ -88,8 +72,6 @@ class ServerSettings:
     default_top_k: int = 3
     # How long a node's latest diagnosis is kept in Redis, in seconds.
     node_state_ttl_s: int = 24 * 3600
-    # Share of classified windows a candidate version classifies too, in shadow (0: no shadowing).
-    shadow_sample_rate: float = 0.05
     # Where model artifacts fetched from the registry are unpacked.
     model_cache_dir: str = "/tmp/faultprint-models"
     # Span and metric export: none, console, otlp (OTEL_EXPORTER_OTLP_ENDPOINT applies),
@@ -108,6 +90,10 @@ class ServerSettings:
     stream_max_unanswered: int = 512
     # Log level name.
     log_level: str = "INFO"
+    # The components' own options, each declared and documented on its class.
+    batching: BatchSchedulerOptions = field(default_factory=BatchSchedulerOptions)
+    runner: RunnerOptions = field(default_factory=RunnerOptions)
+    shadow: ShadowOptions = field(default_factory=ShadowOptions)
 
     def __post_init__(self) -> None:
         if self.telemetry_exporter not in TELEMETRY_EXPORTERS:
@@ -139,62 +125,165 @@ class ServerSettings:
             raise SettingsError(f"workers must be at least 1, got {self.workers}")
         if not -1 <= self.worker_index < self.workers:
             raise SettingsError(f"worker_index {self.worker_index} is not a worker of {self.workers}")
-        self.batch_options()  # validates the batching fields
-        self.runner_options()
-        self.shadow_options()
 
     @property
     def supervises(self) -> bool:
         """Whether this process starts and watches workers rather than serving itself."""
         return self.workers > 1 and self.worker_index < 0
 
-    def batch_options(self) -> BatchSchedulerOptions:
-        try:
-            return BatchSchedulerOptions(
-                max_batch_size=self.max_batch_size,
-                max_queue_delay_ms=self.max_queue_delay_ms,
-                max_queue_size=self.max_queue_size,
-                allowed_batch_sizes=self.allowed_batch_sizes,
-                batches_in_flight=self.batches_in_flight,
-                answer_margin_ms=self.answer_margin_ms,
-                arrival_gap_ms=self.arrival_gap_ms,
-            )
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from exc
-
-    def shadow_options(self) -> ShadowOptions:
-        try:
-            return ShadowOptions(sample_rate=self.shadow_sample_rate)
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from exc
-
-    def runner_options(self) -> RunnerOptions:
-        try:
-            return RunnerOptions(precision=self.precision, xla=self.xla)
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from exc
+    @classmethod
+    def of(cls, **values: Any) -> ServerSettings:
+        """Settings from options named as flags and variables name them (max_batch_size,
+        shadow_sample_rate, ...), each routed to the component that declares it."""
+        own: dict[str, Any] = {}
+        parts: dict[str, dict[str, Any]] = {component: {} for component in _COMPONENTS}
+        for name, value in values.items():
+            option = _OPTIONS_BY_NAME.get(name)
+            if option is None:
+                raise SettingsError(f"unknown setting {name!r}; see --help")
+            (parts[option.component] if option.component else own)[option.field] = value
+        for component, (_, options_class) in _COMPONENTS.items():
+            try:
+                own[component] = options_class(**parts[component])
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from exc
+        return cls(**own)
 
     @classmethod
     def from_args(
-        cls, argv: Sequence[str] | None = None, env: dict[str, str] | None = None
+        cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     ) -> ServerSettings:
         """Flags override FAULTPRINT_* variables, which override the defaults."""
         env = dict(os.environ if env is None else env)
-        parser = argparse.ArgumentParser(prog="faultprint-server", description=__doc__)
-        for f in fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            parser.add_argument(flag, dest=f.name, default=None, help=f"(env FAULTPRINT_{f.name.upper()})")
-        args = parser.parse_args(argv)
+        args = parser().parse_args(argv)
         values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = getattr(args, f.name)
+        for option in OPTIONS:
+            raw = getattr(args, option.name)
             if raw is None:
-                raw = env.get(f"FAULTPRINT_{f.name.upper()}")
-            if raw is None and f.name == "redis_url":
+                raw = env.get(option.variable)
+            if raw is None and option.name == "redis_url":
                 raw = env.get("REDIS_URL")
             if raw is not None:
-                values[f.name] = _parse(f.name, str(raw), f.type)
-        return cls(**values)  # type: ignore[arg-type]
+                values[option.name] = _parse(option.name, str(raw), option.kind)
+        return cls.of(**values)
+
+
+# Component options as ServerSettings holds them: the field, and the prefix of their flags.
+_COMPONENTS: dict[str, tuple[str, type]] = {
+    "batching": ("", BatchSchedulerOptions),
+    "runner": ("", RunnerOptions),
+    "shadow": ("shadow_", ShadowOptions),
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as flags, variables and the docs show it."""
+
+    # Its flat name: --name-with-dashes, FAULTPRINT_NAME.
+    name: str
+    # The ServerSettings field of the component that declares it ('' for the server's own).
+    component: str
+    # The field on the declaring class.
+    field: str
+    # The field's type, as written.
+    kind: str
+    default: object
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def variable(self) -> str:
+        return f"FAULTPRINT_{self.name.upper()}"
+
+
+def declared_help(options_class: type) -> dict[str, str]:
+    """The comment lines just above each field of a dataclass, joined: its documentation."""
+    source = textwrap.dedent(inspect.getsource(options_class))
+    lines = source.splitlines()
+    helps = {}
+    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            comments: list[str] = []
+            row = node.lineno - 2
+            while row >= 0 and lines[row].strip().startswith("#"):
+                comments.insert(0, lines[row].strip().lstrip("#").strip())
+                row -= 1
+            helps[node.target.id] = " ".join(comments)
+    return helps
+
+
+def _options() -> tuple[Option, ...]:
+    declared = []
+    for component, (prefix, options_class) in {"": ("", ServerSettings), **_COMPONENTS}.items():
+        helps = declared_help(options_class)
+        for f in fields(options_class):
+            if f.name in _COMPONENTS and options_class is ServerSettings:
+                continue
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
+            declared.append(Option(prefix + f.name, component, f.name, str(f.type), default, helps[f.name]))
+    return tuple(declared)
+
+
+OPTIONS = _options()
+_OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "(none)"
+    return str(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The server's command line, every option with its meaning, default and variable."""
+    command = argparse.ArgumentParser(
+        prog="faultprint-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    command.add_argument("--version", action="version", version=f"faultprint-server {_version()}")
+    command.add_argument(
+        "--options-table", action="store_true", help="print the options as a markdown table and exit"
+    )
+    for option in OPTIONS:
+        command.add_argument(
+            option.flag,
+            dest=option.name,
+            default=None,
+            help=f"{option.help} Default: {_shown(option.default)}. Variable: {option.variable}.",
+        )
+    return command
+
+
+def options_table() -> str:
+    """The options as the markdown table of docs/configuration.md."""
+    rows = ["| flag (variable FAULTPRINT_...) | default | meaning |", "|---|---|---|"]
+    for option in OPTIONS:
+        rows.append(f"| `{option.flag}` | `{_shown(option.default)}` | {option.help} |")
+    return "\n".join(rows) + "\n"
+
+
+# Where the options table stands in docs/configuration.md.
+TABLE_BEGIN = "<!-- options:begin -->\n"
+TABLE_END = "<!-- options:end -->"
+
+
+def with_options_table(markdown: str) -> str:
+    """markdown with the text between the options markers replaced by options_table()."""
+    head, found, rest = markdown.partition(TABLE_BEGIN)
+    if not found or TABLE_END not in rest:
+        raise ValueError(f"no {TABLE_BEGIN.strip()} ... {TABLE_END} block to fill")
+    return head + TABLE_BEGIN + options_table() + TABLE_END + rest.split(TABLE_END, 1)[1]
+
+
+def _version() -> str:
+    from faultprint import __version__
+
+    return __version__
 
 
 def _parse(name: str, raw: str, kind: object) -> object:

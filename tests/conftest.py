@@ -98,7 +98,7 @@ async def start_server(
     started = []
 
     async def start(**overrides: Any) -> tuple[Any, str]:
-        settings = ServerSettings(
+        settings = ServerSettings.of(
             **{
                 "listen_address": "127.0.0.1:0",
                 "redis_url": redis_url,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from faultprint import __version__
 from faultprint.encoder.artifact import ArtifactError
 from faultprint.registry.models import RolloutError
 from faultprint.server.references.backup import BackupError
@@ -316,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="faultprint-trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"faultprint-trainer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train and export a model artifact")
     train.add_argument("--config", default="small", help="preset (tiny, small, original) or JSON file")

@@ -87,8 +87,8 @@ class BatchSchedulerOptions:
     # dispatch plan for every batch to finish this long before its requests' deadlines.
     answer_margin_ms: float = 20.0
     # Under heavy load an idle device takes the queue once no request has arrived for this
-    # long, in ms (or sooner, with a full batch or at max_queue_delay_ms). None: a tenth of
-    # a full batch's estimated compute time, at least 2 ms.
+    # long, in ms (or sooner, with a full batch or at max_queue_delay_ms). None (auto): a
+    # tenth of a full batch's estimated compute time, at least 2 ms.
     arrival_gap_ms: float | None = None
 
     def __post_init__(self) -> None:

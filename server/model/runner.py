@@ -88,7 +88,9 @@ class RunnerOptions:
 
     # float32, mixed_float16 or mixed_bfloat16 (weights stay float32 under mixed policies).
     precision: str = "float32"
-    # Compile the encoder with XLA (tf.function(jit_compile=True)): auto, on or off.
+    # Compile the encoder with XLA (tf.function(jit_compile=True)): auto (on CPUs, where
+    # warm-up keeps the faster of the plain and the compiled graph at each batch size; GPUs
+    # keep the fused cuDNN LSTM kernel, which XLA cannot compile), on, or off.
     xla: str = "auto"
 
     def __post_init__(self) -> None:

@@ -156,7 +156,7 @@ async def _deadlines_and_overload(target: str, window: np.ndarray) -> None:
         # machine is today.
         started = time.perf_counter()
         await asyncio.gather(*(timed_classify(client, window, f"b{i}", None) for i in range(8)))
-        deadline_s = 3 * (time.perf_counter() - started) + ServerSettings().answer_margin_ms / 1000
+        deadline_s = 3 * (time.perf_counter() - started) + ServerSettings().batching.answer_margin_ms / 1000
         burst = await asyncio.gather(
             *(timed_classify(client, window, f"n{i}", deadline_s) for i in range(64))
         )

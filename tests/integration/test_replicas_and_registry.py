@@ -109,7 +109,7 @@ async def test_a_part_that_will_not_stop_does_not_hold_up_shutdown(  # type: ign
     from faultprint.server.settings import ServerSettings
 
     monkeypatch.setattr(app, "_PART_STOP_S", 0.2)
-    settings = ServerSettings(listen_address="127.0.0.1:0", redis_url=redis_url, redis_prefix=redis_prefix,
+    settings = ServerSettings.of(listen_address="127.0.0.1:0", redis_url=redis_url, redis_prefix=redis_prefix,
                               model_source=str(artifact), model_cache_dir=str(tmp_path), freeze_gc=False)  # fmt: skip
     server, _ = await app.create_server(settings)
     await server.wait_ready()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from faultprint.server.model.runner import RunnerOptions
-from faultprint.server.settings import ServerSettings, SettingsError
+from faultprint.server.settings import OPTIONS, ServerSettings, SettingsError, with_options_table
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_flags_override_environment_and_defaults() -> None:
@@ -15,20 +19,17 @@ def test_flags_override_environment_and_defaults() -> None:
         "FAULTPRINT_MAX_QUEUE_DELAY_MS": "1.5",
     }
     settings = ServerSettings.from_args(["--max-batch-size", "16", "--allowed-batch-sizes", "1,4,16"], env)
-    assert settings.max_batch_size == 16
-    assert settings.allowed_batch_sizes == (1, 4, 16)
-    assert settings.max_queue_delay_ms == 1.5
+    assert settings.batching.max_batch_size == 16
+    assert settings.batching.allowed_batch_sizes == (1, 4, 16)
+    assert settings.batching.max_queue_delay_ms == 1.5
     assert settings.redis_url == "redis://r:6379/2"
-    assert settings.batch_options().padded_size(3) == 4
+    assert settings.batching.padded_size(3) == 4
 
 
 def test_the_arrival_gap_is_automatic_unless_set() -> None:
-    assert ServerSettings.from_args([], {}).batch_options().arrival_gap_ms is None
-    assert ServerSettings.from_args(["--arrival-gap-ms", "auto"], {}).arrival_gap_ms is None
-    assert (
-        ServerSettings.from_args([], {"FAULTPRINT_ARRIVAL_GAP_MS": "7.5"}).batch_options().arrival_gap_ms
-        == 7.5
-    )
+    assert ServerSettings.from_args([], {}).batching.arrival_gap_ms is None
+    assert ServerSettings.from_args(["--arrival-gap-ms", "auto"], {}).batching.arrival_gap_ms is None
+    assert ServerSettings.from_args([], {"FAULTPRINT_ARRIVAL_GAP_MS": "7.5"}).batching.arrival_gap_ms == 7.5
 
 
 @pytest.mark.parametrize(
@@ -56,3 +57,32 @@ def test_xla_auto_chooses_between_graphs_on_cpus_and_keeps_cudnn_on_gpus() -> No
     assert off.graphs("/CPU:0") == off.graphs("/GPU:0") == (False,)
     with pytest.raises(SettingsError, match="xla"):
         ServerSettings.from_args(["--xla", "true"], env={})
+
+
+def test_every_option_is_documented_once_and_the_docs_table_is_current() -> None:
+    """Each option's help is the comment above its declaration; docs/configuration.md shows
+    the table generated from them (`make docs` regenerates it)."""
+    assert all(option.help for option in OPTIONS), [o.name for o in OPTIONS if not o.help]
+    assert len({option.name for option in OPTIONS}) == len(OPTIONS)
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert with_options_table(doc) == doc, "docs/configuration.md is stale: run `make docs`"
+
+
+def test_help_shows_each_option_with_its_default_and_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        ServerSettings.from_args(["--help"], {})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--shadow-sample-rate" in shown and "Variable: FAULTPRINT_SHADOW_SAMPLE_RATE." in shown
+    assert "Largest number of requests in one encoder call. Default: 64." in shown
+
+
+def test_flat_names_reach_the_component_that_declares_them() -> None:
+    settings = ServerSettings.of(max_batch_size=8, xla="off", shadow_sample_rate=0.5, workers=2)
+    assert (settings.batching.max_batch_size, settings.runner.xla, settings.shadow.sample_rate) == (
+        8,
+        "off",
+        0.5,
+    )
+    assert settings.workers == 2
+    with pytest.raises(SettingsError, match="unknown setting 'max_batch'"):
+        ServerSettings.of(max_batch=8)

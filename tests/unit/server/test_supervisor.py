@@ -34,7 +34,7 @@ def test_a_worker_gets_the_supervisors_flags_then_its_index_port_and_metrics_por
     argv = worker_argv(["--workers", "3", "--listen-address", "0.0.0.0:0", "--max-batch-size", "32"],
                        settings, index=2, port=50051)  # fmt: skip
     worker = ServerSettings.from_args(argv, env={})
-    assert (worker.workers, worker.worker_index, worker.max_batch_size) == (3, 2, 32)
+    assert (worker.workers, worker.worker_index, worker.batching.max_batch_size) == (3, 2, 32)
     assert worker.listen_address == "0.0.0.0:50051"
     assert worker.metrics_address == "127.0.0.1:9466"
     assert settings.supervises and not worker.supervises
