@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import keras
 
 from faultprint.encoder.scaler import FeatureScaler
+from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
 
 # The LSTM arguments that keep Keras on its cuDNN path; checked by a unit test.
 CUDNN_LSTM_SETTINGS: dict[str, object] = {
@@ -29,9 +30,9 @@ class TowerConfig:
     """Sizes of the embedding tower."""
 
     # Minutes per window.
-    steps: int = 60
-    # Statistics per minute.
-    features: int = 132
+    steps: int = WINDOW_STEPS
+    # Statistics per minute: the catalogue's columns.
+    features: int = NUM_FEATURES
     # Units of the first (sequence-returning) and second LSTM layers.
     lstm_units: tuple[int, int] = (512, 512)
     # Units of the dense layer between the LSTMs and the embedding.
