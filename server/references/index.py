@@ -55,11 +55,12 @@ class NetworkIndex:
             raise ValueError("a network index needs at least one reference case")
         # Distances come from |a|^2 + |b|^2 - 2ab in float64: one matrix product per batch
         # whatever the network's size, exact to about 1e-7 for the same vector.
-        self._matrix = np.concatenate([c.embeddings for c in self.cases]).astype(np.float64)
-        self._squared_norms = np.einsum("rd,rd->r", self._matrix, self._matrix)
+        matrix = np.concatenate([c.embeddings for c in self.cases]).astype(np.float64)
+        self._matrix_t = np.ascontiguousarray(matrix.T)
+        self._squared_norms = np.einsum("rd,rd->r", matrix, matrix)
         # Index of each case's first row: rows are grouped by case, in case order.
         self._case_starts = np.cumsum([0] + [len(c.embeddings) for c in self.cases[:-1]])
-        self._one_row_per_case = len(self._matrix) == len(self.cases)
+        self._one_row_per_case = len(matrix) == len(self.cases)
         # Each case's label as a small integer, for comparing labels across a whole batch.
         self._label_codes = np.unique([c.label for c in self.cases], return_inverse=True)[1]
         # Each case's id and label, as a neighbour names them.
@@ -76,9 +77,11 @@ class NetworkIndex:
         returned per request are turned into Python objects.
         """
         queries = embeddings.astype(np.float64)
-        squared = np.einsum("nd,nd->n", queries, queries)[:, None] + self._squared_norms[None, :]
-        squared -= 2.0 * (queries @ self._matrix.T)
-        row_distances = np.sqrt(np.maximum(squared, 0.0))
+        row_distances = queries @ self._matrix_t
+        row_distances *= -2.0
+        row_distances += (queries * queries).sum(axis=1, keepdims=True)
+        row_distances += self._squared_norms
+        np.sqrt(np.maximum(row_distances, 0.0, out=row_distances), out=row_distances)
         if self._one_row_per_case:
             case_distances = row_distances
         else:
@@ -111,19 +114,21 @@ class NetworkIndex:
         return matches
 
 
+# Cases up to which the nearest are found by one full sort per row (see _nearest).
+_FULL_SORT_MAX_CASES = 256
+
+
 def _nearest(distances: np.ndarray, k: int) -> np.ndarray:
     """Column indexes of each row's k smallest distances, nearest first (ties by column).
 
-    A partial partition, then a sort of only those k: a full sort of every row costs
+    Up to _FULL_SORT_MAX_CASES cases a stable sort of each row is the fewest calls; beyond,
+    a partial partition, then a sort of only those k: a full sort of every row costs
     milliseconds per batch once a network holds thousands of cases.
     """
     k = min(k, distances.shape[1])
-    if k == 0:
-        return np.zeros((len(distances), 0), dtype=np.intp)
-    if k < distances.shape[1]:
-        chosen = np.argpartition(distances, k - 1, axis=1)[:, :k]
-    else:
-        chosen = np.broadcast_to(np.arange(k), distances.shape)
+    if distances.shape[1] <= _FULL_SORT_MAX_CASES:
+        return np.argsort(distances, axis=1, kind="stable")[:, :k]
+    chosen = np.argpartition(distances, k - 1, axis=1)[:, :k]
     chosen_distances = np.take_along_axis(distances, chosen, axis=1)
     order = np.lexsort((chosen, chosen_distances), axis=1)
     return np.take_along_axis(chosen, order, axis=1)
