@@ -7,7 +7,7 @@ import logging
 import sys
 
 from faultprint.encoder.artifact import ArtifactError
-from faultprint.server.app import serve
+from faultprint.server.app import StartupError, serve
 from faultprint.server.settings import ServerSettings, SettingsError, options_table
 
 
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except ArtifactError as exc:
         logging.getLogger("server").error("cannot serve model %s: %s", settings.model_source, exc)
         return 1
+    except StartupError as exc:
+        print(f"faultprint-server: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

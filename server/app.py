@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
+import redis.exceptions
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -48,6 +49,11 @@ from faultprint.server.supervisor import SupervisorLink
 from faultprint.server.telemetry import ServerTelemetry
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """A replica cannot start; the message says why and what to change, in one line."""
+
 
 # Longest one part of a stopping replica may take (running batches finish, pending writes go).
 _PART_STOP_S = 10.0
@@ -127,7 +133,13 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
 
     follow_registry = settings.model_source == "redis"
     if not follow_registry:
-        encoder.serving(await host.load(Path(settings.model_source)))  # a bad artifact stops start-up here
+        try:  # a bad artifact stops start-up here
+            encoder.serving(await host.load(Path(settings.model_source)))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise StartupError(
+                f"cannot reach Redis at {settings.redis_url} ({exc}); start one "
+                "(scripts/with-redis.sh) or set REDIS_URL / --redis-url"
+            ) from exc
 
     grpc_server = grpc.aio.server(
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
@@ -145,7 +157,13 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
     )
-    port = grpc_server.add_insecure_port(settings.listen_address)
+    try:
+        port = grpc_server.add_insecure_port(settings.listen_address)
+    except RuntimeError as exc:
+        raise StartupError(
+            f"cannot listen on {settings.listen_address}: the port is in use or the address is not "
+            "this machine's; choose another --listen-address (port 0 picks a free one)"
+        ) from exc
     sync = ReplicaSync(
         client, layout, host, follow_registry, Path(settings.model_cache_dir), replica_health,
         encoder.serving, address=f"{settings.listen_address.rsplit(':', 1)[0]}:{port}",
