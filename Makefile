@@ -31,10 +31,13 @@ $(VENV)/.linked: $(VENV)/.installed $(STUBS) $(PACKAGE_DIRS)
 
 protos: $(STUBS)
 
-# The settings table of docs/configuration.md, generated from the options' declarations.
+# The settings table of docs/configuration.md, generated from the options' declarations, and
+# the statistics table of docs/data-contract.md, from the data contract (traffic/contract.py).
 docs: setup
 	$(PY) -c "import pathlib; from faultprint.server.settings import with_options_table as w; \
 	p = pathlib.Path('docs/configuration.md'); p.write_text(w(p.read_text()))"
+	$(PY) -c "import pathlib; from faultprint.traffic.contract import with_contract_table as w; \
+	p = pathlib.Path('docs/data-contract.md'); p.write_text(w(p.read_text()))"
 
 $(STUBS): $(PROTOS) setup.py
 	$(PY) -c "import setup; setup.generate_stubs()"

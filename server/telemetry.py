@@ -2,8 +2,9 @@
 
 Metrics: RPC latency; queue depth and queue wait; batch size, padding rows and compute
 time; rejections by reason; requests dropped as expired; how late the event loop runs
-(server/loop_lag.py). The exporter is a setting:
-none (instruments stay no-ops unless the embedding application installed providers),
+(server/loop_lag.py); received window values that break the probe data contract. The
+exporter is a setting: none (instruments stay no-ops unless the embedding application
+installed providers),
 console, OTLP over gRPC (configured by the standard OTEL_EXPORTER_OTLP_* variables),
 or prometheus (a scrape endpoint).
 """
@@ -80,6 +81,19 @@ DEADLINE_LEFT_BOUNDS_MS = [0, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 # whole call takes 2-5 ms on two CPU cores, its batch-1 compute about 1 ms and a queue wait
 # with the device idle under 0.1 ms, so every percentile under 5 ms read as one bucket.
 LATENCY_BOUNDS_MS = [0.25 * 2**i for i in range(17)]
+
+# Values of received windows outside the probe data contract (traffic/contract.py), by
+# column and outcome: served (a few in a window: counted, served anyway) or refused (the
+# window was unusable: INVALID_ARGUMENT). Window decoding (server/rpc/windows.py) records
+# it, below the components that hold a ServerTelemetry, so it is declared here on the
+# same meter: until configure() installs a provider it is OpenTelemetry's proxy, which
+# binds to that provider then.
+values_out_of_contract: Counter = metrics.get_meter("faultprint.server").create_counter(
+    "faultprint.window.values_out_of_contract",
+    unit="{value}",
+    description="Window values outside their column's valid range (docs/data-contract.md), "
+    "by column and outcome (served or refused)",
+)
 
 
 @dataclass

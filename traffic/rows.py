@@ -6,8 +6,9 @@ One row per node and minute, as Parquet (``.parquet``) or CSV (``.csv``):
 - ``network`` (string): the operator network (a faultprint network id);
 - ``minute`` (int64): the UTC minute, counted from 1970-01-01T00:00Z (a Parquet
   timestamp column is accepted and converted);
-- one float column per statistic, named as in traffic/catalogue.py (129 columns);
-  extra columns are ignored, a missing one is an error;
+- one float column per statistic, named as in traffic/catalogue.py (129 columns), each
+  holding what the probe data contract says (traffic/contract.py: kind, unit, valid
+  range; docs/data-contract.md); extra columns are ignored, a missing one is an error;
 - ``label`` (string): ``normal`` or the fault that shows in that minute (as an operator
   marks an incident: not the quiet hours of a busy-hour fault, nor the faint tail of one
   that decays). Optional for rows that are only to be diagnosed; needed for training
@@ -15,7 +16,7 @@ One row per node and minute, as Parquet (``.parquet``) or CSV (``.csv``):
 
 Missing minutes are simply absent rows; a value lost in export is empty (CSV) or
 null/NaN; a probe restart shows as a negative counter delta. traffic/windowing.py
-repairs or drops all three and says so. The simulator writes this same format, so
+repairs or drops all three, and values out of contract, and says so. The simulator writes this same format, so
 real probe exports converted to it train the same way.
 """
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from faultprint.traffic.catalogue import FEATURE_INDEX, FEATURE_NAMES, NUM_FEATURES, WINDOW_STEPS
+from faultprint.traffic.contract import LOWER, UPPER
 
 NORMAL = "normal"
 
@@ -481,8 +482,10 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     put("sip_kbytes_in", (total_msgs + retrans) * 0.9 * rng.normal(1, 0.02, steps))
     put("sip_kbytes_out", responses * 0.6 * rng.normal(1, 0.02, steps))
 
-    reg_attempts = out[:, FEATURE_INDEX["req_register_initial"]] - code_401 + reg_refresh
-    put("kpi_registration_success_rate", reg_2xx / np.maximum(reg_attempts + reg_dereg, 1))
+    # REGISTERs less the challenged ones (a 401 and the authenticated re-send are one attempt),
+    # so the rate is a share in [0, 1].
+    reg_attempts = reg_initial + reg_refresh + reg_dereg
+    put("kpi_registration_success_rate", reg_2xx / np.maximum(reg_attempts, 1))
     user_caused = busy + noanswer + cancelled + declined
     put("kpi_session_establishment_success_rate", answered / np.maximum(calls - user_caused, 1))
     put("kpi_ineffective_session_attempts_ratio", (f408 + f500 + f503 + f504) / np.maximum(calls, 1))
@@ -490,7 +493,8 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     put("kpi_network_effectiveness_ratio", (answered + user_caused) / np.maximum(calls, 1))
     duration = np.where(answered > 0, 100 * (1 - torn_down / np.maximum(answered, 1)) + 1, 0)
     put("kpi_mean_call_duration_s", duration * rng.normal(1, 0.05, steps))
-    put("kpi_calls_torn_down_within_2s", torn_down)
+    # A share of the calls that ended (BYE) in the minute, as the data contract defines it.
+    put("kpi_calls_torn_down_within_2s", torn_down / np.maximum(bye, 1))
     return np.maximum(out, 0)
 
 
@@ -604,7 +608,8 @@ def damage_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Applies probe damage to a node's (minutes, features) rows; returns (values, kept-minute mask)."""
     noisy = values * (1 + damage.counter_noise * rng.standard_normal(values.shape))
-    noisy = np.maximum(noisy, 0)
+    # Noise keeps each value in its column's valid range: a ratio near 1 stays a ratio.
+    noisy = np.clip(noisy, LOWER, UPPER)
     noisy[rng.random(values.shape) < damage.missing_value_rate] = np.nan
     resets = np.flatnonzero(rng.random(values.shape[0]) < damage.counter_reset_rate)
     counters = np.flatnonzero(COUNTER_COLUMNS)

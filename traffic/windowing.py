@@ -5,6 +5,14 @@ restart makes a counter's delta negative). Short gaps are interpolated; a window
 still holds a gap is dropped; every repair and drop is counted in a RepairReport so a
 training run says what it did to its data instead of failing on one bad row.
 
+Rows are checked against the probe data contract (traffic/contract.py) on the way in:
+a value out of its column's valid range is counted by column and treated as lost (so
+an isolated one is interpolated). A window that the contract's WindowRule finds unusable
+(a column out of contract in more than 5 of its minutes, or over 1 % of its values), or
+that still holds an out-of-contract value no interpolation could repair, is dropped as
+out of contract, with its worst column, before any other reason: the exporter fills
+that column differently, and interpolating would invent the column.
+
 A window takes a fault's label when that fault covers at least min_fault_minutes of
 it (the original design labels a window by any fault inside it; a fault seen for a
 minute or two is indistinguishable from normal, so such windows are dropped as
@@ -18,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
+from faultprint.traffic.catalogue import FEATURE_NAMES, NUM_FEATURES, WINDOW_STEPS
+from faultprint.traffic.contract import IS_COUNT, WINDOW_RULE, WindowRule, describe_counts, out_of_contract
 from faultprint.traffic.rows import Rows
 from faultprint.traffic.simulator import NORMAL
 
@@ -32,6 +41,8 @@ class WindowingOptions:
     max_gap_minutes: int = 5
     # Minutes a fault must cover for a window to take its label.
     min_fault_minutes: int = 20
+    # When out-of-contract values make a window unusable (traffic/contract.py).
+    window_rule: WindowRule = WINDOW_RULE
 
 
 @dataclass
@@ -44,23 +55,45 @@ class RepairReport:
     missing_minutes: int = 0
     missing_values: int = 0
     counter_resets: int = 0
+    # Row values out of their column's valid range (traffic/contract.py), by column.
+    out_of_contract: Counter[str] = field(default_factory=Counter)
     values_interpolated: int = 0
     windows: int = 0
+    # Windows the contract's WindowRule found unusable, and the worst column of each.
+    dropped_out_of_contract: int = 0
+    dropped_out_of_contract_by_column: Counter[str] = field(default_factory=Counter)
     dropped_gap: int = 0
     dropped_ambiguous: int = 0
     by_label: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, object]:
-        return {**{k: v for k, v in vars(self).items() if k != "by_label"}, "by_label": dict(self.by_label)}
+        return {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}
 
     def summary(self) -> str:
         return (
             f"{self.rows} rows from {self.nodes} nodes -> {self.windows} windows; repaired: "
             f"{self.missing_minutes} missing minutes, {self.missing_values} missing values, "
-            f"{self.counter_resets} counter resets ({self.values_interpolated} values interpolated), "
-            f"{self.duplicate_minutes} duplicate minutes dropped; windows dropped: {self.dropped_gap} "
+            f"{self.counter_resets} counter resets, {self.contract_values()} "
+            f"({self.values_interpolated} values interpolated), "
+            f"{self.duplicate_minutes} duplicate minutes dropped; windows dropped: "
+            f"{self.dropped_out_of_contract} out of contract, {self.dropped_gap} "
             f"with a gap over the limit, {self.dropped_ambiguous} with a fault too short to label"
         )
+
+    def contract_values(self, limit: int = 5) -> str:
+        """The row values out of contract, with the worst columns: "12 values out of contract in ..."."""
+        counts = np.array([self.out_of_contract.get(name, 0) for name in FEATURE_NAMES])
+        return describe_counts(counts, limit)
+
+    def contract_summary(self, limit: int = 5) -> str:
+        """What the contract check found, worst columns first, for the trainer's log."""
+        text = f"{self.contract_values(limit)} in {self.rows} rows"
+        if self.dropped_out_of_contract:
+            worst = ", ".join(
+                f"{n} {c}" for n, c in self.dropped_out_of_contract_by_column.most_common(limit)
+            )
+            text += f"; {self.dropped_out_of_contract} windows dropped as unusable (worst columns: {worst})"
+        return text
 
 
 def make_windows(
@@ -74,10 +107,10 @@ def make_windows(
     for key in np.unique(keys):
         at = np.flatnonzero(keys == key)
         report.nodes += 1
-        grid, minute_labels = _node_grid(
+        grid, minute_labels, violation = _node_grid(
             rows.minute[at], rows.values[at], labels_in[at].astype(str), options, report
         )
-        node_windows, node_labels = _node_windows(grid, minute_labels, options, report)
+        node_windows, node_labels = _node_windows(grid, minute_labels, violation, options, report)
         windows.append(node_windows)
         labels.extend(node_labels)
     out = np.concatenate(windows) if windows else np.zeros((0, options.steps, NUM_FEATURES), np.float32)
@@ -87,8 +120,9 @@ def make_windows(
 
 
 def _node_grid(minute: np.ndarray, values: np.ndarray, labels: np.ndarray, options: WindowingOptions,
-               report: RepairReport) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """A node's rows on a full minute grid, with resets and short gaps repaired."""
+               report: RepairReport) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """A node's rows on a full minute grid, with resets and short gaps repaired; and where the
+    rows broke the data contract (a boolean grid)."""
     order = np.argsort(minute, kind="stable")
     minute, values, labels = minute[order], values[order], labels[order]
     last = np.r_[minute[1:] != minute[:-1], True]  # keep the last row of a repeated minute
@@ -101,11 +135,16 @@ def _node_grid(minute: np.ndarray, values: np.ndarray, labels: np.ndarray, optio
     grid_labels[minute - minute[0]] = labels
     report.missing_minutes += span - len(minute)
     report.missing_values += int(np.isnan(values).sum())
-    negative = grid < 0
-    report.counter_resets += int(negative.any(axis=1).sum())
-    grid[negative] = np.nan
+    # A negative count is a probe restart, which the contract allows in rows; any other
+    # value outside its column's range breaks the contract. Both are lost values here.
+    reset = (grid < 0) & IS_COUNT
+    report.counter_resets += int(reset.any(axis=1).sum())
+    violation = out_of_contract(grid, "rows")
+    counts = violation.sum(axis=0)
+    report.out_of_contract.update({FEATURE_NAMES[c]: int(counts[c]) for c in np.flatnonzero(counts)})
+    grid[reset | violation] = np.nan
     report.values_interpolated += _interpolate_short_gaps(grid, options.max_gap_minutes)
-    return grid, grid_labels
+    return grid, grid_labels, violation
 
 
 def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
@@ -126,15 +165,25 @@ def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
     return filled
 
 
-def _node_windows(grid: np.ndarray, minute_labels: np.ndarray, options: WindowingOptions,
-                  report: RepairReport) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+def _node_windows(
+    grid: np.ndarray, minute_labels: np.ndarray, violation: np.ndarray, options: WindowingOptions,
+    report: RepairReport,
+) -> tuple[np.ndarray, list[str]]:  # fmt: skip
     steps = options.steps
     if len(grid) < steps:
         return np.zeros((0, steps, grid.shape[1]), np.float32), []
     starts = np.arange(0, len(grid) - steps + 1, options.stride_minutes)
-    has_gap = np.r_[0, np.cumsum(np.isnan(grid).any(axis=1))]
-    complete = has_gap[starts + steps] - has_gap[starts] == 0
-    report.dropped_gap += int((~complete).sum())
+    # Out-of-contract values per window and column, and whether any was left unrepaired.
+    per_column = _window_sums(violation, starts, steps)
+    unrepaired = _window_sums((violation & np.isnan(grid)).any(axis=1, keepdims=True), starts, steps)[:, 0]
+    unusable = options.window_rule.unusable(per_column, steps) | (unrepaired > 0)
+    report.dropped_out_of_contract += int(unusable.sum())
+    report.dropped_out_of_contract_by_column.update(
+        FEATURE_NAMES[i] for i in per_column[unusable].argmax(axis=1)
+    )
+    has_gap = _window_sums(np.isnan(grid).any(axis=1, keepdims=True), starts, steps)[:, 0] > 0
+    complete = ~unusable & ~has_gap
+    report.dropped_gap += int((~unusable & has_gap).sum())
     kept, labels = [], []
     for start in starts[complete]:
         label = _window_label(minute_labels[start : start + steps], options.min_fault_minutes)
@@ -145,6 +194,13 @@ def _node_windows(grid: np.ndarray, minute_labels: np.ndarray, options: Windowin
         labels.append(label)
     windows = np.stack([grid[s : s + steps] for s in kept]) if kept else np.zeros((0, steps, grid.shape[1]))
     return windows.astype(np.float32), labels
+
+
+def _window_sums(flags: np.ndarray, starts: np.ndarray, steps: int) -> np.ndarray:
+    """Per window (starting at starts, steps long), the number of true flags (minutes, columns) per column."""
+    total = np.zeros((len(flags) + 1, flags.shape[1]), np.int64)
+    np.cumsum(flags, axis=0, out=total[1:])
+    return total[starts + steps] - total[starts]
 
 
 def _window_label(minute_labels: np.ndarray, min_fault_minutes: int) -> str | None:

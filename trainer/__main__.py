@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from faultprint.traffic.contract import count_out_of_contract, describe_counts
     from faultprint.traffic.rows import Rows, write_rows
     from faultprint.traffic.simulator import PROFILES, simulate_node_rows
 
@@ -63,6 +64,8 @@ def _simulate(args: argparse.Namespace) -> int:
     rows = Rows.concat(parts)
     write_rows(rows, Path(args.out))
     print(f"wrote {len(rows)} rows of {len(parts)} nodes to {args.out}")
+    contract = describe_counts(count_out_of_contract(rows.values, "rows"))
+    print(f"data contract (docs/data-contract.md): {contract}")
     return 0
 
 
@@ -83,6 +86,11 @@ def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
             raise SystemExit(f"no rows of network {network!r} in {', '.join(paths)}")
     windows, labels, report = make_windows(merged)
     logging.info("windowing: %s", report.summary())
+    # Out-of-contract values mean an exporter that fills a column differently: said loudly.
+    level = logging.WARNING if report.out_of_contract else logging.INFO
+    logging.log(level, "data contract (docs/data-contract.md): %s", report.contract_summary())
+    if not len(labels) and report.dropped_out_of_contract:
+        raise SystemExit(f"{', '.join(paths)}: no usable window; {report.contract_summary()}")
     known = np.isin(labels, conditions)
     if not known.all():
         logging.info("skipping %d windows whose labels the config does not train on: %s",

@@ -8,15 +8,19 @@ import numpy as np
 import pytest
 
 from faultprint.traffic.catalogue import FEATURE_INDEX, NUM_FEATURES
+from faultprint.traffic.contract import STATISTICS, Kind
 from faultprint.traffic.rows import Rows, read_rows, write_rows
 from faultprint.traffic.simulator import PROFILES, simulate_node_rows
 from faultprint.traffic.windowing import WindowingOptions, make_windows
 
 START = 29_000_000
+RATIOS = [s.kind is Kind.RATIO for s in STATISTICS]
 
 
 def clean_rows(minutes: int = 180, label: str = "normal") -> Rows:
+    """Every column counts the minutes from 1 (ratios in thousandths, to stay within the data contract)."""
     values = np.tile(np.arange(minutes, dtype=np.float64)[:, None], (1, NUM_FEATURES)) + 1
+    values[:, RATIOS] /= 1000
     return Rows(
         node=np.full(minutes, "pcscf-1"), network=np.full(minutes, "net"),
         minute=START + np.arange(minutes), values=values, label=np.full(minutes, label, dtype=object),
@@ -102,3 +106,45 @@ def test_a_file_missing_a_statistic_is_refused_by_name(tmp_path: Path) -> None:
     pq.write_table(pa.table({"node": ["a"], "network": ["n"], "minute": [1]}), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="missing columns req_register_initial"):
         read_rows(tmp_path / "bad.parquet")
+
+
+def test_an_isolated_out_of_contract_value_is_counted_by_column_and_repaired_as_lost() -> None:
+    rows = clean_rows()
+    rows.values[50, FEATURE_INDEX["lat_bye_to_200_mean_ms"]] = -3.0  # not a counter: not a reset
+    rows.values[70, FEATURE_INDEX["kpi_answer_seizure_ratio"]] = 1.5
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert report.out_of_contract == {"lat_bye_to_200_mean_ms": 1, "kpi_answer_seizure_ratio": 1}
+    assert report.counter_resets == 0 and report.values_interpolated == 2
+    assert report.windows == 3 and report.dropped_out_of_contract == 0
+    assert windows[0, 50, FEATURE_INDEX["lat_bye_to_200_mean_ms"]] == 51.0
+    assert windows[1, 10, FEATURE_INDEX["kpi_answer_seizure_ratio"]] == pytest.approx(0.071)
+    assert "2 values out of contract in 2 columns" in report.summary()
+
+
+def test_a_column_filled_differently_makes_its_windows_unusable_and_says_which_column() -> None:
+    rows = clean_rows()
+    percent = FEATURE_INDEX["kpi_registration_success_rate"]
+    rows.values[:, percent] = 99.0  # a ratio exported in percent
+    rows.values[120:, percent] = 0.99  # ... until the exporter is fixed
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=30))
+    # Windows at 0, 30, 60 and 90 hold the percent minutes; the one at 120 does not.
+    assert report.dropped_out_of_contract == 4 and report.windows == 1 and len(windows) == 1
+    assert report.dropped_out_of_contract_by_column == {"kpi_registration_success_rate": 4}
+    assert report.out_of_contract == {"kpi_registration_success_rate": 120}
+    assert np.isfinite(windows).all() and np.allclose(windows[..., percent], 0.99)
+    assert report.contract_summary() == (
+        "120 values out of contract in 1 column (worst: kpi_registration_success_rate 120) in 180 rows; "
+        "4 windows dropped as unusable (worst columns: kpi_registration_success_rate 4)"
+    )
+    assert report.to_dict()["out_of_contract"] == {"kpi_registration_success_rate": 120}
+
+
+def test_a_few_values_out_of_contract_in_a_column_are_tolerated_and_more_are_not() -> None:
+    rows = clean_rows(60)
+    ratio = FEATURE_INDEX["kpi_answer_seizure_ratio"]
+    rows.values[[10, 20, 30, 40, 50], ratio] = 2.0  # 5 scattered minutes: each repaired
+    _, _, report = make_windows(rows)
+    assert report.windows == 1 and report.values_interpolated == 5
+    rows.values[55, ratio] = 2.0  # a sixth: the column is not glitched, it is filled differently
+    _, _, report = make_windows(rows)
+    assert report.windows == 0 and report.dropped_out_of_contract == 1 and report.dropped_gap == 0
