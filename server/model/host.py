@@ -270,9 +270,9 @@ class ModelHost:
         unseen = [(case, windows) for case, windows, embeddings in loaded if embeddings is None]
         for group in _groups_of_windows(unseen, _EMBED_GROUP_WINDOWS):
             embedded = await self.embed(runner, np.concatenate([w for _, w in group]), self.loader)
-            ends = np.cumsum([len(w) for _, w in group]).tolist()
-            for (case, _), start, end in zip(group, [0, *ends[:-1]], ends, strict=True):
-                fresh[case.case_id] = embedded[start:end]
+            splits = np.cumsum([len(w) for _, w in group])[:-1]
+            for (case, _), part in zip(group, np.split(embedded, splits), strict=True):
+                fresh[case.case_id] = part
         index.put_many(
             network,
             [

@@ -101,10 +101,10 @@ class ReplicaSync:
     async def _run(self) -> None:
         while True:
             try:
-                last_id = await self._full_sync()
+                await self._full_sync()
                 self.synced.set()
                 await self._health.update(model_loaded=self._host.current is not None)
-                await self._follow(last_id)
+                await self._follow()
                 continue  # the store came back: sync everything again at once
             except asyncio.CancelledError:
                 raise
@@ -114,10 +114,9 @@ class ReplicaSync:
                 log.exception("replica sync failed; retrying")
             await asyncio.sleep(_RETRY_S)
 
-    async def _full_sync(self) -> bytes:
+    async def _full_sync(self) -> None:
         latest = cast(list[tuple[bytes, object]], await self._redis.xrevrange(self._layout.events, count=1))
-        last_id: bytes = latest[0][0] if latest else b"0-0"
-        self._last_id = last_id
+        self._last_id = latest[0][0] if latest else b"0-0"
         if self._follow_registry:
             version = await serving_version(self._redis, self._layout)
             current = self._host.current
@@ -133,7 +132,6 @@ class ReplicaSync:
         if self._follow_registry:
             await self._shadow(await candidate_version(self._redis, self._layout) or "")
         await self._report()
-        return last_id
 
     async def _check_store(self) -> bool:
         """Whether the store still holds what this replica synced with. If not, keeps what
@@ -181,17 +179,20 @@ class ReplicaSync:
         )
         await self._health.update(store_lost=True)
 
-    async def _follow(self, last_id: bytes) -> None:
-        """Applies the change stream; returns when a store thought lost is back."""
+    async def _follow(self) -> None:
+        """Applies the change stream from the last event applied; returns when a store thought
+        lost is back."""
         while True:
             reply = cast(
                 list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                await self._redis.xread({self._layout.events: last_id}, block=_BLOCK_MS, count=_READ_COUNT),
+                await self._redis.xread(
+                    {self._layout.events: self._last_id}, block=_BLOCK_MS, count=_READ_COUNT
+                ),
             )
             for _stream, entries in reply:
                 for events in _runs([{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]):
                     await self._apply(events)
-                last_id = self._last_id = entries[-1][0]
+                self._last_id = entries[-1][0]
             if time.monotonic() - self._reported_at > _HEARTBEAT_S:
                 was_lost = self._host.store_lost is not None
                 if await self._check_store() and was_lost:
@@ -279,9 +280,7 @@ def _runs(events: list[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
     """Events in order, consecutive case_created events of one network grouped together."""
     run: list[dict[str, str]] = []
     for event in events:
-        if run and not (
-            _created_in(event, run[0].get("network")) and _created_in(run[0], event.get("network"))
-        ):
+        if run and not (_created(run[0]) and _created(event) and event["network"] == run[0]["network"]):
             yield run
             run = []
         run.append(event)
@@ -289,5 +288,5 @@ def _runs(events: list[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
         yield run
 
 
-def _created_in(event: dict[str, str], network: str | None) -> bool:
-    return event.get("kind") == "case_created" and event.get("network") == network
+def _created(event: dict[str, str]) -> bool:
+    return event.get("kind") == "case_created"

@@ -96,8 +96,9 @@ class StoredCase:
 LoadedCase = tuple[StoredCase, np.ndarray | None, np.ndarray | None]
 
 
-def check_id(kind: str, value: str) -> str:
-    if not is_valid_id(value):
+def check_id(kind: str, value: str, optional: bool = False) -> str:
+    """value, if it is a valid id (or, when optional, empty); else InvalidArgument."""
+    if not (optional and not value) and not is_valid_id(value):
         raise InvalidArgument(f"{kind} {quote(value)} is not a valid id: use {ID_RULE}")
     return value
 
@@ -157,8 +158,11 @@ class ReferenceStore:
         id is taken is left as it is. Returns how many were stored."""
         pipe = self._redis.pipeline(transaction=False)
         for case, windows in cases:
-            await self._create(keys=self._create_keys(case.network, "", ""),
-                         args=self._create_args(case, windows, "", None, ""), client=pipe)  # fmt: skip
+            keys, args = (
+                self._create_keys(case.network, "", ""),
+                self._create_args(case, windows, "", None, ""),
+            )
+            await self._create(keys=keys, args=args, client=pipe)
         replies = await pipe.execute()
         return sum(1 for outcome, _ in replies if outcome == 1)
 

@@ -50,8 +50,8 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
     ) -> reference_case_service_pb2.CreateReferenceCaseResponse:
         check_id("network", request.network)
         check_id("label", request.label)
-        if request.reference_case_id:
-            check_id("reference_case_id", request.reference_case_id)
+        check_id("reference_case_id", request.reference_case_id, optional=True)
+        check_id("request_id", request.request_id, optional=True)
         if len(request.description) > MAX_DESCRIPTION_CHARS:
             raise InvalidArgument(
                 f"description has {len(request.description)} characters, at most {MAX_DESCRIPTION_CHARS}"
@@ -62,8 +62,6 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
                 f"got {len(request.windows)}"
             )
         windows = np.stack([self.encoder.decode(w) for w in request.windows])
-        if request.request_id:
-            check_id("request_id", request.request_id)
         case = await self.host.enrol(
             request.network, request.reference_case_id, request.label, request.description, windows,
             request.request_id,
@@ -93,8 +91,7 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
         self, request: reference_case_service_pb2.ListReferenceCasesRequest, context: grpc.aio.ServicerContext
     ) -> reference_case_service_pb2.ListReferenceCasesResponse:
         check_id("network", request.network)
-        if request.page_token:
-            check_id("page_token", request.page_token)
+        check_id("page_token", request.page_token, optional=True)
         size = min(request.page_size or 100, 1000)
         cases = [
             c for c in await self.host.store.list_cases(request.network) if c.case_id > request.page_token
