@@ -94,6 +94,11 @@ class ModelMetadata:
         if problems:
             raise ArtifactError("invalid model metadata: " + "; ".join(problems))
 
+    @property
+    def network_baseline(self) -> bool:
+        """The tower reads windows normalised by their network's baseline (traffic/baseline.py)."""
+        return bool(self.tower.get("network_baseline", False))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
@@ -174,7 +179,7 @@ def load_tower(artifact_dir: Path, metadata: ModelMetadata) -> Any:
     """The artifact's Keras tower, checked against the input spec its metadata declares."""
     import keras
 
-    import faultprint.encoder.scaler  # noqa: F401  (registers FeatureScaler for deserialisation)
+    import faultprint.encoder.tower  # noqa: F401  (registers the tower's layers for deserialisation)
 
     path = Path(artifact_dir) / KERAS_FILE
     if not path.is_file():

@@ -4,6 +4,12 @@ The default sizes are the original design's: LSTM(512, sequences), LSTM(512), BN
 Dense(512), BN, Dense(10). The LSTM layers keep Keras's cuDNN-eligible settings
 (tanh, sigmoid, no recurrent dropout, not unrolled, with bias), so that a server
 tracing the tower on a GPU gets the fused cuDNN kernel.
+
+A tower for networks it has never seen reads windows already normalised by their
+network's baseline (traffic/baseline.py: ``network_baseline``) and adds a summary
+branch beside the LSTMs: per statistic, the mean of the last 20 minutes, and the mean,
+maximum, minimum and spread of the window (``summary_units``). Faults are departures
+from a network's own normal; the summaries carry their size and the LSTMs their shape.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
+from keras import ops
 
 from faultprint.encoder.scaler import FeatureScaler
 from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
@@ -42,6 +49,11 @@ class TowerConfig:
     # Project embeddings onto the unit sphere, so the triplet margin and the
     # distance threshold have a fixed scale (distances lie in [0, 2]).
     l2_normalize: bool = True
+    # Units of the dense layer over per-statistic window summaries beside the LSTMs (0: none).
+    summary_units: int = 0
+    # The tower reads windows normalised by their network's baseline (traffic/baseline.py);
+    # the server and the evaluation normalise each window with its network's baseline first.
+    network_baseline: bool = False
 
     def __post_init__(self) -> None:
         sizes = {
@@ -50,6 +62,8 @@ class TowerConfig:
             "dense_units": self.dense_units,
             "embedding_size": self.embedding_size,
         }
+        if self.summary_units < 0:
+            raise ValueError(f"TowerConfig.summary_units must not be negative, got {self.summary_units}")
         for name, value in {**sizes, "lstm_units": min(self.lstm_units)}.items():
             if value < 1:
                 raise ValueError(f"TowerConfig.{name} must be at least 1, got {value}")
@@ -66,14 +80,45 @@ class TowerConfig:
         return cls(**fields)  # type: ignore[arg-type]
 
 
+# Minutes at the end of a window whose mean the summary branch reads (a fault's latest state).
+SUMMARY_RECENT_MINUTES = 20
+
+
+@keras.saving.register_keras_serializable(package="faultprint")
+class WindowSummary(keras.layers.Layer):
+    """(batch, steps, features) -> (batch, 5 x features): per statistic the mean of the last
+    recent_minutes, and the window's mean, maximum, minimum and standard deviation."""
+
+    def __init__(self, recent_minutes: int = SUMMARY_RECENT_MINUTES, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.recent_minutes = recent_minutes
+
+    def call(self, inputs):
+        recent = ops.mean(inputs[:, -self.recent_minutes :], axis=1)
+        return ops.concatenate(
+            [recent, ops.mean(inputs, axis=1), ops.max(inputs, axis=1), ops.min(inputs, axis=1),
+             ops.std(inputs, axis=1)], axis=-1,
+        )  # fmt: skip
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 5 * input_shape[-1])
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "recent_minutes": self.recent_minutes}
+
+
 def build_tower(config: TowerConfig) -> keras.Model:
     """Builds the tower: windows (batch, steps, features) -> embeddings (batch, size)."""
     windows = keras.Input(shape=(config.steps, config.features), name="windows")
-    x = FeatureScaler(config.features, name="feature_scaler")(windows)
+    scaled = FeatureScaler(config.features, name="feature_scaler")(windows)
     x = keras.layers.LSTM(config.lstm_units[0], return_sequences=True, name="lstm_1", **CUDNN_LSTM_SETTINGS)(
-        x
+        scaled
     )
     x = keras.layers.LSTM(config.lstm_units[1], name="lstm_2", **CUDNN_LSTM_SETTINGS)(x)
+    if config.summary_units:
+        summary = WindowSummary(min(SUMMARY_RECENT_MINUTES, config.steps), name="window_summary")(windows)
+        summary = keras.layers.Dense(config.summary_units, activation="relu", name="summary_dense")(summary)
+        x = keras.layers.Concatenate(name="lstm_and_summary")([x, summary])
     x = keras.layers.BatchNormalization(name="bn_1")(x)
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     x = keras.layers.BatchNormalization(name="bn_2")(x)

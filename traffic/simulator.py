@@ -38,6 +38,20 @@ class NetworkProfile:
     rereg_challenge_fraction: float = 0.3
     # SMS over IP MESSAGE requests per subscriber per busy hour.
     busy_hour_messages: float = 0.05
+    # Vendor choice: shares of failed REGISTERs answered 480, 500 and 504 (the rest).
+    register_failure_codes: tuple[float, float] = (0.4, 0.3)
+    # Vendor choice: what a misconfiguration after an upgrade introduces; one drawn per episode
+    # (see MISCONFIGURATION_CODES).
+    misconfiguration_codes: tuple[str, ...] = ("register_423",)
+    # Latencies of the core relative to the catalogue's (distance, vendor, dimensioning).
+    latency_scale: float = 1.0
+    # Seconds a REGISTER waits for the HSS before failing (the Diameter timeout).
+    diameter_timeout_s: float = 5.0
+    # Each fault episode's intensity is drawn from [fault_intensity_min, 1] of the catalogue's.
+    fault_intensity_min: float = 1.0
+    # Vendor choice: share of registration storms that overload control answers with 503
+    # and Retry-After.
+    storm_overload_control: float = 0.0
 
 
 PROFILES: dict[str, NetworkProfile] = {
@@ -52,6 +66,36 @@ PROFILES: dict[str, NetworkProfile] = {
 
 # Minutes of fault that a faulty window shows at least (the rest may be normal).
 MIN_FAULT_MINUTES = 20
+
+# The codes a misconfiguration can bring that a healthy P-CSCF never answers (domain notes):
+# REGISTER 423 (interval too brief, UEs re-register every 15 s), REGISTER or INVITE 420 (bad
+# extension), INVITE 488 beyond its usual share, and locally generated 478.
+MISCONFIGURATION_CODES = ("register_423", "register_420", "invite_420", "invite_488", "local_478")
+
+
+def random_profile(name: str, rng: np.random.Generator) -> NetworkProfile:
+    """A network drawn at random: size, mix, time zone, timers, vendor code choices, fault intensity.
+
+    Training on many of these, not on a few fixed profiles, is what lets a model serve a
+    network it has never seen.
+    """
+    shares = rng.dirichlet((1.0, 1.0, 1.0))
+    codes = rng.choice(MISCONFIGURATION_CODES, size=int(rng.integers(1, len(MISCONFIGURATION_CODES) + 1)),
+                       replace=False)  # fmt: skip
+    return NetworkProfile(
+        name=name,
+        subscribers=int(np.exp(rng.uniform(np.log(8_000), np.log(350_000)))),
+        busy_hour_call_attempts=float(rng.uniform(0.3, 1.3)),
+        utc_offset_h=int(rng.integers(-11, 13)),
+        rereg_challenge_fraction=float(rng.uniform(0.0, 0.7)),
+        busy_hour_messages=float(rng.uniform(0.005, 0.2)),
+        register_failure_codes=(float(shares[0]), float(shares[1])),
+        misconfiguration_codes=tuple(str(c) for c in codes),
+        latency_scale=float(np.exp(rng.uniform(np.log(0.6), np.log(1.8)))),
+        diameter_timeout_s=float(rng.uniform(3.0, 8.0)),
+        fault_intensity_min=float(rng.uniform(0.3, 0.8)),
+        storm_overload_control=float(rng.uniform(0.0, 1.0)),
+    )
 
 
 def diurnal_load(minute_of_day: np.ndarray) -> np.ndarray:
@@ -115,6 +159,9 @@ class MinuteParams:
     # Latency means in ms, by operation.
     lat: dict[str, np.ndarray]
     lat_jitter: np.ndarray
+    # Share of transactions that lose a message and wait one retransmission (T1 = 500 ms)
+    # longer: latency turns bimodal.
+    p_delayed: np.ndarray
     p_retransmit: np.ndarray
     p_call_netfail: np.ndarray
     p_call_torn_down: np.ndarray
@@ -124,6 +171,9 @@ class MinuteParams:
     # REGISTERs answered 408 (transaction timeout), 423 (interval too brief) and 503.
     p_reg_timeout: np.ndarray
     p_reg_423: np.ndarray
+    p_reg_420: np.ndarray
+    p_invite_420: np.ndarray
+    p_invite_488: np.ndarray
     p_reg_503: np.ndarray
     # Share of 503 answers that carry Retry-After (local overload control).
     retry_after_share: np.ndarray
@@ -131,6 +181,7 @@ class MinuteParams:
     contacts_factor: np.ndarray
     # Throughput ceiling as a fraction of offered messages (1 = no ceiling).
     throughput: np.ndarray
+    profile: NetworkProfile
 
 
 def _normal_params(profile: NetworkProfile, load: np.ndarray, rng: np.random.Generator) -> MinuteParams:
@@ -142,7 +193,7 @@ def _normal_params(profile: NetworkProfile, load: np.ndarray, rng: np.random.Gen
         "register_to_failure": 250.0, "invite_to_18x": 2800.0, "invite_to_200": 9000.0,
         "bye_to_200": 90.0, "subscribe_to_200": 110.0, "message_to_200": 140.0, "aar": 40.0,
     }  # fmt: skip
-    scale = rng.uniform(0.85, 1.15)
+    scale = profile.latency_scale * rng.uniform(0.85, 1.15)
     return MinuteParams(
         reg_initial=subs / 2500.0 * (0.4 + load),
         reg_refresh=subs / 50.0 * (0.85 + 0.15 * load),
@@ -156,6 +207,7 @@ def _normal_params(profile: NetworkProfile, load: np.ndarray, rng: np.random.Gen
         reg_retry=ones.copy(),
         lat={k: v * scale * (1 + 0.15 * load) * ones for k, v in lat_base.items()},
         lat_jitter=0.35 * ones,
+        p_delayed=0.0 * ones,
         p_retransmit=0.002 * ones,
         p_call_netfail=0.005 * ones,
         p_call_torn_down=0.002 * ones,
@@ -164,11 +216,15 @@ def _normal_params(profile: NetworkProfile, load: np.ndarray, rng: np.random.Gen
         p_reg_403=0.001 * ones,
         p_reg_timeout=0.0 * ones,
         p_reg_423=0.0 * ones,
+        p_reg_420=0.0 * ones,
+        p_invite_420=0.0 * ones,
+        p_invite_488=0.003 * ones,
         p_reg_503=0.0002 * ones,
         retry_after_share=0.1 * ones,
         local_478=0.02 * load * subs / 10_000,
         contacts_factor=ones.copy(),
         throughput=ones.copy(),
+        profile=profile,
     )
 
 
@@ -177,7 +233,8 @@ def _hss_unreachable(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -
     p.p_challenge *= 1 - a
     p.p_reg_fail = np.maximum(p.p_reg_fail, 0.97 * a)
     p.reg_retry *= 1 + 2.0 * a
-    p.lat["register_to_failure"] = p.lat["register_to_failure"] * (1 - a) + 5000.0 * a
+    timeout_ms = 1000.0 * p.profile.diameter_timeout_s
+    p.lat["register_to_failure"] = p.lat["register_to_failure"] * (1 - a) + timeout_ms * a
     p.contacts_factor *= np.clip(1 - _run_length(a > 0.5) / 60.0, 0.05, 1)
 
 
@@ -193,7 +250,10 @@ def _hss_slow(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
     for op in ("register_to_401", "auth_register_to_200", "reregister_to_200"):
         p.lat[op] = p.lat[op] * factor
     p.lat_jitter = p.lat_jitter * (1 + a)
+    # The few REGISTERs that fail wait for the Diameter timeout.
     p.p_reg_fail = p.p_reg_fail + 0.01 * a
+    timeout_ms = 1000.0 * p.profile.diameter_timeout_s
+    p.lat["register_to_failure"] = p.lat["register_to_failure"] * (1 - a) + timeout_ms * a
 
 
 def _link_at_capacity(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
@@ -210,6 +270,9 @@ def _link_at_capacity(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) 
     p.p_retransmit = p.p_retransmit + 0.08 * overload
     p.p_call_netfail = p.p_call_netfail + 0.05 * np.minimum(overload, 1)
     p.p_reg_fail = p.p_reg_fail + 0.03 * np.minimum(overload, 1)
+    # Transactions that exhaust their retransmissions: 408 at timer F.
+    p.p_reg_timeout = p.p_reg_timeout + 0.02 * np.minimum(overload, 1)
+    p.p_delayed = p.p_delayed + 0.1 * np.minimum(overload, 1)
 
 
 def _rx_pcrf_down(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
@@ -255,21 +318,41 @@ def _registration_storm(p: MinuteParams, a: np.ndarray, rng: np.random.Generator
     p.reg_initial = p.reg_initial * (1 + rng.uniform(10, 100) * a)
     p.contacts_factor = p.contacts_factor * (1 - 0.95 * a)
     p.lat["register_to_401"] = p.lat["register_to_401"] * (1 + 2 * a)
+    if rng.random() < p.profile.storm_overload_control:
+        p.p_reg_503 = np.maximum(p.p_reg_503, rng.uniform(0.1, 0.5) * a)
+        p.retry_after_share = p.retry_after_share * (1 - a) + 0.95 * a
 
 
 def _packet_loss(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
     """Loss on the access link: retransmissions in proportion to loss; latency gains a T1 mode."""
     loss = rng.uniform(0.02, 0.1)
     p.p_retransmit = p.p_retransmit + 3 * loss * a
-    for op in p.lat:
-        p.lat[op] = p.lat[op] + 500.0 * 3 * loss * a
-    p.lat_jitter = p.lat_jitter * (1 + 1.5 * a)
+    # A transaction of three or so messages loses one with probability about 3 x loss.
+    p.p_delayed = p.p_delayed + 3 * loss * a
 
 
 def _misconfiguration(p: MinuteParams, a: np.ndarray, rng: np.random.Generator) -> None:
-    """After an upgrade: REGISTER 423 (interval too brief) appears; UEs re-register every 15 s."""
-    p.p_reg_423 = np.maximum(p.p_reg_423, 0.5 * a)
-    p.reg_refresh = p.reg_refresh * (1 + 3 * a)
+    """After an upgrade a code a healthy node never answers appears (one of the profile's
+    misconfiguration_codes): REGISTER 423 with UEs re-registering every 15 s, REGISTER or
+    INVITE 420, INVITE 488, or a locally generated 478."""
+    code = str(rng.choice(p.profile.misconfiguration_codes))
+    share = rng.uniform(0.1, 0.6) * a
+    if code == "register_423":
+        p.p_reg_423 = np.maximum(p.p_reg_423, share)
+        p.reg_refresh = p.reg_refresh * (1 + 3 * a)
+    elif code == "register_420":
+        p.p_reg_420 = np.maximum(p.p_reg_420, share)
+        p.reg_retry = p.reg_retry * (1 + a)
+    elif code == "invite_420":
+        p.p_invite_420 = np.maximum(p.p_invite_420, share)
+    elif code == "invite_488":
+        p.p_invite_488 = np.maximum(p.p_invite_488, share)
+    elif code == "local_478":
+        p.local_478 = p.local_478 + share * p.calls
+    else:
+        raise ValueError(
+            f"unknown misconfiguration code {code!r}; known: {', '.join(MISCONFIGURATION_CODES)}"
+        )
 
 
 Modifier = Callable[[MinuteParams, np.ndarray, np.random.Generator], None]
@@ -293,14 +376,22 @@ CORE_CONDITIONS: tuple[str, ...] = (NORMAL, "hss_unreachable", "link_at_capacity
 CONDITIONS: tuple[str, ...] = (NORMAL, *FAULTS)
 
 
+# SIP timer T1 in the core: what a lost message adds to its transaction.
+T1_MS = 500.0
+
+
 def _latency_stats(
-    out: np.ndarray, op: str, mean: np.ndarray, jitter: np.ndarray, rng: np.random.Generator
-) -> None:
+    out: np.ndarray, op: str, mean: np.ndarray, jitter: np.ndarray, delayed: np.ndarray,
+    rng: np.random.Generator,
+) -> None:  # fmt: skip
+    """Mean, standard deviation and p95 of a minute's transactions; a delayed share waits T1 more."""
     observed = mean * rng.lognormal(0, 0.05, mean.shape)
     std = observed * jitter * rng.uniform(0.9, 1.1, mean.shape)
-    out[:, FEATURE_INDEX[f"lat_{op}_mean_ms"]] = observed
-    out[:, FEATURE_INDEX[f"lat_{op}_std_ms"]] = std
-    out[:, FEATURE_INDEX[f"lat_{op}_p95_ms"]] = observed + 1.645 * std
+    share = np.clip(delayed, 0, 1)
+    p95 = np.where(share > 0.05, observed + T1_MS + 1.645 * std, observed + 1.645 * std)
+    out[:, FEATURE_INDEX[f"lat_{op}_mean_ms"]] = observed + share * T1_MS
+    out[:, FEATURE_INDEX[f"lat_{op}_std_ms"]] = np.sqrt(std**2 + share * (1 - share) * T1_MS**2)
+    out[:, FEATURE_INDEX[f"lat_{op}_p95_ms"]] = p95
 
 
 def _split(
@@ -346,14 +437,17 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     put("req_register_emergency", rng.poisson(0.002 * p.subscribers / 1000 * np.ones(steps)))
     reg_408 = rng.poisson((p.p_retransmit + p.p_reg_timeout) * reg_initial).astype(np.float64)
     reg_423 = rng.binomial(reg_refresh.astype(np.int64), np.clip(p.p_reg_423, 0, 1)).astype(np.float64)
-    fail_480, fail_500, fail_504 = _split(rng, reg_fail + refresh_fail, [0.4, 0.3])
+    reg_420 = rng.binomial(reg_refresh.astype(np.int64), np.clip(p.p_reg_420, 0, 1)).astype(np.float64)
+    fail_480, fail_500, fail_504 = _split(
+        rng, reg_fail + refresh_fail, list(p.profile.register_failure_codes)
+    )
     code_401 = challenged + rereg_challenged
-    reg_2xx = reg_ok + np.maximum(reg_refresh - refresh_fail - reg_423, 0) + reg_dereg
+    reg_2xx = reg_ok + np.maximum(reg_refresh - refresh_fail - reg_423 - reg_420, 0) + reg_dereg
     put("code_register_401", code_401)
     put("code_register_403", reg_403)
     put("code_register_404", rng.poisson(0.0005 * reg_initial))
     put("code_register_408", reg_408)
-    put("code_register_420", 0.0)
+    put("code_register_420", reg_420)
     put("code_register_423", reg_423)
     put("code_register_480", fail_480)
     put("code_register_500", fail_500)
@@ -361,7 +455,7 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     put("code_register_504", fail_504)
     put("resp_register_2xx", reg_2xx)
     put("resp_register_3xx", 0.0)
-    put("resp_register_4xx", code_401 + reg_403 + fail_480 + reg_408 + reg_423
+    put("resp_register_4xx", code_401 + reg_403 + fail_480 + reg_408 + reg_423 + reg_420
         + out[:, FEATURE_INDEX["code_register_404"]])  # fmt: skip
     put("resp_register_5xx", fail_500 + fail_504 + out[:, FEATURE_INDEX["code_register_503"]])
     put("resp_register_6xx", 0.0)
@@ -370,7 +464,15 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     # Sessions: outcome shares per the domain notes; network failures split 408/500/503/504.
     p_torn = p.p_call_torn_down
     netfail = np.clip(p.p_call_netfail, 0, 0.9)
-    user = (1 - netfail) * np.array([0.07, 0.06, 0.07, 0.03, 0.003])[:, None]
+    user = (1 - netfail) * np.stack(
+        [
+            0.07 + 0 * netfail,
+            0.06 + 0 * netfail,
+            0.07 + 0 * netfail,
+            0.03 + 0 * netfail,
+            np.clip(p.p_invite_488 + p.p_invite_420, 0, 0.5),
+        ]
+    )
     mo, mt = _split(rng, calls, [0.5])
     busy, noanswer, cancelled, declined, notacc, failed, answered = _split(
         rng, calls, [user[0], user[1], user[2], user[3], user[4], netfail]
@@ -401,11 +503,15 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
     put("resp_invite_2xx", answered)
     put("resp_invite_3xx", 0.0)
     put("code_invite_408", f408)
-    put("code_invite_420", 0.0)
+    invite_420 = rng.binomial(
+        notacc.astype(np.int64),
+        np.clip(p.p_invite_420 / np.maximum(p.p_invite_420 + p.p_invite_488, 1e-12), 0, 1),
+    ).astype(np.float64)
+    put("code_invite_420", invite_420)
     put("code_invite_480", noanswer)
     put("code_invite_486", busy)
     put("code_invite_487", cancelled)
-    put("code_invite_488", notacc)
+    put("code_invite_488", notacc - invite_420)
     put("code_invite_500", f500)
     put("code_invite_503", f503)
     put("code_invite_504", f504)
@@ -435,7 +541,7 @@ def _count(p: MinuteParams, rng: np.random.Generator) -> np.ndarray:
 
     for op in p.lat:
         if op != "aar":
-            _latency_stats(out, op, p.lat[op], p.lat_jitter, rng)
+            _latency_stats(out, op, p.lat[op], p.lat_jitter, p.p_delayed, rng)
     # A challenge-free failure is answered at the local timer, not after a Diameter round trip.
     no_fail = (reg_fail + refresh_fail) == 0
     for stat in ("mean_ms", "std_ms", "p95_ms"):
@@ -529,7 +635,10 @@ def simulate_timeline(
         shape, modify = FAULTS[episode.condition]
         activity = _onset_activity(shape, minutes, episode.onset, rng, load)
         activity[episode.onset + episode.duration :] = 0.0
-        modify(params, activity, rng)
+        intensity = 1.0
+        if profile.fault_intensity_min < 1.0:
+            intensity = float(rng.uniform(profile.fault_intensity_min, 1.0))
+        modify(params, activity * intensity, rng)
         labels[activity >= VISIBLE_ACTIVITY] = episode.condition
     return _count(params, rng), labels.astype(str)
 

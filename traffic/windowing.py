@@ -96,27 +96,58 @@ class RepairReport:
         return text
 
 
-def make_windows(
-    rows: Rows, options: WindowingOptions = WindowingOptions()
-) -> tuple[np.ndarray, np.ndarray, RepairReport]:
-    """(windows (n, steps, features) float32, labels, report) over every node in rows."""
+@dataclass
+class WindowSet:
+    """Windows cut from rows, with where each came from: what evaluation and enrolment select by."""
+
+    windows: np.ndarray  # (n, steps, features) float32
+    labels: np.ndarray  # (n,) str; "" where the rows had no label
+    node: np.ndarray  # (n,) str
+    network: np.ndarray  # (n,) str
+    start_minute: np.ndarray  # (n,) int64, the UTC minute of each window's first step
+    report: RepairReport
+
+    def select(self, keep: np.ndarray) -> WindowSet:
+        """The windows where the boolean mask (or index array) keep selects."""
+        return WindowSet(self.windows[keep], self.labels[keep], self.node[keep], self.network[keep],
+                         self.start_minute[keep], self.report)  # fmt: skip
+
+
+def cut_windows(rows: Rows, options: WindowingOptions = WindowingOptions()) -> WindowSet:
+    """Every usable window of every node in rows, with its origin; see the module docstring."""
     report = RepairReport(rows=len(rows))
     labels_in = rows.label if rows.label is not None else np.full(len(rows), "", dtype=object)
     keys = np.char.add(np.char.add(rows.network.astype(str), "\x00"), rows.node.astype(str))
     windows, labels = [], []
+    network: list[str] = []
+    node: list[str] = []
+    start: list[int] = []
     for key in np.unique(keys):
         at = np.flatnonzero(keys == key)
         report.nodes += 1
         grid, minute_labels, violation = _node_grid(
             rows.minute[at], rows.values[at], labels_in[at].astype(str), options, report
         )
-        node_windows, node_labels = _node_windows(grid, minute_labels, violation, options, report)
+        node_windows, node_labels, starts = _node_windows(grid, minute_labels, violation, options, report)
         windows.append(node_windows)
         labels.extend(node_labels)
+        first = int(rows.minute[at].min())
+        network += [str(rows.network[at[0]])] * len(starts)
+        node += [str(rows.node[at[0]])] * len(starts)
+        start += [first + int(s) for s in starts]
     out = np.concatenate(windows) if windows else np.zeros((0, options.steps, NUM_FEATURES), np.float32)
     report.windows = len(labels)
     report.by_label.update(labels)
-    return out, np.asarray(labels, dtype=str), report
+    return WindowSet(out, np.asarray(labels, dtype=str), np.asarray(node, dtype=str),
+                     np.asarray(network, dtype=str), np.asarray(start, dtype=np.int64), report)  # fmt: skip
+
+
+def make_windows(
+    rows: Rows, options: WindowingOptions = WindowingOptions()
+) -> tuple[np.ndarray, np.ndarray, RepairReport]:
+    """(windows (n, steps, features) float32, labels, report) over every node in rows."""
+    cut = cut_windows(rows, options)
+    return cut.windows, cut.labels, cut.report
 
 
 def _node_grid(minute: np.ndarray, values: np.ndarray, labels: np.ndarray, options: WindowingOptions,
@@ -168,10 +199,11 @@ def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
 def _node_windows(
     grid: np.ndarray, minute_labels: np.ndarray, violation: np.ndarray, options: WindowingOptions,
     report: RepairReport,
-) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+) -> tuple[np.ndarray, list[str], list[int]]:  # fmt: skip
+    """A node's usable windows, their labels and their start offsets on the grid."""
     steps = options.steps
     if len(grid) < steps:
-        return np.zeros((0, steps, grid.shape[1]), np.float32), []
+        return np.zeros((0, steps, grid.shape[1]), np.float32), [], []
     starts = np.arange(0, len(grid) - steps + 1, options.stride_minutes)
     # Out-of-contract values per window and column, and whether any was left unrepaired.
     per_column = _window_sums(violation, starts, steps)
@@ -193,7 +225,7 @@ def _node_windows(
         kept.append(start)
         labels.append(label)
     windows = np.stack([grid[s : s + steps] for s in kept]) if kept else np.zeros((0, steps, grid.shape[1]))
-    return windows.astype(np.float32), labels
+    return windows.astype(np.float32), labels, kept
 
 
 def _window_sums(flags: np.ndarray, starts: np.ndarray, steps: int) -> np.ndarray:

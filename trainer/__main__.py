@@ -5,6 +5,9 @@ simulate  write labelled per-minute probe rows (Parquet or CSV, see traffic/rows
 train     train the encoder on simulated windows, or on row files (--rows), evaluate it
           one-shot on a network it never saw, and write a versioned artifact directory
 evaluate  the one-shot evaluation of an artifact, against the raw 1-NN baseline
+evaluate-transfer
+          the transfer protocol (trainer/protocol.py) on labelled rows of networks the
+          model never saw: first day as baseline and references, later days diagnosed
 publish   store an artifact in the Redis registry as the candidate (replicas shadow it),
           or as the stable version with --promote; refused if it evaluates worse than
           the stable version, unless --force
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
     from faultprint.registry.layout import RedisLayout
     from faultprint.registry.models import RolloutStatus
+    from faultprint.traffic.windowing import WindowSet
     from faultprint.trainer.config import TrainingConfig
     from faultprint.trainer.evaluation import EvaluationOptions, EvaluationReport, EvaluationSplit
 
@@ -72,8 +76,14 @@ def _simulate(args: argparse.Namespace) -> int:
 def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
                        network: str | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Labelled windows of the row files (of one network only, if given)."""
+    cut = _cut_rows(paths, conditions, network)
+    return cut.windows, cut.labels
+
+
+def _cut_rows(paths: list[str], conditions: tuple[str, ...], network: str | None = None) -> WindowSet:
+    """Labelled windows of the row files, with their origin (of one network only, if given)."""
     from faultprint.traffic.rows import Rows, read_rows
-    from faultprint.traffic.windowing import make_windows
+    from faultprint.traffic.windowing import cut_windows
 
     parts = [read_rows(Path(p)) for p in paths]
     unlabelled = [p for r, p in zip(parts, paths, strict=True) if r.label is None]
@@ -84,7 +94,8 @@ def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
         merged = merged.select(merged.network == network)
         if not len(merged):
             raise SystemExit(f"no rows of network {network!r} in {', '.join(paths)}")
-    windows, labels, report = make_windows(merged)
+    cut = cut_windows(merged)
+    labels, report = cut.labels, cut.report
     logging.info("windowing: %s", report.summary())
     # Out-of-contract values mean an exporter that fills a column differently: said loudly.
     level = logging.WARNING if report.out_of_contract else logging.INFO
@@ -95,16 +106,24 @@ def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
     if not known.all():
         logging.info("skipping %d windows whose labels the config does not train on: %s",
                      (~known).sum(), sorted(map(str, set(labels[~known]))))  # fmt: skip
-    return windows[known], labels[known]
+    return cut.select(known)
 
 
-def _training_data(args: argparse.Namespace, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+def _training_data(args: argparse.Namespace,
+                   config: TrainingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
+    """(windows as the tower reads them, labels, the network of each window or None)."""
     from faultprint.traffic.simulator import PROFILES, simulate_windows
+    from faultprint.trainer.networks import normalise_by_first_day, simulate_random_networks
 
-    if args.rows:
-        windows, labels = _windows_from_rows(args.rows, config.conditions)
-        logging.info("training on %d windows from %s", len(labels), ", ".join(args.rows))
-        return windows, labels
+    if args.rows or config.random_networks:
+        cut = (_cut_rows(args.rows, config.conditions) if args.rows else simulate_random_networks(
+            config.random_networks, config.nodes_per_network, config.days_per_network, config.faults_per_day,
+            config.conditions, config.seed))  # fmt: skip
+        source = ", ".join(args.rows) if args.rows else f"{config.random_networks} random networks"
+        logging.info("training on %d windows of %d networks from %s", len(cut.labels),
+                     len(set(cut.network)), source)  # fmt: skip
+        windows = normalise_by_first_day(cut) if config.tower.network_baseline else cut.windows
+        return windows, cut.labels, cut.network
     if args.eval_network in config.networks and not args.eval_rows:
         raise SystemExit(f"--eval-network {args.eval_network} is a training network; pick an unseen one")
     parts = [
@@ -118,7 +137,7 @@ def _training_data(args: argparse.Namespace, config: TrainingConfig) -> tuple[np
         for i, name in enumerate(config.networks)
     ]
     logging.info("training on %d windows of %s", sum(len(w) for w, _ in parts), ", ".join(config.networks))
-    return np.concatenate([w for w, _ in parts]), np.concatenate([lab for _, lab in parts])
+    return np.concatenate([w for w, _ in parts]), np.concatenate([lab for _, lab in parts]), None
 
 
 def _evaluation_split(rows: list[str] | None, options: EvaluationOptions,
@@ -142,24 +161,61 @@ def _train(args: argparse.Namespace) -> int:
     from faultprint.trainer.training import TrainingRun, train
 
     config = with_overrides(TrainingConfig.load(args.config), epochs=args.epochs, seed=args.seed)
-    windows, labels = _training_data(args, config)
+    windows, labels, networks = _training_data(args, config)
     version = new_version()
     out_dir = Path(args.out) / version
     run = TrainingRun(
         log_dir=None if args.no_tensorboard else out_dir / "tensorboard",
         progress_bar=sys.stdout.isatty() and not args.no_progress,
     )
-    result = train(config, windows, labels, run)
+    result = train(config, windows, labels, run, networks)
+    transfer = _transfer_evaluation(result.tower, result.distance_threshold, config, args.eval_rows)
+    if config.tower.network_baseline:
+        # The simulated one-shot split reads raw windows; this tower is scored by the protocol only.
+        export(result, config, Path(args.out), args.parent, None, version, transfer)
+        print(_transfer_summary(transfer), file=sys.stderr)
+        print(out_dir)
+        return 0
     options = EvaluationOptions(network=args.eval_network)
     split = _evaluation_split(args.eval_rows, options, config.conditions)
     report, split = evaluate_tower(result.tower, result.distance_threshold, config.conditions, options,
                                    config.tower.steps, split)  # fmt: skip
-    export(result, config, Path(args.out), args.parent, report.to_dict(), version)
+    export(result, config, Path(args.out), args.parent, report.to_dict(), version, transfer)
     files = write_evaluation(report, split, result.tower, version, result.history, out_dir / "evaluation")
     logging.info("evaluation: %s", ", ".join(str(f) for f in files))
     print(_evaluation_summary(report), file=sys.stderr)
     print(out_dir)
     return 0
+
+
+def _transfer_evaluation(tower: object, threshold: float, config: TrainingConfig,
+                         eval_rows: list[str] | None) -> dict[str, object] | None:  # fmt: skip
+    """The transfer protocol on every network of eval_rows and, for a tower that reads network
+    baselines, on random simulated networks it never trained on; None when there is neither."""
+    from faultprint.trainer.networks import evaluation_networks
+    from faultprint.trainer.protocol import ProtocolOptions, evaluate_tower_on, reports_to_dict
+
+    options = ProtocolOptions()
+    reports = []
+    if config.tower.network_baseline:
+        cut = evaluation_networks(config.faults_per_day, config.conditions, config.seed)
+        reports += evaluate_tower_on(cut, tower, threshold, True, options)
+    if eval_rows:
+        reports += evaluate_tower_on(_cut_rows(eval_rows, config.conditions), tower, threshold,
+                                     config.tower.network_baseline, options)  # fmt: skip
+    return reports_to_dict(reports, options) if reports else None
+
+
+def _transfer_summary(transfer: dict[str, object] | None) -> str:
+    from faultprint.trainer.protocol import reports_from_dict
+
+    if transfer is None:
+        return "no transfer evaluation"
+    return "transfer protocol (k=1, balanced accuracy, model / strong baseline / false alarms): " + ", ".join(
+        f"{r.network} {r.score().balanced_accuracy:.3f} / {r.score('strong_baseline').balanced_accuracy:.3f}"
+        f" / {r.score().false_alarms:.3f}"
+        for r in reports_from_dict(transfer)
+    )
 
 
 def _evaluation_summary(report: EvaluationReport) -> str:
@@ -193,6 +249,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     history = metadata.training.get("history")
     write_evaluation(report, split, tower, metadata.version, history, out)
     print((out / "evaluation.md").read_text())
+    return 0
+
+
+def _evaluate_transfer(args: argparse.Namespace) -> int:
+    from faultprint.encoder.artifact import load_tower, read_metadata
+    from faultprint.trainer.evaluation import trained_conditions
+    from faultprint.trainer.protocol import ProtocolOptions, evaluate_tower_on, report_markdown, write_reports
+
+    artifact = Path(args.artifact)
+    metadata = read_metadata(artifact)
+    tower = load_tower(artifact, metadata)
+    options = ProtocolOptions(draws=args.draws, node_samples=args.node_samples, seed=args.seed)
+    cut = _cut_rows(args.rows, trained_conditions(metadata.training))
+    reports = evaluate_tower_on(cut, tower, metadata.distance_threshold, metadata.network_baseline, options)
+    out = Path(args.out) if args.out else artifact / "evaluation"
+    write_reports(reports, options, metadata.version, out)
+    print(report_markdown(reports, options, metadata.version))
     return 0
 
 
@@ -328,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"faultprint-trainer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train and export a model artifact")
-    train.add_argument("--config", default="small", help="preset (tiny, small, original) or JSON file")
+    train.add_argument(
+        "--config", default="small", help="preset (tiny, small, transfer, original) or JSON file"
+    )
     train.add_argument("--out", default="artifacts", help="directory that receives <version>/")
     train.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     train.add_argument("--seed", type=int, default=None, help="override the config's seed")
@@ -348,6 +423,20 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--rows", nargs="+", help="labelled row files holding --network, not simulation")
     evaluate.add_argument("--out", help="directory for the report and plots (default ARTIFACT/evaluation)")
     evaluate.set_defaults(func=_evaluate)
+    transfer = commands.add_parser(
+        "evaluate-transfer", help="the transfer protocol of an artifact on labelled rows of unseen networks"
+    )
+    transfer.add_argument("artifact", help="artifact directory")
+    transfer.add_argument(
+        "--rows", nargs="+", required=True, help="labelled row files; every network is scored"
+    )
+    transfer.add_argument("--draws", type=int, default=5, help="draws of the enrolled fault windows per k")
+    transfer.add_argument(
+        "--node-samples", type=int, default=5, help="bootstrap samples of the nodes per draw"
+    )
+    transfer.add_argument("--seed", type=int, default=2026)
+    transfer.add_argument("--out", help="directory for transfer.json and .md (default ARTIFACT/evaluation)")
+    transfer.set_defaults(func=_evaluate_transfer)
     simulate = commands.add_parser("simulate", help="write simulated labelled per-minute probe rows")
     simulate.add_argument("--out", required=True, help="file to write: .parquet or .csv")
     simulate.add_argument("--networks", default="metro-eu,rural-eu", help="comma-separated profiles")

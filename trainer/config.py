@@ -18,8 +18,18 @@ class TrainingConfig:
 
     # Sizes of the encoder.
     tower: TowerConfig = field(default_factory=TowerConfig)
-    # Simulated network profiles to train on.
+    # Simulated network profiles to train on (when random_networks is 0).
     networks: tuple[str, ...] = ("metro-eu", "rural-eu")
+    # Random network profiles to simulate and train on instead (traffic/simulator.py
+    # random_profile), each read relative to its own first-day baseline; 0: the named networks.
+    random_networks: int = 0
+    # Of the random networks, those held out of training: early stopping, the distance
+    # threshold and the validation figures come from networks the model never trained on.
+    validation_networks: int = 8
+    # Nodes and days simulated per random network, and its mean faults per node and day.
+    nodes_per_network: int = 4
+    days_per_network: int = 2
+    faults_per_day: float = 7.0
     # Conditions (normal and faults) to train on.
     conditions: tuple[str, ...] = CONDITIONS
     # Simulated training windows per condition and network.
@@ -36,6 +46,13 @@ class TrainingConfig:
     windows_per_class: int = 4
     # Windows drawn per epoch, as a multiple of the number of training windows.
     epoch_size_factor: int = 4
+    # Batches per epoch instead, when positive (for large simulated sets).
+    batches_per_epoch: int = 0
+    # Augmentation: share of statistics zeroed per training window (a vendor that fills a
+    # column differently, a family the probe lost), and the range of a random gain on the
+    # whole window (fault intensity); (1, 1) leaves windows alone.
+    statistic_dropout: float = 0.0
+    gain_range: tuple[float, float] = (1.0, 1.0)
     learning_rate: float = 1e-3
     # Triplet-loss margin on squared distances (0.2 in the original design).
     margin: float = 0.2
@@ -59,6 +76,13 @@ class TrainingConfig:
                 "epochs, batch_size, windows_per_condition, epoch_size_factor and early_stopping_patience "
                 "must be positive"
             )
+        if self.random_networks and not 0 < self.validation_networks < self.random_networks:
+            raise ValueError("validation_networks must be positive and fewer than random_networks")
+        if self.random_networks and self.days_per_network < 2:
+            raise ValueError("days_per_network must be at least 2: the first day is each network's baseline")
+        if not 0 <= self.statistic_dropout < 1 or not 0 < self.gain_range[0] <= self.gain_range[1]:
+            raise ValueError(f"statistic_dropout must be in [0, 1) and gain_range ascending and positive, "
+                             f"got {self.statistic_dropout}, {self.gain_range}")  # fmt: skip
         if not 2 <= self.windows_per_class <= self.batch_size // 2:
             raise ValueError(
                 "windows_per_class must be at least 2 and leave room for two conditions per batch"
@@ -69,6 +93,7 @@ class TrainingConfig:
         raw["tower"] = self.tower.to_dict()
         raw["networks"] = list(self.networks)
         raw["conditions"] = list(self.conditions)
+        raw["gain_range"] = list(self.gain_range)
         return raw
 
     @classmethod
@@ -76,7 +101,7 @@ class TrainingConfig:
         fields = dict(raw)
         if "tower" in fields:
             fields["tower"] = TowerConfig.from_dict(fields["tower"])
-        for key in ("networks", "conditions"):
+        for key in ("networks", "conditions", "gain_range"):
             if key in fields:
                 fields[key] = tuple(fields[key])
         return cls(**fields)
@@ -89,8 +114,9 @@ class TrainingConfig:
         return cls.from_dict(json.loads(Path(path_or_preset).read_text()))
 
 
-def _tower(lstm: int, dense: int, embedding: int) -> TowerConfig:
-    return TowerConfig(WINDOW_STEPS, NUM_FEATURES, (lstm, lstm), dense, embedding)
+def _tower(lstm: int, dense: int, embedding: int, summary: int = 0) -> TowerConfig:
+    return TowerConfig(WINDOW_STEPS, NUM_FEATURES, (lstm, lstm), dense, embedding,
+                       summary_units=summary, network_baseline=summary > 0)  # fmt: skip
 
 
 PRESETS: dict[str, TrainingConfig] = {
@@ -104,6 +130,17 @@ PRESETS: dict[str, TrainingConfig] = {
     ),
     # A couple of minutes on 2 CPU cores: for the demo.
     "small": TrainingConfig(tower=_tower(64, 64, 10), windows_per_condition=80, epochs=6),
+    # For networks never seen: 100 random networks read relative to their own baselines, an
+    # LSTM and a summary branch; about 3 minutes on 2 CPU cores.
+    "transfer": TrainingConfig(
+        tower=_tower(64, 128, 32, summary=256),
+        random_networks=100,
+        validation_networks=8,
+        epochs=8,
+        batches_per_epoch=400,
+        statistic_dropout=0.15,
+        gain_range=(0.5, 1.5),
+    ),
     # The original design's sizes (2 x LSTM-512, about 3.7 M parameters).
     "original": TrainingConfig(tower=_tower(512, 512, 10), windows_per_condition=200, epochs=10),
 }

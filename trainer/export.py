@@ -11,6 +11,7 @@ import numpy as np
 
 from faultprint.encoder.artifact import ModelMetadata, write_artifact
 from faultprint.encoder.tower import TowerConfig, build_tower
+from faultprint.traffic.baseline import NetworkBaseline
 from faultprint.traffic.catalogue import FEATURE_NAMES
 from faultprint.traffic.simulator import CONDITIONS, PROFILES, simulate_windows
 from faultprint.trainer.config import TrainingConfig
@@ -26,11 +27,15 @@ def new_version() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def probe_windows(steps: int, features: int, seed: int) -> np.ndarray | None:
+def probe_windows(steps: int, features: int, seed: int, network_baseline: bool = False) -> np.ndarray | None:
     """Varied windows for the artifact's probes: one simulated window of each of the first
-    PROBE_WINDOWS conditions; None when the simulator has fewer statistics than the model reads."""
+    PROBE_WINDOWS conditions (normalised by their own baseline for a tower that reads network
+    baselines); None when the simulator has fewer statistics than the model reads."""
     windows, _ = simulate_windows(PROFILES["metro-eu"], CONDITIONS[:PROBE_WINDOWS], 1, seed, steps)
-    return windows[..., :features] if windows.shape[-1] >= features else None
+    if windows.shape[-1] < features:
+        return None
+    windows = windows[..., :features]
+    return NetworkBaseline.fit(windows).normalise(windows) if network_baseline else windows
 
 
 def export(
@@ -40,8 +45,10 @@ def export(
     parent_version: str | None = None,
     evaluation: dict[str, Any] | None = None,
     version: str | None = None,
+    transfer: dict[str, Any] | None = None,
 ) -> Path:
-    """Writes out_root/<version>/ and returns it; evaluation is an EvaluationReport.to_dict()."""
+    """Writes out_root/<version>/ and returns it; evaluation is an EvaluationReport.to_dict(),
+    transfer the transfer protocol's reports (trainer/protocol.py reports_to_dict)."""
     version = version or new_version()
     metadata = ModelMetadata(
         version=version,
@@ -56,11 +63,14 @@ def export(
             "history": result.history,
             "validation_one_shot_accuracy": result.validation_one_shot_accuracy,
             "evaluation": evaluation,
+            "transfer": transfer,
         },
         parent_version=parent_version,
         created_unix_s=time.time(),
     )
-    probes = probe_windows(config.tower.steps, config.tower.features, config.seed)
+    probes = probe_windows(
+        config.tower.steps, config.tower.features, config.seed, config.tower.network_baseline
+    )
     return write_artifact(result.tower, metadata, Path(out_root) / version, probes)
 
 

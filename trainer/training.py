@@ -101,13 +101,23 @@ def class_balanced_batches(labels: np.ndarray, batches: int, batch_size: int, pe
     return out
 
 
-def batch_dataset(windows: np.ndarray, labels: np.ndarray, batches: np.ndarray) -> tf.data.Dataset:
-    """(windows, label ids) batches gathered from rows of window indices."""
+def batch_dataset(windows: np.ndarray, labels: np.ndarray, batches: np.ndarray,
+                  augment: TrainingConfig | None = None) -> tf.data.Dataset:  # fmt: skip
+    """(windows, label ids) batches gathered from rows of window indices, augmented as the
+    config says when one is given."""
     table = tf.constant(windows)
     ids = tf.constant(np.unique(labels, return_inverse=True)[1].astype(np.int32))
+    dropout = augment.statistic_dropout if augment else 0.0
+    low, high = augment.gain_range if augment else (1.0, 1.0)
 
     def gather(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.gather(table, rows), tf.gather(ids, rows)
+        batch = tf.gather(table, rows)
+        shape = tf.shape(batch)
+        if dropout:
+            batch = batch * tf.cast(tf.random.uniform((shape[0], 1, shape[2])) >= dropout, batch.dtype)
+        if (low, high) != (1.0, 1.0):
+            batch = batch * tf.random.uniform((shape[0], 1, 1), low, high)
+        return batch, tf.gather(ids, rows)
 
     return (
         tf.data.Dataset.from_tensor_slices(batches)
@@ -194,20 +204,40 @@ def _callbacks(config: TrainingConfig, run: TrainingRun) -> list[keras.callbacks
     return callbacks
 
 
+def validation_split(config: TrainingConfig, labels: np.ndarray, networks: np.ndarray | None,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(validation, training) window indices.
+
+    With the network of each window known (and several networks), whole networks are held
+    out: config.validation_networks of them (at most all but one), so that early stopping
+    and the threshold measure networks the model never trained on. Otherwise a random
+    config.validation_fraction of the windows.
+    """
+    names = np.unique(networks) if networks is not None else np.array([])
+    if len(names) >= 2:
+        held = rng.permutation(names)[: min(config.validation_networks, len(names) - 1)]
+        is_val = np.isin(networks, held)  # type: ignore[arg-type]
+        log.info("validation on %d held-out networks: %s", len(held), ", ".join(sorted(map(str, held))))
+        return np.flatnonzero(is_val), np.flatnonzero(~is_val)
+    order = rng.permutation(len(labels))
+    n_val = max(int(len(labels) * config.validation_fraction), len(np.unique(labels)) * 2)
+    return order[:n_val], order[n_val:]
+
+
 def train(
-    config: TrainingConfig, windows: np.ndarray, labels: np.ndarray, run: TrainingRun | None = None
-) -> TrainingResult:
+    config: TrainingConfig, windows: np.ndarray, labels: np.ndarray, run: TrainingRun | None = None,
+    networks: np.ndarray | None = None,
+) -> TrainingResult:  # fmt: skip
     """Fits the scaler, trains the tower on mined triplets, and fits its distance threshold.
 
-    Training stops early when the validation loss has not improved for
+    networks, the network of each window, lets validation hold out whole networks (see
+    validation_split). Training stops early when the validation loss has not improved for
     config.early_stopping_patience epochs, and keeps the best epoch's weights.
     """
     run = run or TrainingRun()
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(labels))
-    n_val = max(int(len(labels) * config.validation_fraction), len(np.unique(labels)) * 2)
-    val, tr = order[:n_val], order[n_val:]
+    val, tr = validation_split(config, labels, networks, rng)
     with distribution_strategy(run.devices).scope():
         tower = build_tower(config.tower)
         tower.get_layer("feature_scaler").fit(windows[tr])
@@ -216,12 +246,13 @@ def train(
     k = config.windows_per_class
     # A batch holds whole groups of k; an epoch draws epoch_size_factor x the training windows.
     size = min(config.batch_size // k, len(np.unique(labels))) * k
-    train_batches = class_balanced_batches(
-        labels[tr], max(len(tr) * config.epoch_size_factor // size, 1), size, k, rng
-    )
+    per_epoch = config.batches_per_epoch or max(len(tr) * config.epoch_size_factor // size, 1)
+    # Every epoch draws fresh batches: one epoch's worth, repeated, would revisit the same ones.
+    train_batches = class_balanced_batches(labels[tr], per_epoch * config.epochs, size, k, rng)
     val_batches = class_balanced_batches(labels[val], max(len(val) * 2 // size, 1), size, k, rng)
     history = model.fit(
-        batch_dataset(windows[tr], labels[tr], train_batches),
+        batch_dataset(windows[tr], labels[tr], train_batches, augment=config).repeat(),
+        steps_per_epoch=per_epoch,
         validation_data=batch_dataset(windows[val], labels[val], val_batches),
         epochs=config.epochs,
         shuffle=False,  # batches are drawn at random already

@@ -102,3 +102,25 @@ def test_unpack_rejects_an_archive_without_metadata(tmp_path: Path) -> None:
     blob = buffer.getvalue()
     with pytest.raises(ArtifactError, match="no model metadata"):
         unpack_artifact(blob, sha256_hex(blob), tmp_path / "x")
+
+
+def test_the_summary_branch_reads_recent_mean_mean_max_min_and_spread(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from faultprint.encoder.tower import WindowSummary
+
+    windows = np.arange(2 * 30 * 3, dtype=np.float32).reshape(2, 30, 3)
+    out = np.asarray(WindowSummary(10)(windows))
+    expected = np.concatenate([windows[:, -10:].mean(1), windows.mean(1), windows.max(1), windows.min(1),
+                               windows.std(1)], axis=1)  # fmt: skip
+    assert np.allclose(out, expected, rtol=1e-5)
+    config = TowerConfig(steps=30, features=3, lstm_units=(4, 4), dense_units=8, embedding_size=3,
+                         summary_units=6, network_baseline=True)  # fmt: skip
+    tower = build_tower(config)
+    assert tower.get_layer("summary_dense").units == 6
+    tower.save(tmp_path / "t.keras")
+    import keras
+
+    back = keras.saving.load_model(tmp_path / "t.keras", compile=False)
+    assert np.allclose(back.predict(windows, verbose=0), tower.predict(windows, verbose=0), atol=1e-6)
+    assert TowerConfig.from_dict(config.to_dict()) == config

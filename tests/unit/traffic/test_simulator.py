@@ -167,3 +167,52 @@ def test_every_column_of_every_profile_and_condition_obeys_the_data_contract() -
         rows, _ = damage_rows(values, damage, rng)
         counts = count_out_of_contract(rows, "rows")  # NaN and counter resets are allowed in rows
         assert not counts.any(), f"{profile.name} rows: {describe_counts(counts)}"
+
+
+def test_random_profiles_differ_and_their_traffic_obeys_the_data_contract() -> None:
+    from faultprint.traffic.contract import count_out_of_contract, describe_counts
+    from faultprint.traffic.simulator import FAULTS, Episode, random_profile, simulate_timeline
+
+    rng = np.random.default_rng(11)
+    profiles = [random_profile(f"r-{i}", rng) for i in range(6)]
+    assert len({p.subscribers for p in profiles}) == 6
+    assert len({p.register_failure_codes for p in profiles}) == 6
+    day = [Episode(fault, 144 * i, 100) for i, fault in enumerate(FAULTS)]
+    for profile in profiles:
+        values, labels = simulate_timeline(profile, 29_000_000, 1440, day, rng)
+        counts = count_out_of_contract(values, "windows")
+        assert not counts.any(), f"{profile.name}: {describe_counts(counts)}"
+        assert set(labels) - {"normal"}
+
+
+def test_a_misconfiguration_brings_the_code_its_profile_draws() -> None:
+    from dataclasses import replace
+
+    from faultprint.traffic.catalogue import FEATURE_INDEX
+    from faultprint.traffic.simulator import MISCONFIGURATION_CODES, Episode, simulate_timeline
+
+    column = {"register_423": "code_register_423", "register_420": "code_register_420",
+              "invite_420": "code_invite_420", "invite_488": "code_invite_488",
+              "local_478": "code_local_478"}  # fmt: skip
+    assert set(column) == set(MISCONFIGURATION_CODES)
+    busy = 600  # UTC minute 600 is the busy morning of metro-eu
+    for code, name in column.items():
+        profile = replace(PROFILES["metro-eu"], misconfiguration_codes=(code,))
+        healthy, _ = simulate_timeline(profile, busy, 60, [], np.random.default_rng(1))
+        broken, _ = simulate_timeline(profile, busy, 60, [Episode("misconfiguration", 0, 60)],
+                                      np.random.default_rng(1))  # fmt: skip
+        rises = {n: broken[:, i].sum() / max(healthy[:, i].sum(), 1.0) for n, i in
+                 ((n, FEATURE_INDEX[n]) for n in column.values())}  # fmt: skip
+        assert max(rises, key=rises.__getitem__) == name, (code, rises)
+
+
+def test_packet_loss_makes_latency_bimodal_a_t1_apart() -> None:
+    from faultprint.traffic.catalogue import FEATURE_INDEX
+    from faultprint.traffic.simulator import Episode, simulate_timeline
+
+    profile = PROFILES["metro-eu"]
+    healthy, _ = simulate_timeline(profile, 600, 60, [], np.random.default_rng(2))
+    lossy, _ = simulate_timeline(profile, 600, 60, [Episode("packet_loss", 0, 60)], np.random.default_rng(2))
+    std, p95 = FEATURE_INDEX["lat_bye_to_200_std_ms"], FEATURE_INDEX["lat_bye_to_200_p95_ms"]
+    assert np.median(lossy[:, std]) > 2 * np.median(healthy[:, std])
+    assert np.median(lossy[:, p95] - healthy[:, p95]) > 400  # about T1 (500 ms) later

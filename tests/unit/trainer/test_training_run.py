@@ -36,3 +36,33 @@ def test_training_mirrors_over_two_devices_and_writes_tensorboard_logs(tmp_path:
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     embeddings = result.tower.predict(windows[:4], verbose=0)
     assert embeddings.shape == (4, config.tower.embedding_size) and np.isfinite(embeddings).all()
+
+
+def test_validation_holds_out_whole_networks_when_the_networks_are_known() -> None:
+    from faultprint.trainer.training import validation_split
+
+    config = replace(PRESETS["tiny"], validation_networks=2)
+    networks = np.repeat(np.array(["a", "b", "c", "d", "e"]), 10)
+    labels = np.tile(np.array(["normal", "x"]), 25)
+    val, tr = validation_split(config, labels, networks, np.random.default_rng(1))
+    assert len(set(networks[val])) == 2 and not set(networks[val]) & set(networks[tr])
+    assert len(val) + len(tr) == 50
+    # One network: whole networks cannot be held out, so a share of the windows is.
+    val, tr = validation_split(config, labels, np.full(50, "a"), np.random.default_rng(1))
+    assert len(val) == 10 and not set(val) & set(tr)
+
+
+def test_augmentation_drops_statistics_and_scales_windows_in_training_batches_only() -> None:
+    from faultprint.trainer.training import batch_dataset
+
+    config = replace(PRESETS["tiny"], statistic_dropout=0.5, gain_range=(2.0, 3.0))
+    windows = np.ones((8, 6, 40), np.float32)
+    labels = np.array(["a", "b"] * 4)
+    batches = np.arange(8).reshape(2, 4)
+    plain = next(iter(batch_dataset(windows, labels, batches)))[0].numpy()
+    assert (plain == 1).all()
+    augmented = next(iter(batch_dataset(windows, labels, batches, augment=config)))[0].numpy()
+    dropped = (augmented == 0).all(axis=1)  # a statistic is dropped for the whole window
+    assert 0.2 < dropped.mean() < 0.8
+    kept = augmented[augmented != 0]
+    assert ((kept >= 2) & (kept <= 3)).all()
