@@ -1,8 +1,10 @@
-"""Client command line: ``python -m faultprint.client enrol|probe|info``.
+"""Client command line: ``python -m faultprint.client enrol|probe|info|baseline``.
 
-enrol  enrol simulated reference windows (one case per condition) for a network
-probe  run simulated probe agents that stream windows, print diagnoses and a confusion table
-info   print the serving model's version and input specification
+enrol     enrol reference cases: from an operator's row file (--rows, one node between two
+          times, with the label given), or simulated windows, one case per condition
+probe     run simulated probe agents that stream windows, print diagnoses and a confusion table
+info      print the serving model's version and input specification
+baseline  print the baseline the serving model reads a network's windows against
 """
 
 from __future__ import annotations
@@ -22,14 +24,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"faultprint-client {__version__}")
     parser.add_argument("--target", default=os.environ.get("FAULTPRINT_TARGET", "127.0.0.1:50051"))
     commands = parser.add_subparsers(dest="command", required=True)
-    enrol = commands.add_parser("enrol", help="enrol one simulated reference case per condition")
+    enrol = commands.add_parser("enrol", help="enrol reference cases from a row file, or simulated ones")
     probe = commands.add_parser("probe", help="simulate probe agents streaming windows")
     commands.add_parser("info", help="show the serving model")
+    baseline = commands.add_parser("baseline", help="show a network's baseline, or learn it from traffic")
+    baseline.add_argument("--network", required=True)
+    baseline.add_argument("--learn-rows", help="row file whose traffic (every node, labels unread) the "
+                          "baseline is learned from, replacing the traffic added before")  # fmt: skip
+    baseline.add_argument(
+        "--from", dest="from_time", help="with --learn-rows: first minute (ISO 8601 UTC, or minute)"
+    )
+    baseline.add_argument("--to", dest="to_time", help="with --learn-rows: end (exclusive)")
+    baseline.add_argument(
+        "--stride-minutes", type=int, default=60, help="with --learn-rows: minutes between windows"
+    )
     for sub in (enrol, probe):
-        sub.add_argument("--network", default="island-apac", choices=sorted(PROFILES))
-        sub.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated")
+        sub.add_argument("--network", default="island-apac", help=f"simulated: one of {', '.join(PROFILES)}")
+        sub.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated (simulated)")
         sub.add_argument("--seed", type=int, default=11)
-    enrol.add_argument("--windows-per-case", type=int, default=1)
+    enrol.add_argument("--windows-per-case", type=int, default=1, help="simulated windows per case")
+    enrol.add_argument(
+        "--normal-windows", type=int, help="simulated windows of the normal case (its baseline)"
+    )
+    enrol.add_argument("--rows", help="the operator's row file (.parquet/.csv, see traffic/rows.py)")
+    enrol.add_argument("--node", help="with --rows: the node whose windows to enrol")
+    enrol.add_argument(
+        "--from", dest="from_time", help="with --rows: first minute, ISO 8601 UTC or minute count"
+    )
+    enrol.add_argument(
+        "--to", dest="to_time", help="with --rows: end (exclusive), ISO 8601 UTC or minute count"
+    )
+    enrol.add_argument("--label", help="with --rows: normal, or the fault the span shows")
+    enrol.add_argument("--stride-minutes", type=int, default=60, help="with --rows: minutes between windows")
+    enrol.add_argument("--description", default="", help="with --rows: free text, such as the incident")
     probe.add_argument("--agents", type=int, default=4)
     probe.add_argument("--windows-per-agent", type=int, default=10)
     probe.add_argument("--quiet", action="store_true", help="print only the confusion table")
@@ -41,11 +68,21 @@ def main(argv: list[str] | None = None) -> int:
         with FaultprintClient(args.target) as client:
             print(client.model_info())
         return 0
+    if args.command == "baseline" and args.learn_rows:
+        return _learn_baseline(args, parser)
+    if args.command == "baseline":
+        return _baseline(args.target, args.network)
+    if args.command == "enrol" and args.rows:
+        return _enrol_rows(args, parser)
+    if args.network not in PROFILES:
+        parser.error(f"--network {args.network!r} is not a simulated network; enrol real ones with --rows")
     conditions = tuple(args.conditions.split(","))
     if args.command == "enrol":
         from faultprint.client.probe import enrol_one_per_condition
 
-        ids = enrol_one_per_condition(args.target, args.network, conditions, args.seed, args.windows_per_case)
+        ids = enrol_one_per_condition(
+            args.target, args.network, conditions, args.seed, args.windows_per_case, args.normal_windows
+        )
         print(f"enrolled {len(ids)} reference cases in {args.network}: {', '.join(ids)}")
         return 0
     from faultprint.client.probe import ProbeOptions, run_probes
@@ -57,6 +94,60 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     tally = asyncio.run(run_probes(options))
     print(tally.table())
+    return 0
+
+
+def _enrol_rows(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from faultprint.client.enrolment import Span, enrol_span, parse_minute
+
+    missing = [f"--{n}" for n in ("node", "from_time", "to_time", "label") if not getattr(args, n)]
+    if missing:
+        parser.error(f"enrol --rows needs {', '.join(m.replace('_time', '') for m in missing)}")
+    try:
+        span = Span(args.network, args.node, parse_minute(args.from_time), parse_minute(args.to_time),
+                    args.stride_minutes)  # fmt: skip
+        ids = enrol_span(args.target, Path(args.rows), span, args.label, args.description)
+    except ValueError as exc:
+        print(f"enrol: {exc}", file=sys.stderr)
+        return 2
+    print(f"enrolled {len(ids)} {args.label} cases in {args.network} from {args.rows}: {', '.join(ids)}")
+    return 0
+
+
+def _learn_baseline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from faultprint.client.enrolment import add_traffic, parse_minute
+
+    if not (args.from_time and args.to_time):
+        parser.error("baseline --learn-rows needs --from and --to")
+    try:
+        start, end = parse_minute(args.from_time), parse_minute(args.to_time)
+        count, kept = add_traffic(
+            args.target, Path(args.learn_rows), args.network, start, end, args.stride_minutes
+        )
+    except ValueError as exc:
+        print(f"baseline: {exc}", file=sys.stderr)
+        return 2
+    print(f"the baseline of {args.network} is learned from {count} windows of its traffic ({kept} batches) "
+          "and its normal cases")  # fmt: skip
+    return _baseline(args.target, args.network)
+
+
+def _baseline(target: str, network: str) -> int:
+    from faultprint.client.client import FaultprintClient
+
+    with FaultprintClient(target) as client:
+        baseline = client.network_baseline(network)
+    learned = baseline.update_time.ToJsonString()
+    print(f"network {baseline.network} under model {baseline.model_version}: {baseline.minutes} minutes "
+          f"of {baseline.normal_case_count} normal cases and {baseline.traffic_window_count} windows of "
+          f"traffic, learned {learned}")  # fmt: skip
+    print(f"{'statistic':<44} {'centre':>10} {'scale':>8}   (signed log1p units)")
+    for s in baseline.statistics:
+        print(f"{s.name:<44} {s.centre:>10.3f} {s.scale:>8.3f}")
     return 0
 
 

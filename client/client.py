@@ -121,6 +121,14 @@ def _classify_request(
     )
 
 
+def _traffic_request(
+    network: str, windows: Sequence[np.ndarray], replace: bool
+) -> reference_case_service_pb2.AddBaselineTrafficRequest:
+    return reference_case_service_pb2.AddBaselineTrafficRequest(
+        network=network, windows=[encode_window(w) for w in windows], replace=replace
+    )
+
+
 def _delete_request(network: str, case_id: str) -> reference_case_service_pb2.DeleteReferenceCaseRequest:
     return reference_case_service_pb2.DeleteReferenceCaseRequest(network=network, reference_case_id=case_id)
 
@@ -162,9 +170,11 @@ class FaultprintClient(_Stubs):
     def close(self) -> None:
         self.channel.close()
 
-    def embed(self, window: np.ndarray) -> tuple[np.ndarray, str]:
+    def embed(self, window: np.ndarray, network: str = "") -> tuple[np.ndarray, str]:
+        """(embedding, model version); network is needed by a model that reads network baselines."""
         response = self.probe.EmbedWindow(
-            probe_service_pb2.EmbedWindowRequest(window=encode_window(window)), timeout=self.timeout_s
+            probe_service_pb2.EmbedWindowRequest(window=encode_window(window), network=network),
+            timeout=self.timeout_s,
         )
         return np.asarray(response.embedding, np.float32), response.model_version
 
@@ -223,6 +233,16 @@ class FaultprintClient(_Stubs):
     def delete_reference_case(self, network: str, case_id: str) -> None:
         request = _delete_request(network, case_id)
         self.references.DeleteReferenceCase(request, timeout=self.timeout_s)
+
+    def network_baseline(self, network: str) -> reference_case_service_pb2.NetworkBaseline:
+        """The baseline the serving model reads the network's windows against."""
+        request = reference_case_service_pb2.GetNetworkBaselineRequest(network=network)
+        return self.references.GetNetworkBaseline(request, timeout=self.timeout_s).baseline
+
+    def add_baseline_traffic(self, network: str, windows: Sequence[np.ndarray], replace: bool = False) -> int:
+        """Adds unlabelled windows of the network's traffic to its baseline; returns the batches kept."""
+        request = _traffic_request(network, windows, replace)
+        return self.references.AddBaselineTraffic(request, timeout=self.timeout_s).stored_batches
 
     def model_info(self) -> ModelInfo:
         return self.model.GetModelInfo(model_service_pb2.GetModelInfoRequest(), timeout=self.timeout_s)
@@ -320,9 +340,11 @@ class AsyncFaultprintClient(_Stubs):
     async def close(self) -> None:
         await self.channel.close()
 
-    async def embed(self, window: np.ndarray) -> tuple[np.ndarray, str]:
+    async def embed(self, window: np.ndarray, network: str = "") -> tuple[np.ndarray, str]:
+        """(embedding, model version); network is needed by a model that reads network baselines."""
         response = await self.probe.EmbedWindow(
-            probe_service_pb2.EmbedWindowRequest(window=encode_window(window)), timeout=self.timeout_s
+            probe_service_pb2.EmbedWindowRequest(window=encode_window(window), network=network),
+            timeout=self.timeout_s,
         )
         return np.asarray(response.embedding, np.float32), response.model_version
 
@@ -384,3 +406,15 @@ class AsyncFaultprintClient(_Stubs):
 
     async def model_info(self) -> ModelInfo:
         return await self.model.GetModelInfo(model_service_pb2.GetModelInfoRequest(), timeout=self.timeout_s)
+
+    async def network_baseline(self, network: str) -> reference_case_service_pb2.NetworkBaseline:
+        """The baseline the serving model reads the network's windows against."""
+        request = reference_case_service_pb2.GetNetworkBaselineRequest(network=network)
+        return (await self.references.GetNetworkBaseline(request, timeout=self.timeout_s)).baseline
+
+    async def add_baseline_traffic(
+        self, network: str, windows: Sequence[np.ndarray], replace: bool = False
+    ) -> int:
+        """Adds unlabelled windows of the network's traffic to its baseline; returns the batches kept."""
+        request = _traffic_request(network, windows, replace)
+        return (await self.references.AddBaselineTraffic(request, timeout=self.timeout_s)).stored_batches

@@ -121,17 +121,21 @@ async def run_probes(options: ProbeOptions) -> Tally:
 
 
 def enrol_one_per_condition(
-    target: str, network: str, conditions: Sequence[str], seed: int, windows_per_case: int = 1
-) -> list[str]:
-    """Enrols windows_per_case simulated windows of each condition as that condition's reference case."""
+    target: str, network: str, conditions: Sequence[str], seed: int, windows_per_case: int = 1,
+    normal_windows: int | None = None,
+) -> list[str]:  # fmt: skip
+    """Enrols windows_per_case simulated windows of each condition as that condition's reference
+    case (normal_windows, if given, for normal: the network's baseline is learned from them).
+    Normal goes first: a model that reads network baselines needs it before any fault."""
     from faultprint.client.client import FaultprintClient
 
     rng = np.random.default_rng(seed)
     profile = PROFILES[network]
     ids = []
     with FaultprintClient(target) as client:
-        for condition in conditions:
-            windows = [random_window(profile, condition, rng) for _ in range(windows_per_case)]
+        for condition in sorted(conditions, key=lambda c: c != NORMAL):
+            count = normal_windows if condition == NORMAL and normal_windows else windows_per_case
+            windows = [random_window(profile, condition, rng) for _ in range(count)]
             case = client.create_reference_case(
                 network, condition, windows, description=f"simulated {condition} on {network}"
             )

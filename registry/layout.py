@@ -62,6 +62,11 @@ class RedisLayout:
         return f"{self.prefix}:replicas"
 
     @property
+    def eval_sets(self) -> str:
+        """The evaluation sets the publishing gate scores every new version on."""
+        return f"{self.prefix}:eval_sets"
+
+    @property
     def store(self) -> str:
         return f"{self.prefix}:store"
 
@@ -74,8 +79,16 @@ class RedisLayout:
     def windows(self, network: str) -> str:
         return f"{self.prefix}:net:{network}:windows"
 
+    def traffic(self, network: str) -> str:
+        """Unlabelled windows of a network's traffic its baseline is learned from, by batch."""
+        return f"{self.prefix}:net:{network}:traffic"
+
     def embeddings(self, version: str, network: str) -> str:
         return f"{self.prefix}:emb:{version}:{network}"
+
+    def baseline(self, version: str, network: str) -> str:
+        """A network's baseline as the model version reads it (traffic/baseline.py)."""
+        return f"{self.prefix}:baseline:{version}:{network}"
 
     def node(self, network: str, node: str) -> str:
         return f"{self.prefix}:diag:{network}:{node}"

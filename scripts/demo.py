@@ -1,8 +1,12 @@
-"""The faultprint demo: train, publish, serve, enrol one window per condition, run probes, report.
+"""The faultprint demo: train, evaluate on networks never seen, publish, serve, enrol, probe, report.
 
-Trains the small encoder on two simulated networks, serves it, enrols ONE example
-window per condition for a third network the model never saw, then lets simulated
-probe agents stream windows with injected faults and prints a confusion table.
+Trains the transfer encoder on random simulated networks, each read against its own
+baseline, and prints the transfer protocol's figures (trainer/protocol.py) on simulated
+networks it never saw and, where the foreign traffic of an independent generator is at
+hand (FAULTPRINT_FOREIGN_TRAFFIC, default ../shared/foreign-traffic), on its operator
+networks, each beside the sceptic's strong baseline. Then it serves the model, enrols a
+day of normal windows and ONE window per fault for a simulated network the model never
+saw, and lets simulated probe agents stream windows with injected faults.
 Everything it starts (the server, its Redis keys) is stopped and removed at the end.
 """
 
@@ -22,7 +26,9 @@ sys.path.insert(0, str(ROOT))  # the launcher lives with the benchmarks, outside
 from benchmarks.launcher import ServerProcess  # noqa: E402
 
 PY = sys.executable
-NETWORK = "island-apac"  # not among the training networks
+NETWORK = "island-apac"  # a fixed profile: the transfer preset trains on random ones only
+# Independent operator traffic to evaluate on, when present (never trained on).
+FOREIGN = Path(os.environ.get("FAULTPRINT_FOREIGN_TRAFFIC", ROOT.parent / "shared" / "foreign-traffic"))
 
 
 def run(*args: str, env: dict[str, str]) -> str:
@@ -30,6 +36,26 @@ def run(*args: str, env: dict[str, str]) -> str:
     done = subprocess.run(args, env=env, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
     print(done.stdout, end="", flush=True)
     return done.stdout
+
+
+def transfer_table(artifact: Path) -> str:
+    """The transfer protocol's k = 1 figures from the artifact's metadata, one row per network."""
+    import json
+
+    from faultprint.trainer.protocol import MODEL, STRONG_BASELINE, reports_from_dict
+
+    transfer = json.loads((artifact / "metadata.json").read_text())["training"]["transfer"]
+    lines = ["", "One-shot diagnosis on networks the model never saw (transfer protocol: first day enrolled, "
+             "later days diagnosed; balanced accuracy, mean ± spread):", "",
+             f"{'network':<14} {'k = 1':>15} {'k = 5':>15} {'false alarms':>13} "
+             f"{'strong baseline k = 1':>22}"]  # fmt: skip
+    for r in reports_from_dict(transfer):
+        one, five, base = r.score(MODEL, 1), r.score(MODEL, 5), r.score(STRONG_BASELINE, 1)
+        kind = "simulated" if r.network.startswith("unseen-") else "foreign"
+        lines.append(f"{r.network:<14} {one.balanced_accuracy:.3f} ± {one.spread:.3f}  "
+                     f"{five.balanced_accuracy:.3f} ± {five.spread:.3f}  {one.false_alarms:>12.3f}  "
+                     f"{base.balanced_accuracy:>21.3f}   ({kind})")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -43,19 +69,23 @@ def main() -> int:
     }
     artifacts = ROOT / ".demo" / "artifacts"
     try:
-        artifact = run(
-            PY, "-m", "faultprint.trainer", "train", "--config", "small", "--out", str(artifacts), env=env
-        )
-        run(
-            PY, "-m", "faultprint.trainer", "publish", artifact.strip().splitlines()[-1], "--promote", env=env
-        )
+        foreign = sorted(str(p) for p in FOREIGN.glob("*.parquet")) if FOREIGN.is_dir() else []
+        evaluate = ["--eval-rows", *foreign] if foreign else []
+        if not foreign:
+            print(f"no foreign traffic at {FOREIGN}: evaluating on simulated networks only")
+        out = run(PY, "-m", "faultprint.trainer", "train", "--config", "transfer", "--out", str(artifacts),
+                  "--no-progress", *evaluate, env=env)  # fmt: skip
+        artifact = out.strip().splitlines()[-1]
+        print(transfer_table(Path(artifact)), flush=True)
+        run(PY, "-m", "faultprint.trainer", "publish", artifact, "--promote", env=env)
         with (
             open(ROOT / ".demo" / "server.log", "w") as log,
             ServerProcess({"model-source": "redis"}, env, log) as server,
         ):
             target = server.target
             print(f"server SERVING at {target} (log: .demo/server.log)")
-            run(PY, "-m", "faultprint.client", "--target", target, "enrol", "--network", NETWORK, env=env)
+            run(PY, "-m", "faultprint.client", "--target", target, "enrol", "--network", NETWORK,
+                "--normal-windows", "24", env=env)  # fmt: skip
             run(PY, "-m", "faultprint.client", "--target", target, "probe", "--network", NETWORK,
                 "--agents", "8", "--windows-per-agent", "25", "--seed", "5", env=env)  # fmt: skip
         return 0

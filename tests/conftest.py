@@ -51,17 +51,20 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 
 def make_artifact(
-    out: Path, seed: int, threshold: float = 1.0, features: int = NUM_FEATURES, lstm_units: int = 8
-) -> Path:
+    out: Path, seed: int, threshold: float = 1.0, features: int = NUM_FEATURES, lstm_units: int = 8,
+    network_baseline: bool = False,
+) -> Path:  # fmt: skip
     """An untrained encoder (tiny unless lstm_units says otherwise) with a fitted scaler.
 
     Enough to test serving plumbing, and fast to build; a larger lstm_units gives a
-    batch time long enough for deadline tests to be deterministic.
+    batch time long enough for deadline tests to be deterministic. network_baseline: a
+    tower that reads windows against their network's baseline, with a summary branch.
     """
     from faultprint.encoder.tower import TowerConfig
     from faultprint.trainer.export import export_untrained
 
-    config = TowerConfig(WINDOW_STEPS, features, (lstm_units, lstm_units), 16, 4)
+    config = TowerConfig(WINDOW_STEPS, features, (lstm_units, lstm_units), 16, 4,
+                         summary_units=8 if network_baseline else 0, network_baseline=network_baseline)  # fmt: skip
     version = f"test-{seed}-{uuid.uuid4().hex[:6]}"
     return export_untrained(config, out, seed, distance_threshold=threshold, version=version)
 

@@ -10,7 +10,9 @@ evaluate-transfer
           model never saw: first day as baseline and references, later days diagnosed
 publish   store an artifact in the Redis registry as the candidate (replicas shadow it),
           or as the stable version with --promote; refused if it evaluates worse than
-          the stable version, unless --force
+          the stable version on simulated traffic or on any registered evaluation set
+          (--eval-rows registers one), unless --force
+eval-sets list or remove the registered evaluation sets
 promote   make the candidate (or a named version) the stable one on every replica
 rollback  restore the version that served before the stable one
 withdraw  stop shadowing the candidate
@@ -33,9 +35,11 @@ import numpy as np
 
 from faultprint import __version__
 from faultprint.encoder.artifact import ArtifactError
+from faultprint.registry.eval_sets import EvalSetError
 from faultprint.registry.models import RolloutError
 from faultprint.server.references.backup import BackupError
 from faultprint.server.rpc.errors import FaultprintError
+from faultprint.trainer.protocol import CASE_MATCHING
 
 if TYPE_CHECKING:
     import redis
@@ -82,31 +86,12 @@ def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
 
 def _cut_rows(paths: list[str], conditions: tuple[str, ...], network: str | None = None) -> WindowSet:
     """Labelled windows of the row files, with their origin (of one network only, if given)."""
-    from faultprint.traffic.rows import Rows, read_rows
-    from faultprint.traffic.windowing import cut_windows
+    from faultprint.trainer.networks import labelled_windows
 
-    parts = [read_rows(Path(p)) for p in paths]
-    unlabelled = [p for r, p in zip(parts, paths, strict=True) if r.label is None]
-    if unlabelled:
-        raise SystemExit(f"{', '.join(unlabelled)}: no label column; training and evaluation need labels")
-    merged = Rows.merge(parts)
-    if network is not None:
-        merged = merged.select(merged.network == network)
-        if not len(merged):
-            raise SystemExit(f"no rows of network {network!r} in {', '.join(paths)}")
-    cut = cut_windows(merged)
-    labels, report = cut.labels, cut.report
-    logging.info("windowing: %s", report.summary())
-    # Out-of-contract values mean an exporter that fills a column differently: said loudly.
-    level = logging.WARNING if report.out_of_contract else logging.INFO
-    logging.log(level, "data contract (docs/data-contract.md): %s", report.contract_summary())
-    if not len(labels) and report.dropped_out_of_contract:
-        raise SystemExit(f"{', '.join(paths)}: no usable window; {report.contract_summary()}")
-    known = np.isin(labels, conditions)
-    if not known.all():
-        logging.info("skipping %d windows whose labels the config does not train on: %s",
-                     (~known).sum(), sorted(map(str, set(labels[~known]))))  # fmt: skip
-    return cut.select(known)
+    try:
+        return labelled_windows([Path(p) for p in paths], conditions, network)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def _training_data(args: argparse.Namespace,
@@ -260,7 +245,8 @@ def _evaluate_transfer(args: argparse.Namespace) -> int:
     artifact = Path(args.artifact)
     metadata = read_metadata(artifact)
     tower = load_tower(artifact, metadata)
-    options = ProtocolOptions(draws=args.draws, node_samples=args.node_samples, seed=args.seed)
+    options = ProtocolOptions(draws=args.draws, node_samples=args.node_samples, seed=args.seed,
+                              case_matching=args.case_matching)  # fmt: skip
     cut = _cut_rows(args.rows, trained_conditions(metadata.training))
     reports = evaluate_tower_on(cut, tower, metadata.distance_threshold, metadata.network_baseline, options)
     out = Path(args.out) if args.out else artifact / "evaluation"
@@ -278,10 +264,14 @@ def _registry(args: argparse.Namespace) -> tuple[redis.Redis, RedisLayout]:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from faultprint.registry import eval_sets
     from faultprint.trainer.evaluation import EvaluationOptions
     from faultprint.trainer.publishing import PublishRefused, publish_gated
 
     client, layout = _registry(args)
+    for path in args.eval_rows or []:
+        entry = eval_sets.register(client, layout, Path(path))
+        print(f"registered evaluation set {entry.path} (sha256 {entry.sha256[:12]})")
     try:
         comparison = publish_gated(client, layout, Path(args.artifact), args.promote, args.force,
                                    EvaluationOptions(network=args.eval_network))  # fmt: skip
@@ -292,6 +282,25 @@ def _publish(args: argparse.Namespace) -> int:
     print(f"{state}: {comparison.candidate}; {comparison.summary()}" + (" (forced)" if args.force else ""))
     if not args.promote and comparison.stable is None:
         print("no version is stable yet, so nothing serves: `promote` makes this one serve")
+    return 0
+
+
+def _eval_sets(args: argparse.Namespace) -> int:
+    import time
+
+    from faultprint.registry import eval_sets
+
+    client, layout = _registry(args)
+    if args.remove:
+        removed = eval_sets.unregister(client, layout, Path(args.remove))
+        print(f"removed {args.remove}" if removed else f"{args.remove} was not registered")
+        return 0 if removed else 2
+    entries = eval_sets.registered(client, layout)
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(e.registered_unix_s))
+        print(f"{e.path}  sha256 {e.sha256[:12]}  registered {when}")
+    if not entries:
+        print("no evaluation sets registered: `publish --eval-rows FILE` registers one")
     return 0
 
 
@@ -435,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
         "--node-samples", type=int, default=5, help="bootstrap samples of the nodes per draw"
     )
     transfer.add_argument("--seed", type=int, default=2026)
+    transfer.add_argument(
+        "--case-matching", choices=CASE_MATCHING, default=CASE_MATCHING[0],
+        help="match a fault case of k windows by its nearest example or prototype",
+    )  # fmt: skip
     transfer.add_argument("--out", help="directory for transfer.json and .md (default ARTIFACT/evaluation)")
     transfer.set_defaults(func=_evaluate_transfer)
     simulate = commands.add_parser("simulate", help="write simulated labelled per-minute probe rows")
@@ -454,7 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--promote", action="store_true", help="make it the stable version at once")
     publish.add_argument("--force", action="store_true", help="publish even if it evaluates worse")
     publish.add_argument("--eval-network", default="island-apac", help="network of the comparison")
+    publish.add_argument("--eval-rows", nargs="+", help="register labelled row files of your networks: every "
+                         "publish from now on is scored on them too")  # fmt: skip
     publish.set_defaults(func=_publish)
+    sets = commands.add_parser(
+        "eval-sets", parents=[registry], help="list or remove registered evaluation sets"
+    )
+    sets.add_argument("--remove", help="stop scoring new versions on this row file")
+    sets.set_defaults(func=_eval_sets)
     promote = commands.add_parser("promote", parents=[registry], help="make a version the stable one")
     promote.add_argument("version", nargs="?", help="default: the candidate")
     promote.set_defaults(func=_promote)
@@ -475,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (RolloutError, ArtifactError, BackupError, FaultprintError) as exc:
+    except (RolloutError, ArtifactError, BackupError, FaultprintError, EvalSetError) as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -92,7 +92,10 @@ def export_untrained(
     keras.utils.set_random_seed(seed)
     tower = build_tower(tower_config)
     windows, _ = simulate_windows(PROFILES["metro-eu"], CONDITIONS, 4, seed)
-    tower.get_layer("feature_scaler").fit(windows[..., : tower_config.features])
+    windows = windows[..., : tower_config.features]
+    if tower_config.network_baseline:
+        windows = NetworkBaseline.fit(windows).normalise(windows)
+    tower.get_layer("feature_scaler").fit(windows)
     names = FEATURE_NAMES if tower_config.features == len(FEATURE_NAMES) else None
     metadata = ModelMetadata(
         version=version or f"untrained-{new_version()}",
@@ -104,5 +107,5 @@ def export_untrained(
         tower=tower_config.to_dict(),
         created_unix_s=time.time(),
     )
-    probes = probe_windows(tower_config.steps, tower_config.features, seed)
+    probes = probe_windows(tower_config.steps, tower_config.features, seed, tower_config.network_baseline)
     return write_artifact(tower, metadata, Path(out_root) / metadata.version, probes)

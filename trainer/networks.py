@@ -1,5 +1,6 @@
-"""Training data for transfer: many simulated networks drawn at random, each read relative to the
-baseline learned from its own first day, as a network the model has never seen will be.
+"""Windows of whole networks for training and evaluation: labelled row files, and many simulated
+networks drawn at random, each read relative to the baseline learned from its own first day, as
+a network the model has never seen will be.
 
 Each network gets a random profile (size, mix, time zone, timers, vendor code choices, fault
 intensity; traffic/simulator.py ``random_profile``), random probe damage, and nodes whose
@@ -10,17 +11,19 @@ per-minute rows are cut into windows exactly as an operator's exports are
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from faultprint.traffic.baseline import NetworkBaseline
-from faultprint.traffic.rows import Rows
+from faultprint.traffic.rows import Rows, read_rows
 from faultprint.traffic.simulator import ProbeDamage, random_profile, simulate_node_rows
 from faultprint.traffic.windowing import WindowSet, cut_windows
 
 log = logging.getLogger(__name__)
 
-# The UTC minute simulated networks start at (2025-02-20T00:00Z); any would do.
+# The UTC minute simulated networks start at (2025-02-19T21:20Z); any would do.
 SIMULATION_START_MINUTE = 29_000_000
 # What a first day is, in minutes from a network's first row: its baseline comes from it.
 FIRST_DAY_MINUTES = 1440
@@ -60,7 +63,8 @@ def simulate_random_networks(
 
 def normalise_by_first_day(cut: WindowSet, first_day_minutes: int = FIRST_DAY_MINUTES) -> np.ndarray:
     """Every window normalised by its network's baseline, learned from that network's first-day
-    windows (labels unread), as the protocol and a deployment learn it."""
+    windows, labels unread, as the protocol learns it (and a server from the network's normal
+    cases and unlabelled traffic)."""
     out = np.empty(cut.windows.shape, dtype=np.float32)
     steps = cut.windows.shape[1]
     for network in np.unique(cut.network):
@@ -83,3 +87,34 @@ def evaluation_networks(faults_per_day: float, conditions: tuple[str, ...], seed
     """Windows of EVALUATION_NETWORKS random networks that no training run with seed trains on."""
     return simulate_random_networks(EVALUATION_NETWORKS, EVALUATION_NODES, EVALUATION_DAYS, faults_per_day,
                                     conditions, seed + 1_000_003, prefix="unseen")  # fmt: skip
+
+
+def labelled_windows(
+    paths: Sequence[Path], conditions: tuple[str, ...], network: str | None = None
+) -> WindowSet:
+    """Labelled windows of row files, with their origin (of one network only, if given), keeping
+    the conditions given; the repairs and the data contract's findings are logged. ValueError
+    when the files hold no labels or no usable window."""
+    parts = [read_rows(p) for p in paths]
+    unlabelled = [p for r, p in zip(parts, paths, strict=True) if r.label is None]
+    if unlabelled:
+        shown = ", ".join(map(str, unlabelled))
+        raise ValueError(f"{shown}: no label column; training and evaluation need labels")
+    merged = Rows.merge(parts)
+    if network is not None:
+        merged = merged.select(merged.network == network)
+        if not len(merged):
+            raise ValueError(f"no rows of network {network!r} in {', '.join(map(str, paths))}")
+    cut = cut_windows(merged)
+    labels, report = cut.labels, cut.report
+    log.info("windowing: %s", report.summary())
+    # Out-of-contract values mean an exporter that fills a column differently: said loudly.
+    level = logging.WARNING if report.out_of_contract else logging.INFO
+    log.log(level, "data contract (docs/data-contract.md): %s", report.contract_summary())
+    if not len(labels) and report.dropped_out_of_contract:
+        raise ValueError(f"{', '.join(map(str, paths))}: no usable window; {report.contract_summary()}")
+    known = np.isin(labels, conditions)
+    if not known.all():
+        log.info("skipping %d windows whose labels the config does not train on: %s",
+                 (~known).sum(), sorted(map(str, set(labels[~known]))))  # fmt: skip
+    return cut.select(known)

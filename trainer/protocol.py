@@ -2,8 +2,10 @@
 as an operator meets it, so that the figure cannot flatter.
 
 On each network of the evaluation rows:
-- the first day is what an operator has when deploying: its windows are the network's
-  baseline (unlabelled traffic) and its windows marked normal are the normal references;
+- the first day is what an operator has when deploying: its windows marked normal are the
+  normal references, and its windows, labels unread, are what the network's baseline is
+  learned from (a server learns it from the network's normal cases and the unlabelled traffic
+  an operator adds, see server/model/host.py);
 - each fault is enrolled from k windows of the first day (k in ``shots``); a fault that never
   shows on the first day is enrolled from its first episode, whose windows are then not
   diagnosed;
@@ -41,6 +43,7 @@ MODEL = "model"
 RAW_1NN = "raw_1nn"
 STRONG_BASELINE = "strong_baseline"
 
+CASE_MATCHING = ("nearest_example", "prototype")
 # Windows of one node closer than this (start to start) belong to one fault episode.
 EPISODE_GAP_MINUTES = 60
 
@@ -57,9 +60,15 @@ class ProtocolOptions:
     node_samples: int = 5
     # Minutes from a network's first row that are its first day (baseline and references).
     first_day_minutes: int = 1440
+    # How a fault case of k windows is matched: by its nearest example (as the server does), or
+    # as a whole by its prototype (the mean of its examples' vectors). Normal, a day of windows
+    # across every hour, is always matched by its nearest example.
+    case_matching: str = "nearest_example"
     seed: int = 2026
 
     def __post_init__(self) -> None:
+        if self.case_matching not in CASE_MATCHING:
+            raise ValueError(f"case_matching must be one of {CASE_MATCHING}, got {self.case_matching!r}")
         if not self.shots or min(self.shots) < 1:
             raise ValueError(f"shots must be positive, got {self.shots}")
         if min(self.draws, self.node_samples, self.first_day_minutes) < 1:
@@ -226,11 +235,10 @@ def score_method(vectors: np.ndarray, split: NetworkSplit, options: ProtocolOpti
             picks = [
                 rng.choice(split.pools[c], size=min(k, len(split.pools[c])), replace=False) for c in faults
             ]
-            refs = np.concatenate([normal_refs, *picks])
-            ref_labels = np.array(
-                [NORMAL] * len(normal_refs) + [c for c, p in zip(faults, picks, strict=True) for _ in p]
-            )
-            at, distance = nearest(vectors[diagnosed], vectors[refs])
+            at, distance = nearest(vectors[diagnosed], _references(vectors, normal_refs, picks, options))
+            per_case = [[c] if options.case_matching == "prototype" else [c] * len(p)
+                        for c, p in zip(faults, picks, strict=True)]  # fmt: skip
+            ref_labels = np.array([NORMAL] * len(normal_refs) + [c for labels in per_case for c in labels])
             predicted = ref_labels[at]
             unknown = distance > threshold if threshold is not None else np.zeros(len(at), dtype=bool)
             samples = []
@@ -240,6 +248,14 @@ def score_method(vectors: np.ndarray, split: NetworkSplit, options: ProtocolOpti
             per_draw.append(samples)
         scores[str(k)] = _summarise(per_draw, threshold is not None)
     return scores
+
+
+def _references(vectors: np.ndarray, normal: np.ndarray, picks: list[np.ndarray],
+                options: ProtocolOptions) -> np.ndarray:  # fmt: skip
+    """The reference vectors: every normal example, then each fault case's examples (or prototype)."""
+    if options.case_matching == "prototype":
+        return np.concatenate([vectors[normal], *(vectors[p].mean(0, keepdims=True) for p in picks)])
+    return np.concatenate([vectors[normal], *(vectors[p] for p in picks)])
 
 
 def _weighted_figures(truth: np.ndarray, predicted: np.ndarray, unknown: np.ndarray,
@@ -317,12 +333,18 @@ def tower_method(tower: Any, network_baseline: bool) -> tuple[Method, Method]:
     return model, raw
 
 
+def evaluate_networks(cut: WindowSet, methods: dict[str, tuple[Method, float | None]],
+                      options: ProtocolOptions) -> list[NetworkReport]:  # fmt: skip
+    """Each method on every network of the windows."""
+    return [evaluate_network(split, methods, options) for split in splits_of(cut, options)]
+
+
 def evaluate_tower_on(cut: WindowSet, tower: Any, threshold: float, network_baseline: bool,
                       options: ProtocolOptions) -> list[NetworkReport]:  # fmt: skip
     """The model and both baselines on every network of the windows."""
     model, raw = tower_method(tower, network_baseline)
     methods = {MODEL: (model, threshold), RAW_1NN: (raw, None), STRONG_BASELINE: (strong_baseline, None)}
-    return [evaluate_network(split, methods, options) for split in splits_of(cut, options)]
+    return evaluate_networks(cut, methods, options)
 
 
 def reports_to_dict(reports: Sequence[NetworkReport], options: ProtocolOptions) -> dict[str, Any]:

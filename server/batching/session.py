@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -20,9 +21,10 @@ from faultprint.server.model.host import ModelHost, ServingState
 from faultprint.server.model.runner import ModelRunner
 from faultprint.server.model.shadow import Shadow
 from faultprint.server.references.index import Match, NetworkIndex
-from faultprint.server.rpc.errors import NotFound
+from faultprint.server.rpc.errors import FailedPrecondition, NotFound
 from faultprint.server.rpc.windows import decode_window
 from faultprint.server.telemetry import ServerTelemetry
+from faultprint.traffic.baseline import normalise
 from faultprint.v1 import diagnosis_pb2, window_pb2
 
 _VERDICTS = {
@@ -118,7 +120,9 @@ class Encoder:
             try:
                 inputs = assemble([r.values for r in requests], batch.padded_size, out=buffer)
                 if runner.stages_inputs:
-                    inputs = await loop.run_in_executor(self.host.stagers[batch.device], runner.stage, inputs)
+                    inputs = await loop.run_in_executor(
+                        self.host.stagers[batch.device], _read_and_stage, state, runner, inputs, requests
+                    )
                 outputs, matches, compute_s = await loop.run_in_executor(
                     self.host.executors[batch.device], self._embed_and_match, state, runner, inputs, requests
                 )
@@ -134,9 +138,37 @@ class Encoder:
         self, state: ServingState, runner: ModelRunner, inputs: object, requests: list[EncodeRequest]
     ) -> tuple[np.ndarray, list[Match | None], float]:
         started = time.perf_counter()
+        if not runner.stages_inputs:
+            inputs = read_against_baselines(state, inputs, requests)
         outputs = runner.embed(inputs)
         compute_s = time.perf_counter() - started
         return outputs, match_batch(state, outputs, requests, self.default_top_k), compute_s
+
+
+def read_against_baselines(state: ServingState, inputs: Any, requests: list[EncodeRequest]) -> Any:
+    """For a model that reads network baselines, each window normalised in place by its
+    network's baseline (traffic/baseline.py), in one array operation over the batch; other
+    models' inputs are returned as they are. A window whose network has no baseline (refused
+    before it was queued, or lost since) is read with centre 0 and scale 1: its answer is an
+    error."""
+    if not state.runner.metadata.network_baseline:
+        return inputs
+    count, features = len(requests), inputs.shape[-1]
+    centre = np.zeros((count, 1, features), np.float32)
+    scale = np.ones((count, 1, features), np.float32)
+    baselines = state.index.baselines
+    for row, request in enumerate(requests):
+        entry = baselines.get(request.network) if request.network is not None else None
+        if entry is not None:
+            centre[row, 0], scale[row, 0] = entry[0].centre, entry[0].scale
+    inputs[:count] = normalise(inputs[:count], centre, scale)
+    return inputs
+
+
+def _read_and_stage(
+    state: ServingState, runner: ModelRunner, inputs: Any, requests: list[EncodeRequest]
+) -> Any:
+    return runner.stage(read_against_baselines(state, inputs, requests))
 
 
 def match_batch(
@@ -177,6 +209,12 @@ def fill_diagnosis(
 
 
 def require_network(state: ServingState, network: str) -> NetworkIndex:
+    if network in state.index.without_baseline:
+        raise FailedPrecondition(
+            f"network {network!r} has reference cases but none labelled normal: model {state.version} reads "
+            "each window against its network's normal traffic; enrol a normal case (an hour to a day of "
+            "windows)"
+        )
     index = state.index.get(network)
     if index is None:
         raise NotFound(

@@ -30,9 +30,10 @@ import numpy as np
 
 from faultprint.encoder.artifact import ArtifactError
 from faultprint.server.model.runner import ModelRunner, RunnerOptions, time_graphs, warm_alike
-from faultprint.server.references.index import CaseEmbeddings, ReferenceIndex
-from faultprint.server.references.store import LoadedCase, ReferenceStore, StoredCase
+from faultprint.server.references.index import NORMAL_LABEL, CaseEmbeddings, ReferenceIndex
+from faultprint.server.references.store import LoadedCase, ReferenceStore, StoredCase, embedding_space
 from faultprint.server.rpc.errors import FailedPrecondition, Unavailable
+from faultprint.traffic.baseline import NetworkBaseline
 
 log = logging.getLogger(__name__)
 
@@ -256,31 +257,110 @@ class ModelHost:
     async def _build_index(self, runner: ModelRunner) -> ReferenceIndex:
         index = ReferenceIndex(runner.version)
         for network in await self.store.networks():
-            await self._index_cases(
-                runner, index, network, await self.store.load_network(network, runner.version)
-            )
+            await self._index_network(runner, index, network)
         return index
 
-    async def _index_cases(
-        self, runner: ModelRunner, index: ReferenceIndex, network: str, loaded: list[LoadedCase]
+    async def _index_network(
+        self, runner: ModelRunner, index: ReferenceIndex, network: str, case_ids: Sequence[str] | None = None
     ) -> None:
-        """Puts loaded cases into index in one pass, embedding (and storing) those this
-        version has not seen, many cases per encoder call."""
+        """Indexes a network's cases (all, or only case_ids) under runner's version.
+
+        For a model that reads network baselines, a normal case among them changes the
+        network's baseline, so the whole network is re-learned (see _rebaseline).
+        """
+        if not runner.metadata.network_baseline:
+            loaded = await self.store.load_network(network, runner.version, case_ids)
+            index.put_many(network, await self._embed_loaded(runner, network, loaded, runner.version, None))
+            return
+        current = index.baselines.get(network)
+        if case_ids is None or current is None:
+            await self._rebaseline(runner, index, network)
+            return
+        baseline, space = current
+        loaded = await self.store.load_network(network, space, case_ids)
+        if any(case.label == NORMAL_LABEL for case, _, _ in loaded):
+            await self._rebaseline(runner, index, network)
+            return
+        index.put_many(network, await self._embed_loaded(runner, network, loaded, space, baseline))
+
+    async def add_traffic(self, network: str, windows: np.ndarray, replace: bool) -> int:
+        """Stores unlabelled windows of a network's traffic for its baseline (see _rebaseline)
+        and re-learns the baseline of every state that reads baselines; returns the batches kept."""
+        async with self.lock:
+            state = self.require()
+            if not state.runner.metadata.network_baseline:
+                raise FailedPrecondition(
+                    f"model {state.version} reads windows as they are: it learns no network baseline"
+                )
+            self._require_store()
+            kept = await self.store.add_traffic(network, windows, replace)
+            await self._rebaseline_everywhere(network)
+            return kept
+
+    async def rebaseline(self, network: str) -> None:
+        """Re-learns a network's baseline (another replica changed its traffic)."""
+        async with self.lock:
+            await self._rebaseline_everywhere(network)
+
+    async def _rebaseline_everywhere(self, network: str) -> None:
+        for state in self._states():
+            if state.runner.metadata.network_baseline:
+                await self._rebaseline(state.runner, state.index, network)
+
+    async def _rebaseline(self, runner: ModelRunner, index: ReferenceIndex, network: str) -> None:
+        """Learns the network's baseline from the windows of its normal cases and of the
+        unlabelled traffic added for it (robust statistics: the faults in a day of traffic move
+        neither median nor interquartile range far), stores it, and re-indexes every case of
+        the network against it (embeddings already stored for this baseline are reused). A
+        network with cases but none normal cannot be matched: it is marked as without a
+        baseline until a normal case is enrolled."""
+        cases = await self.store.list_cases(network)
+        windows, normal_cases = await self.store.normal_windows(network, cases)
+        traffic = await self.store.traffic_windows(network)
+        previous = index.baselines.get(network)
+        if windows is None:
+            index.drop_network(network)
+            if cases:
+                index.without_baseline.add(network)
+                log.warning("network %s has %d reference cases but none labelled normal: its windows cannot "
+                            "be read against its normal traffic until a normal case is enrolled",
+                            network, len(cases))  # fmt: skip
+            return
+        traffic_count = 0 if traffic is None else len(traffic)
+        baseline = NetworkBaseline.fit(windows if traffic is None else np.concatenate([windows, traffic]))
+        space = embedding_space(runner.version, baseline)
+        await self.store.save_baseline(network, runner.version, baseline, normal_cases, traffic_count, space)
+        loaded = await self.store.load_network(network, space)
+        embedded = await self._embed_loaded(runner, network, loaded, space, baseline)
+        index.drop_network(network)  # one step: no await between dropping and putting back
+        index.baselines[network] = (baseline, space)
+        index.put_many(network, embedded)
+        if previous is not None and previous[1] != space:
+            await self.store.drop_embeddings(network, previous[1])
+        log.info("network %s: baseline of %d minutes from %d normal cases under %s; %d cases re-indexed",
+                 network, baseline.minutes, normal_cases, runner.version, len(embedded))  # fmt: skip
+
+    async def _embed_loaded(
+        self, runner: ModelRunner, network: str, loaded: list[LoadedCase], space: str,
+        baseline: NetworkBaseline | None,
+    ) -> list[CaseEmbeddings]:  # fmt: skip
+        """The loaded cases' embeddings, computing (and storing under space) those not stored
+        yet, many cases per encoder call; windows are read against baseline when given."""
         fresh: dict[str, np.ndarray] = {}
         unseen = [(case, windows) for case, windows, embeddings in loaded if embeddings is None]
         for group in _groups_of_windows(unseen, _EMBED_GROUP_WINDOWS):
-            embedded = await self.embed(runner, np.concatenate([w for _, w in group]), self.loader)
+            windows = np.concatenate([w for _, w in group])
+            if baseline is not None:
+                windows = baseline.normalise(windows)
+            embedded = await self.embed(runner, windows, self.loader)
             splits = np.cumsum([len(w) for _, w in group])[:-1]
             for (case, _), part in zip(group, np.split(embedded, splits), strict=True):
                 fresh[case.case_id] = part
-        index.put_many(
-            network,
-            [
-                CaseEmbeddings(case.case_id, case.label, fresh[case.case_id] if emb is None else emb)
-                for case, _, emb in loaded
-            ],
-        )
-        await self.store.store_embeddings(network, runner.version, fresh)
+        await self.store.store_embeddings(network, space, fresh)
+        return [
+            CaseEmbeddings(case.case_id, case.label, fresh[case.case_id] if emb is None else emb)
+            for case, _, emb in loaded
+        ]
 
     async def add_stored_cases(self, network: str, case_ids: Sequence[str]) -> None:
         """Indexes cases another replica created, embedding them under this replica's version if needed."""
@@ -289,8 +369,7 @@ class ModelHost:
 
     async def _index_stored(self, network: str, case_ids: Sequence[str]) -> None:
         for state in self._states():
-            loaded = await self.store.load_network(network, state.version, case_ids)
-            await self._index_cases(state.runner, state.index, network, loaded)
+            await self._index_network(state.runner, state.index, network, case_ids)
 
     async def enrol(
         self, network: str, case_id: str, label: str, description: str, windows: np.ndarray,
@@ -304,20 +383,44 @@ class ModelHost:
         async with self.lock:
             state = self.require()
             self._require_store()
-            embeddings = await self.embed(state.runner, windows)
+            if state.runner.metadata.network_baseline and label == NORMAL_LABEL:
+                # The network's baseline changes: every state re-learns it and re-indexes the network.
+                case, created = await self.store.create(
+                    network, case_id, label, description, windows, "", None, request_id
+                )
+                await self._index_stored(network, [case.case_id])
+                return case
+            space, embeddings = await self._embed_new(state, network, windows)
             case, created = await self.store.create(
-                network, case_id, label, description, windows, state.version, embeddings, request_id
+                network, case_id, label, description, windows, space, embeddings, request_id
             )
             if not created:
                 await self._index_stored(network, [case.case_id])
                 return case
             state.index.put(network, CaseEmbeddings(case.case_id, label, embeddings))
             candidate = self.candidate
-            if candidate is not None:
-                shadow = await self.embed(candidate.runner, windows)
-                await self.store.store_embeddings(network, candidate.version, {case.case_id: shadow})
+            if candidate is not None and _reads(candidate, network):
+                space, shadow = await self._embed_new(candidate, network, windows)
+                await self.store.store_embeddings(network, space, {case.case_id: shadow})
                 candidate.index.put(network, CaseEmbeddings(case.case_id, label, shadow))
             return case
+
+    async def _embed_new(
+        self, state: ServingState, network: str, windows: np.ndarray
+    ) -> tuple[str, np.ndarray]:
+        """(embedding space, embeddings) of a new case's windows under state's version; for a model
+        that reads network baselines, against the network's baseline, which must exist."""
+        if not state.runner.metadata.network_baseline:
+            return state.version, await self.embed(state.runner, windows)
+        entry = state.index.baselines.get(network)
+        if entry is None:
+            raise FailedPrecondition(
+                f"network {network!r} has no normal reference case yet: model {state.version} reads each "
+                "window against its network's normal traffic, so enrol a normal case first (an hour to a "
+                "day of its windows)"
+            )
+        baseline, space = entry
+        return space, await self.embed(state.runner, baseline.normalise(windows))
 
     async def remove(self, network: str, case_id: str, *, stored: bool) -> None:
         """Deletes a case (from Redis too unless another replica already did)."""
@@ -326,7 +429,10 @@ class ModelHost:
                 self._require_store()
                 await self.store.delete(network, case_id)
             for state in self._states():
+                was_normal = state.index.label_of(network, case_id) == NORMAL_LABEL
                 state.index.remove(network, case_id)
+                if was_normal and state.runner.metadata.network_baseline:
+                    await self._rebaseline(state.runner, state.index, network)
 
     def _require_store(self) -> None:
         if self.store_lost is not None:
@@ -349,6 +455,12 @@ class ModelHost:
             self._memory_task.cancel()
         for executor in (*self.executors, *self.stagers, *self.loaders):
             executor.shutdown(wait=True)
+
+
+def _reads(state: ServingState, network: str) -> bool:
+    """Whether the state can embed the network's windows: always, unless its model reads
+    network baselines and the network has none yet."""
+    return not state.runner.metadata.network_baseline or network in state.index.baselines
 
 
 def _lower_priority() -> None:

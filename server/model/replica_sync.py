@@ -238,6 +238,8 @@ class ReplicaSync:
                 log.info("skipping %d created cases of %s: %s", len(fresh), network, exc)
         elif kind == "case_deleted":
             await self._host.remove(event["network"], event["case_id"], stored=True)
+        elif kind == "baseline_traffic" and event.get("origin") != self._host.store.origin:
+            await self._host.rebaseline(event["network"])
 
     async def _swap_to(self, version: str) -> None:
         current = self._host.current

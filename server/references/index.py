@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from faultprint.traffic.baseline import NetworkBaseline
+
 NORMAL_LABEL = "normal"
 
 
@@ -141,6 +143,11 @@ class ReferenceIndex:
         self.version = version
         self._cases: dict[str, dict[str, CaseEmbeddings]] = {}
         self._networks: dict[str, NetworkIndex] = {}
+        # For a model that reads network baselines: each indexed network's baseline and the
+        # embedding space its cases were embedded in, and the networks that have cases but no
+        # baseline yet (no case labelled normal), which cannot be matched.
+        self.baselines: dict[str, tuple[NetworkBaseline, str]] = {}
+        self.without_baseline: set[str] = set()
 
     def networks(self) -> list[str]:
         return sorted(self._networks)
@@ -165,6 +172,17 @@ class ReferenceIndex:
             return
         self._cases[network] = merged
         self._networks[network] = NetworkIndex(merged.values())
+
+    def label_of(self, network: str, case_id: str) -> str | None:
+        case = self._cases.get(network, {}).get(case_id)
+        return None if case is None else case.label
+
+    def drop_network(self, network: str) -> None:
+        """Forgets every case of a network, and its baseline."""
+        self._cases.pop(network, None)
+        self._networks.pop(network, None)
+        self.baselines.pop(network, None)
+        self.without_baseline.discard(network)
 
     def remove(self, network: str, case_id: str) -> None:
         cases = dict(self._cases.get(network, {}))

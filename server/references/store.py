@@ -6,6 +6,7 @@ event to the change stream that every replica follows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -18,7 +19,9 @@ import redis.asyncio as aioredis
 
 from faultprint.registry.ids import ID_RULE, is_valid_id, quote
 from faultprint.registry.layout import EVENTS_MAX_LEN, RedisLayout
+from faultprint.server.references.index import NORMAL_LABEL
 from faultprint.server.rpc.errors import AlreadyExists, InvalidArgument, NotFound
+from faultprint.traffic.baseline import NetworkBaseline
 
 # How long a CreateReferenceCase request id is remembered, in seconds: a client's
 # retries of one enrolment fall well within a day.
@@ -59,6 +62,20 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'case_deleted',
 return 1
 """
 
+
+# KEYS: traffic, events; ARGV: network, batch id, packed windows ('' with replace: clear only),
+#       replace ('1': drop earlier batches first), most batches kept, max events, origin
+# Batch ids sort by time, so dropping the smallest keeps the newest traffic.
+_ADD_TRAFFIC = """
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+local ids = redis.call('HKEYS', KEYS[1])
+table.sort(ids)
+for i = 1, #ids - tonumber(ARGV[5]) do redis.call('HDEL', KEYS[1], ids[i]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'kind', 'baseline_traffic',
+           'network', ARGV[1], 'origin', ARGV[7])
+return redis.call('HLEN', KEYS[1])
+"""
 
 # KEYS: store, events; ARGV: identity, now, max events, origin
 _SET_IDENTITY = """
@@ -103,8 +120,48 @@ def check_id(kind: str, value: str, optional: bool = False) -> str:
     return value
 
 
+# Batches of unlabelled traffic a network keeps for its baseline (each of up to 64 windows): 32
+# batches hold a day of 8 nodes at one window an hour several times over, 30 MB at most.
+TRAFFIC_MAX_BATCHES = 32
+
+
+def _pack_traffic(windows: np.ndarray) -> bytes:
+    """(count, steps, features) as three little-endian uint32, then the float32 values."""
+    return np.asarray(windows.shape, "<u4").tobytes() + windows.astype("<f4").tobytes()
+
+
+def _unpack_traffic(blob: bytes) -> np.ndarray:
+    shape = tuple(int(v) for v in np.frombuffer(blob[:12], "<u4"))
+    return np.frombuffer(blob[12:], "<f4").reshape(shape)
+
+
 def windows_from_bytes(blob: bytes, case: StoredCase) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4").reshape(case.window_count, case.steps, case.features)
+
+
+@dataclass(frozen=True)
+class StoredBaseline:
+    """A network's baseline as one model version reads it, with where it came from."""
+
+    network: str
+    version: str
+    baseline: NetworkBaseline
+    # Cases labelled normal it was learned from.
+    normal_cases: int
+    # Windows of unlabelled traffic it was learned from too.
+    traffic_windows: int
+    # The embedding space its cases' embeddings are stored under (see embedding_space).
+    space: str
+    updated_unix_s: float
+
+
+def embedding_space(version: str, baseline: NetworkBaseline | None) -> str:
+    """What stored embeddings are keyed by: the model version, and for a model that reads
+    network baselines the digest of the baseline too, so that a new baseline never reads
+    embeddings computed against an old one."""
+    if baseline is None:
+        return version
+    return f"{version}~{hashlib.sha256(baseline.to_bytes()).hexdigest()[:12]}"
 
 
 class ReferenceStore:
@@ -117,6 +174,7 @@ class ReferenceStore:
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
         self._set_identity = client.register_script(_SET_IDENTITY)
+        self._add_traffic = client.register_script(_ADD_TRAFFIC)
 
     def embedding_versions_key(self, network: str) -> str:
         return f"{self._layout.prefix}:net:{network}:embedding_versions"
@@ -129,10 +187,11 @@ class ReferenceStore:
         description: str,
         windows: np.ndarray,
         version: str,
-        embeddings: np.ndarray,
+        embeddings: np.ndarray | None,
         request_id: str = "",
     ) -> tuple[StoredCase, bool]:
-        """Stores a new case with its windows and its embeddings under version.
+        """Stores a new case with its windows and its embeddings under version (none when
+        version is empty: replicas embed it when the event reaches them).
 
         Returns the case and whether this call created it: False when request_id was
         seen before, and the case that request created is returned (a client's retry).
@@ -167,7 +226,7 @@ class ReferenceStore:
         return sum(1 for outcome, _ in replies if outcome == 1)
 
     async def _store(
-        self, case: StoredCase, windows: np.ndarray, version: str, embeddings: np.ndarray,
+        self, case: StoredCase, windows: np.ndarray, version: str, embeddings: np.ndarray | None,
         request_id: str,
     ) -> tuple[str, str]:  # fmt: skip
         """Runs the create script: 'created' or 'replayed', and the stored case's id."""
@@ -306,6 +365,78 @@ class ReferenceStore:
             elif (blob := blobs.get(key)) is not None:
                 loaded.append((case, windows_from_bytes(blob, case), None))
         return loaded
+
+    async def normal_windows(
+        self, network: str, cases: Sequence[StoredCase]
+    ) -> tuple[np.ndarray | None, int]:
+        """The windows of the cases (of network) labelled normal, stacked, and how many cases
+        those are; (None, 0) without any. One round trip."""
+        normal = [c for c in cases if c.label == NORMAL_LABEL]
+        if not normal:
+            return None, 0
+        blobs = cast(list[bytes | None], await self._redis.hmget(self._layout.windows(network),
+                                                                [c.case_id for c in normal]))  # fmt: skip
+        windows = [windows_from_bytes(b, c) for c, b in zip(normal, blobs, strict=True) if b is not None]
+        return (np.concatenate(windows), len(windows)) if windows else (None, 0)
+
+    async def add_traffic(self, network: str, windows: np.ndarray, replace: bool) -> int:
+        """Stores a batch of unlabelled windows of the network's traffic (after dropping earlier
+        ones when replace; windows may then be empty, to clear), keeps the newest
+        TRAFFIC_MAX_BATCHES, and tells every replica; returns the batches kept."""
+        batch = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+        packed = b"" if not len(windows) else _pack_traffic(windows)
+        return int(
+            await self._add_traffic(
+                keys=[self._layout.traffic(network), self._layout.events],
+                args=[
+                    network,
+                    batch,
+                    packed,
+                    "1" if replace else "0",
+                    TRAFFIC_MAX_BATCHES,
+                    EVENTS_MAX_LEN,
+                    self.origin,
+                ],
+            )
+        )
+
+    async def traffic_windows(self, network: str) -> np.ndarray | None:
+        """Every stored window of the network's unlabelled traffic, stacked; None without any."""
+        blobs = cast(dict[bytes, bytes], await self._redis.hgetall(self._layout.traffic(network)))
+        batches = [_unpack_traffic(blobs[k]) for k in sorted(blobs)]
+        return np.concatenate(batches) if batches else None
+
+    async def save_baseline(self, network: str, version: str, baseline: NetworkBaseline, normal_cases: int,
+                            traffic_windows: int, space: str) -> None:  # fmt: skip
+        """Stores the baseline the version reads the network's windows against."""
+        await self._redis.hset(
+            self._layout.baseline(version, network),
+            mapping={
+                "packed": baseline.to_bytes(),
+                "minutes": baseline.minutes,
+                "normal_cases": normal_cases,
+                "traffic_windows": traffic_windows,
+                "space": space,
+                "updated_unix_s": time.time(),
+            },
+        )
+
+    async def load_baseline(self, network: str, version: str) -> StoredBaseline | None:
+        """The stored baseline of the network under the version; None when there is none."""
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(self._layout.baseline(version, network)))
+        if not raw:
+            return None
+        baseline = NetworkBaseline.from_bytes(raw[b"packed"], int(raw[b"minutes"]))
+        return StoredBaseline(network, version, baseline, int(raw[b"normal_cases"]),
+                              int(raw.get(b"traffic_windows", 0)), raw[b"space"].decode(),
+                              float(raw[b"updated_unix_s"]))  # fmt: skip
+
+    async def drop_embeddings(self, network: str, space: str) -> None:
+        """Forgets the network's embeddings in a space no replica reads any more."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._layout.embeddings(space, network))
+        pipe.srem(self.embedding_versions_key(network), space)
+        await pipe.execute()
 
     async def store_embeddings(self, network: str, version: str, embeddings: dict[str, np.ndarray]) -> None:
         if not embeddings:

@@ -33,6 +33,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             embedding_size=meta.embedding_size,
             distance_threshold=meta.distance_threshold,
             feature_names=list(meta.feature_names),
+            reads_network_baselines=meta.network_baseline,
         )
 
     @unary_rpc("GetNodeDiagnosis")

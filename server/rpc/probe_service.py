@@ -50,7 +50,18 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
         self, request: probe_service_pb2.EmbedWindowRequest, context: grpc.aio.ServicerContext
     ) -> probe_service_pb2.EmbedWindowResponse:
         values = self.encoder.decode(request.window)
-        embedded = await self.encoder.enqueue(EncodeRequest(values), None, self.encoder.deadline(context))
+        network = check_id("network", request.network, optional=True) or None
+        state = self.encoder.host.require()
+        if state.runner.metadata.network_baseline:
+            if network is None:
+                raise InvalidArgument(
+                    f"model {state.version} reads each window against its network's baseline: "
+                    "name the network"
+                )
+            require_network(state, network)
+        embedded = await self.encoder.enqueue(
+            EncodeRequest(values, network, 1), None, self.encoder.deadline(context)
+        )
         return probe_service_pb2.EmbedWindowResponse(
             embedding=embedded.embedding.tolist(), model_version=embedded.state.version
         )

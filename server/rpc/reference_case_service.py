@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from faultprint.server.batching.session import Encoder
 from faultprint.server.references.store import StoredCase, check_id
-from faultprint.server.rpc.errors import InvalidArgument
+from faultprint.server.rpc.errors import InvalidArgument, NotFound
 from faultprint.server.rpc.unary import unary_rpc
 from faultprint.v1 import reference_case_service_pb2, reference_case_service_pb2_grpc, window_pb2
 
@@ -101,6 +101,54 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
             reference_cases=[_case_proto(c) for c in page],
             next_page_token=page[-1].case_id if len(cases) > size else "",
         )
+
+    @unary_rpc("GetNetworkBaseline")
+    async def GetNetworkBaseline(
+        self, request: reference_case_service_pb2.GetNetworkBaselineRequest, context: grpc.aio.ServicerContext
+    ) -> reference_case_service_pb2.GetNetworkBaselineResponse:
+        check_id("network", request.network)
+        state = self.host.require()
+        meta = state.runner.metadata
+        if not meta.network_baseline:
+            raise NotFound(f"model {state.version} reads windows as they are, against no network baseline")
+        stored = await self.host.store.load_baseline(request.network, state.version)
+        if stored is None:
+            raise NotFound(
+                f"network {request.network!r} has no baseline under model {state.version}: "
+                "enrol a normal case"
+            )
+        updated = Timestamp()
+        updated.FromNanoseconds(int(stored.updated_unix_s * 1e9))
+        baseline = stored.baseline
+        return reference_case_service_pb2.GetNetworkBaselineResponse(
+            baseline=reference_case_service_pb2.NetworkBaseline(
+                network=request.network, model_version=state.version, minutes=baseline.minutes,
+                normal_case_count=stored.normal_cases, update_time=updated,
+                traffic_window_count=stored.traffic_windows,
+                statistics=[
+                    reference_case_service_pb2.StatisticBaseline(name=name, centre=float(c), scale=float(s))
+                    for name, c, s in zip(meta.feature_names, baseline.centre, baseline.scale, strict=True)
+                ],
+            )
+        )  # fmt: skip
+
+    @unary_rpc("AddBaselineTraffic")
+    async def AddBaselineTraffic(
+        self, request: reference_case_service_pb2.AddBaselineTrafficRequest, context: grpc.aio.ServicerContext
+    ) -> reference_case_service_pb2.AddBaselineTrafficResponse:
+        check_id("network", request.network)
+        if len(request.windows) > MAX_WINDOWS_PER_CASE or not (request.windows or request.replace):
+            raise InvalidArgument(
+                f"baseline traffic comes in 1 to {MAX_WINDOWS_PER_CASE} windows per call (none only with "
+                f"replace, to clear it), got {len(request.windows)}"
+            )
+        meta = self.host.require().runner.metadata
+        windows = (np.stack([self.encoder.decode(w) for w in request.windows]) if request.windows
+                   else np.zeros((0, meta.steps, meta.features), np.float32))  # fmt: skip
+        kept = await self.host.add_traffic(request.network, windows, request.replace)
+        log.info("baseline traffic of %s: %d windows added (replace: %s), %d batches kept",
+                 request.network, len(windows), request.replace, kept)  # fmt: skip
+        return reference_case_service_pb2.AddBaselineTrafficResponse(stored_batches=kept)
 
     @unary_rpc("DeleteReferenceCase")
     async def DeleteReferenceCase(

@@ -161,3 +161,44 @@ async def test_a_candidate_no_replica_can_load_is_withdrawn_and_serving_goes_on(
         await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
         assert (await client.classify(NET, "pcscf-1", windows("normal", 1)[0])).model_version == v1
     sync_redis.close()
+
+
+def test_publishing_scores_every_registered_evaluation_set_and_refuses_a_changed_one(  # type: ignore[no-untyped-def]
+    artifact_factory, redis_url: str, redis_prefix: str, tmp_path: Path, capsys
+) -> None:
+    from faultprint.registry import eval_sets
+    from faultprint.traffic.simulator import CONDITIONS
+    from faultprint.trainer.networks import labelled_windows
+    from faultprint.trainer.publishing import transfer_figure
+
+    layout = RedisLayout(redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    rows = tmp_path / "operator.parquet"
+    assert trainer_main(["simulate", "--out", str(rows), "--networks", "island-apac", "--nodes", "2",
+                         "--days", "2", "--faults-per-day", "10"]) == 0  # fmt: skip
+    stable, candidate = artifact_factory(seed=41), artifact_factory(seed=42)
+    argv = ["--redis-url", redis_url, "--redis-prefix", redis_prefix]
+    assert trainer_main(["publish", str(stable), "--promote", "--eval-rows", str(rows), *argv]) == 0
+    (entry,) = eval_sets.registered(client, layout)
+    assert entry.path == str(rows.resolve()) and entry.sha256 == eval_sets.file_sha256(rows)
+    assert trainer_main(["eval-sets", *argv]) == 0
+    assert str(rows.resolve()) in capsys.readouterr().out
+
+    # The next publish is scored on the registered set without naming it.
+    assert trainer_main(["publish", str(candidate), "--force", *argv]) == 0
+    gate = json.loads(client.hget(layout.model_meta(candidate.name), "evaluation_gate"))
+    (scored,) = gate["eval_sets"]
+    cut = labelled_windows([rows], CONDITIONS)  # untrained test models record no conditions: all
+    assert scored["path"] == entry.path
+    assert scored["stable"] == pytest.approx(transfer_figure(stable, cut))
+    assert scored["candidate"] == pytest.approx(transfer_figure(candidate, cut))
+
+    # A registered file that changed stops the gate, unless forced.
+    rows.write_bytes(rows.read_bytes() + b"\0")
+    third = artifact_factory(seed=43)
+    assert trainer_main(["publish", str(third), *argv]) == 3
+    assert "changed since it was registered" in capsys.readouterr().err
+    assert not client.exists(layout.model_meta(third.name))
+    assert trainer_main(["eval-sets", "--remove", str(rows), *argv]) == 0
+    assert eval_sets.registered(client, layout) == []
+    client.close()

@@ -172,3 +172,34 @@ def test_options_refuse_nonsense() -> None:
         ProtocolOptions(shots=(0,))
     with pytest.raises(ValueError):
         ProtocolOptions(draws=0)
+
+
+def test_the_gate_finds_a_model_worse_when_it_is_worse_on_any_set() -> None:
+    from faultprint.trainer.publishing import Comparison, SetFigures
+
+    level = Comparison("new", 0.9, "old", 0.9, "sim")
+    assert not level.worse
+    assert Comparison("new", 0.9, "old", 0.8, "sim", eval_sets=(SetFigures("a.parquet", 0.7, 0.8),)).worse
+    assert Comparison(
+        "new", 0.9, "old", 0.8, "sim", eval_sets=(SetFigures("a.parquet", 0.8, 0.7),)
+    ).summary() == ("one-shot figures on sim: new 0.900, stable old 0.800; on a.parquet: 0.800, stable 0.700")
+    assert not Comparison(
+        "new", 0.9, None, None, "sim", eval_sets=(SetFigures("a.parquet", 0.1, None),)
+    ).worse
+
+
+def test_a_fault_case_matched_by_its_prototype_outvotes_one_stray_example() -> None:
+    cut = _cut()
+    split = NetworkSplit.of(cut, 1440)
+    vectors = _oracle(cut)
+    stray = split.pools["a"][0]
+    vectors[stray] = (0.0, -6.0)  # an example of a that looks like nothing else of a
+    later_normal = np.flatnonzero(split.diagnosed & (cut.labels == "normal"))
+    vectors[later_normal[:5]] = (0.0, -5.0)  # and a few normal windows sit beside it
+    nearest_example = score_method(vectors, split, ProtocolOptions(shots=(2,), draws=1, node_samples=1), None)
+    prototype = score_method(vectors, split, ProtocolOptions(shots=(2,), draws=1, node_samples=1,
+                                                             case_matching="prototype"), None)  # fmt: skip
+    assert nearest_example["2"].false_alarms > 0, "the stray example draws normal windows to fault a"
+    assert prototype["2"].false_alarms == 0.0 and prototype["2"].recall["a"] == 1.0
+    with pytest.raises(ValueError, match="case_matching"):
+        ProtocolOptions(case_matching="vote")

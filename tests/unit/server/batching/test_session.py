@@ -18,7 +18,7 @@ class FakeRunner:
 
     def __init__(self, version: str, host: SimpleNamespace | None = None, swap_to: object = None) -> None:
         self.version = version
-        self.metadata = SimpleNamespace(steps=2, features=3, distance_threshold=1.0)
+        self.metadata = SimpleNamespace(steps=2, features=3, distance_threshold=1.0, network_baseline=False)
         self.host, self.swap_to = host, swap_to
         self.shapes: list[tuple[int, ...]] = []
         self.device = "/CPU:0"
@@ -50,3 +50,30 @@ async def test_every_request_of_a_batch_names_the_version_that_computed_it() -> 
     assert [r.state.version for r in later.results] == ["v2"]
     host.executors[0].shutdown()
     await asyncio.sleep(0)
+
+
+def test_a_batch_is_read_against_each_windows_network_baseline_in_place() -> None:
+    import numpy as np
+
+    from faultprint.server.batching.session import EncodeRequest, read_against_baselines
+    from faultprint.traffic.baseline import NetworkBaseline
+
+    rng = np.random.default_rng(0)
+    small = NetworkBaseline.fit(rng.poisson(10, (4, 60, 3)).astype(np.float32))
+    large = NetworkBaseline.fit(rng.poisson(10_000, (4, 60, 3)).astype(np.float32))
+    index = SimpleNamespace(baselines={"small": (small, "s"), "large": (large, "l")})
+    runner = SimpleNamespace(metadata=SimpleNamespace(network_baseline=True))
+    state = SimpleNamespace(runner=runner, index=index)
+    windows = rng.poisson(10, (3, 60, 3)).astype(np.float32)
+    batch = np.concatenate([windows, np.full((1, 60, 3), 7.0, np.float32)])  # a padding row
+    requests = [EncodeRequest(windows[0], "small"), EncodeRequest(windows[1], "large"),
+                EncodeRequest(windows[2], "unknown")]  # fmt: skip
+    out = read_against_baselines(state, batch, requests)  # type: ignore[arg-type]
+    assert out is batch
+    assert np.allclose(batch[0], small.normalise(windows[0]), atol=1e-5)
+    assert np.allclose(batch[1], large.normalise(windows[1]), atol=1e-5)
+    assert np.allclose(batch[2], np.log1p(windows[2]), atol=1e-5), "no baseline: centre 0, scale 1"
+    assert (batch[3] == 7.0).all(), "padding is left alone"
+    plain = SimpleNamespace(runner=SimpleNamespace(metadata=SimpleNamespace(network_baseline=False)))
+    raw = windows.copy()
+    assert read_against_baselines(plain, raw, requests) is raw and np.array_equal(raw, windows)  # type: ignore[arg-type]
