@@ -161,7 +161,7 @@ def read_against_baselines(state: ServingState, inputs: Any, requests: list[Enco
         entry = baselines.get(request.network) if request.network is not None else None
         if entry is not None:
             centre[row, 0], scale[row, 0] = entry[0].centre, entry[0].scale
-    inputs[:count] = normalise(inputs[:count], centre, scale)
+    normalise(inputs[:count], centre, scale, in_place=True)
     return inputs
 
 
