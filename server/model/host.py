@@ -327,7 +327,9 @@ class ModelHost:
                             network, len(cases))  # fmt: skip
             return
         traffic_count = 0 if traffic is None else len(traffic)
-        baseline = NetworkBaseline.fit(windows if traffic is None else np.concatenate([windows, traffic]))
+        source = windows if traffic is None else np.concatenate([windows, traffic])
+        # Percentiles over a day of a network's minutes take a tenth of a second: off the loop.
+        baseline = await asyncio.get_running_loop().run_in_executor(self.loader, NetworkBaseline.fit, source)
         space = embedding_space(runner.version, baseline)
         await self.store.save_baseline(network, runner.version, baseline, normal_cases, traffic_count, space)
         loaded = await self.store.load_network(network, space)
@@ -351,7 +353,9 @@ class ModelHost:
         for group in _groups_of_windows(unseen, _EMBED_GROUP_WINDOWS):
             windows = np.concatenate([w for _, w in group])
             if baseline is not None:
-                windows = baseline.normalise(windows)
+                windows = await asyncio.get_running_loop().run_in_executor(
+                    self.loader, baseline.normalise, windows
+                )
             embedded = await self.embed(runner, windows, self.loader)
             splits = np.cumsum([len(w) for _, w in group])[:-1]
             for (case, _), part in zip(group, np.split(embedded, splits), strict=True):
