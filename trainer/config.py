@@ -38,8 +38,12 @@ class TrainingConfig:
     validation_fraction: float = 0.2
     # Most passes over the training windows.
     epochs: int = 8
-    # Stop after this many epochs without a lower validation loss (the best epoch's weights are kept).
+    # Stop after this many epochs without a lower validation loss (the best epoch's weights are
+    # kept, unless weights are averaged).
     early_stopping_patience: int = 3
+    # Average the weights of every epoch from this one (1-based) to the last; 0: keep the best
+    # epoch's instead.
+    average_from_epoch: int = 0
     # Windows per batch; triplets are mined inside each batch.
     batch_size: int = 32
     # Windows of each condition in a batch (batch_size / windows_per_class conditions per batch).
@@ -131,12 +135,14 @@ PRESETS: dict[str, TrainingConfig] = {
     # A couple of minutes on 2 CPU cores: for the demo.
     "small": TrainingConfig(tower=_tower(64, 64, 10), windows_per_condition=80, epochs=6),
     # For networks never seen: 100 random networks read relative to their own baselines, an
-    # LSTM and a summary branch; about 3 minutes on 2 CPU cores.
+    # LSTM and a summary branch, weights averaged over epochs 3-8; about 4 minutes on 2 CPU cores.
     "transfer": TrainingConfig(
         tower=_tower(64, 128, 32, summary=256),
         random_networks=100,
         validation_networks=8,
         epochs=8,
+        early_stopping_patience=8,
+        average_from_epoch=3,
         batches_per_epoch=400,
         statistic_dropout=0.15,
         gain_range=(0.5, 1.5),

@@ -189,13 +189,40 @@ class TrainingRun:
     devices: list[str] | None = None
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """Averages the model's weights over the epochs from first_epoch (1-based) on, and leaves the
+    average in the model when training ends: one epoch's weights sway with its last batches,
+    their average does not."""
+
+    def __init__(self, first_epoch: int) -> None:
+        super().__init__()
+        self.first_epoch = first_epoch
+        self.sum: list[np.ndarray] | None = None
+        self.count = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if epoch + 1 < self.first_epoch:
+            return
+        weights = [np.asarray(w, np.float64) for w in self.model.get_weights()]
+        self.sum = weights if self.sum is None else [a + w for a, w in zip(self.sum, weights, strict=True)]
+        self.count += 1
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        if self.sum is not None:
+            self.model.set_weights([(a / self.count).astype(np.float32) for a in self.sum])
+            log.info("weights averaged over %d epochs", self.count)
+
+
 def _callbacks(config: TrainingConfig, run: TrainingRun) -> list[keras.callbacks.Callback]:
+    averaging = config.average_from_epoch > 0
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True,
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=not averaging,
             verbose=1,
         )
     ]  # fmt: skip
+    if averaging:
+        callbacks.append(WeightAverage(config.average_from_epoch))
     if run.log_dir is not None:
         if importlib.util.find_spec("tensorboard") is None:
             log.warning("tensorboard is not installed: no training logs (pip install 'faultprint[trainer]')")

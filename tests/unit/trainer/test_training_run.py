@@ -66,3 +66,20 @@ def test_augmentation_drops_statistics_and_scales_windows_in_training_batches_on
     assert 0.2 < dropped.mean() < 0.8
     kept = augmented[augmented != 0]
     assert ((kept >= 2) & (kept <= 3)).all()
+
+
+def test_averaging_leaves_the_mean_of_the_epochs_weights_and_keeps_training_to_the_end() -> None:
+    from faultprint.trainer.training import WeightAverage
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    average = WeightAverage(first_epoch=2)
+    average.set_model(model)
+    for epoch, value in enumerate((1.0, 3.0, 5.0)):
+        model.set_weights([np.full((2, 1), value, np.float32), np.full((1,), value, np.float32)])
+        average.on_epoch_end(epoch)
+    average.on_train_end()
+    assert np.allclose(model.get_weights()[0], 4.0), "epochs 2 and 3 (1-based) averaged"
+    config = replace(PRESETS["transfer"])
+    stopper, averaging = _callbacks(config, TrainingRun())
+    assert isinstance(averaging, WeightAverage) and averaging.first_epoch == 3
+    assert not stopper.restore_best_weights
