@@ -7,7 +7,7 @@ STUBS := protos/faultprint/v1/probe_service_pb2.py
 NATIVE_LOAD := build/native/load_generator
 WITH_REDIS := scripts/with-redis.sh
 
-.PHONY: setup protos docs native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index clean
+.PHONY: setup protos docs native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index bench-baseline clean
 
 setup: $(VENV)/.linked $(STUBS)
 
@@ -102,6 +102,10 @@ bench-ceiling: setup
 # Indexing a network of 1,000 to 50,000 reference cases from Redis, and matching against it.
 bench-index: setup
 	$(WITH_REDIS) $(PY) -m benchmarks.index_build
+
+# Reading a batch against its networks' baselines, beside the transfer encoder it feeds.
+bench-baseline: setup
+	$(PY) -m benchmarks.baseline_cost
 
 clean:
 	rm -rf $(VENV) build artifacts protos/faultprint/v1/*_pb2* .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info

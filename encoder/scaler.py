@@ -12,13 +12,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from faultprint.traffic.baseline import signed_log1p
+
 # A statistic that never moves in the training data must not blow up at serving time.
 _MIN_STD = 1e-3
-
-
-def signed_log1p(values: np.ndarray) -> np.ndarray:
-    """sign(x) * log(1 + |x|), elementwise, as the scaler applies it."""
-    return np.sign(values) * np.log1p(np.abs(values))
 
 
 @keras.saving.register_keras_serializable(package="faultprint")

@@ -80,8 +80,8 @@ def normalise(
 
     centre and scale broadcast against windows: (features,) for one network, or
     (n, 1, features) for a batch whose windows come from several networks. in_place writes
-    the result over windows (float32), with one scratch array and no other temporaries: 18-29 us
-    a window on one core of a 2-core AMD EPYC, batch 1 to 256.
+    the result over windows (float32), with one scratch array and no other temporaries: 17-22 us
+    a window on one core of a 2-core AMD EPYC, batch 1 to 256 (benchmarks/baseline_cost.py).
     """
     out = windows if in_place else np.array(windows, dtype=np.float32)
     magnitude = np.log1p(np.abs(out))

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from faultprint.traffic.simulator import CONDITIONS, NORMAL, PROFILES, simulate_windows
+from faultprint.trainer.protocol import nearest
 
 # Maps windows (n, steps, features) to vectors (n, d) that are compared by Euclidean distance.
 Embed = Callable[[np.ndarray], np.ndarray]
@@ -127,12 +128,8 @@ def nearest_labels(
     queries: np.ndarray, references: np.ndarray, reference_labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query vector, the label of its nearest reference and the distance to it."""
-    q = queries.astype(np.float64)
-    r = references.astype(np.float64)
-    squared = (q**2).sum(1)[:, None] - 2.0 * q @ r.T + (r**2).sum(1)[None, :]
-    nearest = squared.argmin(axis=1)
-    distances = np.sqrt(np.maximum(squared[np.arange(len(q)), nearest], 0.0))
-    return reference_labels[nearest], distances
+    at, distances = nearest(queries, references)
+    return reference_labels[at], distances
 
 
 @dataclass

@@ -43,6 +43,9 @@ class EncodeRequest:
     network: str | None = None
     # Neighbours to return; 0 means the server's default.
     top_k: int = 0
+    # Match the embedding against the network's cases (False: the network only names the
+    # baseline the window is read against, for EmbedWindow).
+    match: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +181,7 @@ def match_batch(
     matches: list[Match | None] = [None] * len(requests)
     rows_by_network: dict[str, list[int]] = {}
     for row, request in enumerate(requests):
-        if request.network is not None:
+        if request.network is not None and request.match:
             rows_by_network.setdefault(request.network, []).append(row)
     threshold = state.runner.metadata.distance_threshold
     for network, rows in rows_by_network.items():

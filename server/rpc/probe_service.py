@@ -60,7 +60,7 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                 )
             require_network(state, network)
         embedded = await self.encoder.enqueue(
-            EncodeRequest(values, network, 1), None, self.encoder.deadline(context)
+            EncodeRequest(values, network, match=False), None, self.encoder.deadline(context)
         )
         return probe_service_pb2.EmbedWindowResponse(
             embedding=embedded.embedding.tolist(), model_version=embedded.state.version

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -42,6 +43,18 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
         self.host = encoder.host
         self.telemetry = encoder.telemetry
 
+    def _decode_windows(self, windows: Sequence[window_pb2.Window], least: int, what: str) -> np.ndarray:
+        """The request's windows, decoded and stacked (n, steps, features); INVALID_ARGUMENT
+        unless there are least to MAX_WINDOWS_PER_CASE of them."""
+        if not least <= len(windows) <= MAX_WINDOWS_PER_CASE:
+            raise InvalidArgument(
+                f"{what} {least} to {MAX_WINDOWS_PER_CASE} example windows, got {len(windows)}"
+            )
+        if not windows:
+            meta = self.host.require().runner.metadata
+            return np.zeros((0, meta.steps, meta.features), np.float32)
+        return np.stack([self.encoder.decode(w) for w in windows])
+
     @unary_rpc("CreateReferenceCase")
     async def CreateReferenceCase(
         self,
@@ -56,12 +69,7 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
             raise InvalidArgument(
                 f"description has {len(request.description)} characters, at most {MAX_DESCRIPTION_CHARS}"
             )
-        if not 1 <= len(request.windows) <= MAX_WINDOWS_PER_CASE:
-            raise InvalidArgument(
-                f"a reference case needs 1 to {MAX_WINDOWS_PER_CASE} example windows, "
-                f"got {len(request.windows)}"
-            )
-        windows = np.stack([self.encoder.decode(w) for w in request.windows])
+        windows = self._decode_windows(request.windows, 1, "a reference case needs")
         case = await self.host.enrol(
             request.network, request.reference_case_id, request.label, request.description, windows,
             request.request_id,
@@ -137,14 +145,9 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
         self, request: reference_case_service_pb2.AddBaselineTrafficRequest, context: grpc.aio.ServicerContext
     ) -> reference_case_service_pb2.AddBaselineTrafficResponse:
         check_id("network", request.network)
-        if len(request.windows) > MAX_WINDOWS_PER_CASE or not (request.windows or request.replace):
-            raise InvalidArgument(
-                f"baseline traffic comes in 1 to {MAX_WINDOWS_PER_CASE} windows per call (none only with "
-                f"replace, to clear it), got {len(request.windows)}"
-            )
-        meta = self.host.require().runner.metadata
-        windows = (np.stack([self.encoder.decode(w) for w in request.windows]) if request.windows
-                   else np.zeros((0, meta.steps, meta.features), np.float32))  # fmt: skip
+        # No windows only with replace: that clears the traffic.
+        least = 0 if request.replace else 1
+        windows = self._decode_windows(request.windows, least, "baseline traffic (replace clears it) needs")
         kept = await self.host.add_traffic(request.network, windows, request.replace)
         log.info("baseline traffic of %s: %d windows added (replace: %s), %d batches kept",
                  request.network, len(windows), request.replace, kept)  # fmt: skip

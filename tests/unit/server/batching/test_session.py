@@ -77,3 +77,18 @@ def test_a_batch_is_read_against_each_windows_network_baseline_in_place() -> Non
     plain = SimpleNamespace(runner=SimpleNamespace(metadata=SimpleNamespace(network_baseline=False)))
     raw = windows.copy()
     assert read_against_baselines(plain, raw, requests) is raw and np.array_equal(raw, windows)  # type: ignore[arg-type]
+
+
+def test_a_window_embedded_only_is_read_against_its_network_but_not_matched() -> None:
+    import numpy as np
+
+    from faultprint.server.batching.session import EncodeRequest, match_batch
+
+    matched: list[int] = []
+    index = SimpleNamespace(match_many=lambda e, ks, t: [matched.append(len(e)) or "m" for _ in ks])
+    runner = SimpleNamespace(metadata=SimpleNamespace(distance_threshold=1.0))
+    state = SimpleNamespace(runner=runner, index=SimpleNamespace(get=lambda network: index))
+    window = np.zeros((2, 3), np.float32)
+    requests = [EncodeRequest(window, "net"), EncodeRequest(window, "net", match=False)]
+    assert match_batch(state, np.zeros((2, 4)), requests, 3) == ["m", None]  # type: ignore[arg-type]
+    assert matched == [1]
