@@ -1,8 +1,11 @@
-"""Client command line: ``python -m faultprint.client enrol|probe|info|baseline``.
+"""Client command line: ``python -m faultprint.client enrol|probe|agent|incidents|info|baseline``.
 
 enrol     enrol reference cases: from an operator's row file (--rows, one node between two
           times, with the label given), or simulated windows, one case per condition
 probe     run simulated probe agents that stream windows, print diagnoses and a confusion table
+agent     the probe agent: stream per-minute rows from a file or an exporter's directory, live,
+          to the server's replicas (reconnecting, resending what was not acknowledged)
+incidents list a network's open incidents, a node's history or condition, or acknowledge one
 info      print the serving model's version and input specification
 baseline  print the baseline the serving model reads a network's windows against
 """
@@ -26,6 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     enrol = commands.add_parser("enrol", help="enrol reference cases from a row file, or simulated ones")
     probe = commands.add_parser("probe", help="simulate probe agents streaming windows")
+    agent = commands.add_parser("agent", help="stream per-minute rows to the server, live")
+    agent.add_argument(
+        "--rows", required=True, help="a row file, or a directory an exporter writes row files to"
+    )
+    agent.add_argument("--targets", help="comma-separated replicas to use in turn (default: --target)")
+    agent.add_argument("--follow", action="store_true", help="keep watching the directory for new files")
+    agent.add_argument("--minutes-per-second", type=float, default=0.0,
+                       help="traffic minutes per second (0: as fast as the server takes them)")  # fmt: skip
+    agent.add_argument("--batch-minutes", type=int, default=500, help="node-minutes per request")
+    incidents = commands.add_parser("incidents", help="open incidents, a node's history, or acknowledge")
+    incidents.add_argument("--network", required=True)
+    incidents.add_argument("--node", help="show this node's condition and incident history")
+    incidents.add_argument("--acknowledge", metavar="INCIDENT_ID", help="acknowledge this incident")
+    incidents.add_argument("--operator", default=os.environ.get("USER", "operator"))
+    incidents.add_argument("--note", default="")
     commands.add_parser("info", help="show the serving model")
     baseline = commands.add_parser("baseline", help="show a network's baseline, or learn it from traffic")
     baseline.add_argument("--network", required=True)
@@ -68,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         with FaultprintClient(args.target) as client:
             print(client.model_info())
         return 0
+    if args.command == "agent":
+        return _agent(args)
+    if args.command == "incidents":
+        return _incidents(args)
     if args.command == "baseline" and args.learn_rows:
         return _learn_baseline(args, parser)
     if args.command == "baseline":
@@ -94,6 +116,44 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     tally = asyncio.run(run_probes(options))
     print(tally.table())
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from faultprint.client.agent import AgentOptions, ProbeAgent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    targets = tuple((args.targets or args.target).split(","))
+    options = AgentOptions(targets, Path(args.rows), args.batch_minutes, args.minutes_per_second,
+                           follow=args.follow)  # fmt: skip
+    tally = asyncio.run(ProbeAgent(options).run())
+    print(tally.summary())
+    for message in tally.refusals:
+        print(f"refused: {message}")
+    return 0
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    from faultprint.client.client import FaultprintClient
+
+    with FaultprintClient(args.target) as client:
+        if args.acknowledge:
+            shown = [client.acknowledge_incident(args.network, args.acknowledge, args.operator, args.note)]
+        elif args.node:
+            condition = client.node_condition(args.network, args.node)
+            print(f"{args.node}: {condition.label} since {condition.since.ToJsonString()}, "
+                  f"recent: {' '.join(condition.recent_labels)}")  # fmt: skip
+            shown = client.node_incidents(args.network, args.node)
+        else:
+            shown = client.open_incidents(args.network)
+    for incident in shown:
+        end = incident.end_time.ToJsonString() if incident.HasField("end_time") else "open"
+        why = ", ".join(f"{d.statistic} {d.departure:+.1f}" for d in incident.explanation.from_normal)
+        acked = f" acknowledged by {incident.acknowledged_by}" if incident.acknowledged_by else ""
+        print(f"{incident.incident_id}  {incident.start_time.ToJsonString()} .. {end}{acked}\n    why: {why}")
     return 0
 
 

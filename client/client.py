@@ -26,6 +26,8 @@ from faultprint.client.throttle import (
     throttled_error,
 )
 from faultprint.v1 import (
+    incident_service_pb2,
+    incident_service_pb2_grpc,
     model_service_pb2,
     model_service_pb2_grpc,
     probe_service_pb2,
@@ -129,6 +131,24 @@ def _traffic_request(
     )
 
 
+def minutes_request(
+    sequence: int, network: str, nodes: Sequence[str], minutes: Sequence[int], values: np.ndarray
+) -> probe_service_pb2.StreamMinutesRequest:
+    """A StreamMinutes request: one minute per node, values (len(nodes), features) as float32."""
+    packed = np.ascontiguousarray(values, dtype="<f4")
+    row_bytes = packed.shape[1] * 4
+    raw = packed.tobytes()
+    request = probe_service_pb2.StreamMinutesRequest(sequence=sequence)
+    for i, (node, minute) in enumerate(zip(nodes, minutes, strict=True)):
+        request.minutes.add(
+            network=network,
+            node=node,
+            minute=int(minute),
+            packed_values=raw[i * row_bytes : (i + 1) * row_bytes],
+        )
+    return request
+
+
 def _delete_request(network: str, case_id: str) -> reference_case_service_pb2.DeleteReferenceCaseRequest:
     return reference_case_service_pb2.DeleteReferenceCaseRequest(network=network, reference_case_id=case_id)
 
@@ -152,6 +172,7 @@ class _Stubs:
         self.probe = probe_service_pb2_grpc.ProbeServiceStub(channel)
         self.references = reference_case_service_pb2_grpc.ReferenceCaseServiceStub(channel)
         self.model = model_service_pb2_grpc.ModelServiceStub(channel)
+        self.incidents = incident_service_pb2_grpc.IncidentServiceStub(channel)
 
 
 class FaultprintClient(_Stubs):
@@ -246,6 +267,30 @@ class FaultprintClient(_Stubs):
 
     def model_info(self) -> ModelInfo:
         return self.model.GetModelInfo(model_service_pb2.GetModelInfoRequest(), timeout=self.timeout_s)
+
+    def open_incidents(self, network: str) -> list[incident_service_pb2.Incident]:
+        request = incident_service_pb2.ListOpenIncidentsRequest(network=network)
+        return list(self.incidents.ListOpenIncidents(request, timeout=self.timeout_s).incidents)
+
+    def node_incidents(
+        self, network: str, node: str, page_size: int = 0
+    ) -> list[incident_service_pb2.Incident]:
+        request = incident_service_pb2.ListNodeIncidentsRequest(
+            network=network, node=node, page_size=page_size
+        )
+        return list(self.incidents.ListNodeIncidents(request, timeout=self.timeout_s).incidents)
+
+    def acknowledge_incident(
+        self, network: str, incident_id: str, operator: str, note: str = ""
+    ) -> incident_service_pb2.Incident:
+        request = incident_service_pb2.AcknowledgeIncidentRequest(
+            network=network, incident_id=incident_id, operator=operator, note=note
+        )
+        return self.incidents.AcknowledgeIncident(request, timeout=self.timeout_s).incident
+
+    def node_condition(self, network: str, node: str) -> incident_service_pb2.NodeCondition:
+        request = incident_service_pb2.GetNodeConditionRequest(network=network, node=node)
+        return self.incidents.GetNodeCondition(request, timeout=self.timeout_s).condition
 
     def node_diagnosis(self, network: str, node: str) -> model_service_pb2.NodeDiagnosis:
         request = model_service_pb2.GetNodeDiagnosisRequest(network=network, node=node)
@@ -403,6 +448,48 @@ class AsyncFaultprintClient(_Stubs):
     async def delete_reference_case(self, network: str, case_id: str) -> None:
         request = _delete_request(network, case_id)
         await self.references.DeleteReferenceCase(request, timeout=self.timeout_s)
+
+    def stream_minutes(self) -> grpc.aio.StreamStreamCall:
+        """A StreamMinutes call: write minutes_request(...) messages, read acknowledgements."""
+        return self.probe.StreamMinutes()
+
+    async def watch_incidents(
+        self, network: str = "", node: str = "", label: str = "", cursor: str = ""
+    ) -> AsyncIterator[incident_service_pb2.IncidentEvent]:
+        """Incident events as they happen (after cursor: "" from now, "0" from the oldest kept)."""
+        request = incident_service_pb2.WatchIncidentsRequest(
+            network=network, node=node, label=label, cursor=cursor
+        )
+        async for event in self.incidents.WatchIncidents(request):
+            yield event
+
+    async def open_incidents(self, network: str) -> list[incident_service_pb2.Incident]:
+        request = incident_service_pb2.ListOpenIncidentsRequest(network=network)
+        return list((await self.incidents.ListOpenIncidents(request, timeout=self.timeout_s)).incidents)
+
+    async def node_incidents(
+        self, network: str, node: str, page_size: int = 0
+    ) -> list[incident_service_pb2.Incident]:
+        request = incident_service_pb2.ListNodeIncidentsRequest(
+            network=network, node=node, page_size=page_size
+        )
+        return list((await self.incidents.ListNodeIncidents(request, timeout=self.timeout_s)).incidents)
+
+    async def acknowledge_incident(
+        self, network: str, incident_id: str, operator: str, note: str = ""
+    ) -> incident_service_pb2.Incident:
+        request = incident_service_pb2.AcknowledgeIncidentRequest(
+            network=network, incident_id=incident_id, operator=operator, note=note
+        )
+        return (await self.incidents.AcknowledgeIncident(request, timeout=self.timeout_s)).incident
+
+    async def node_diagnosis(self, network: str, node: str) -> model_service_pb2.NodeDiagnosis:
+        request = model_service_pb2.GetNodeDiagnosisRequest(network=network, node=node)
+        return (await self.model.GetNodeDiagnosis(request, timeout=self.timeout_s)).node_diagnosis
+
+    async def node_condition(self, network: str, node: str) -> incident_service_pb2.NodeCondition:
+        request = incident_service_pb2.GetNodeConditionRequest(network=network, node=node)
+        return (await self.incidents.GetNodeCondition(request, timeout=self.timeout_s)).condition
 
     async def model_info(self) -> ModelInfo:
         return await self.model.GetModelInfo(model_service_pb2.GetModelInfoRequest(), timeout=self.timeout_s)

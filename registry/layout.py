@@ -8,6 +8,16 @@ Keys expose faultprint's resources, each under the deployment's prefix:
   {p}:emb:{version}:{network}       hash case id -> embeddings of the examples under one model version
   {p}:diag:{network}:{node}         a node's latest diagnosis and embedding: a serialized
                                     faultprint.v1.NodeDiagnosis (with a TTL)
+  {p}:node:{network}:{node}:window  a streaming node's last hour: a ring of rows, each an int64 minute
+                                    and its float32 statistics (server/monitoring/node_windows.py)
+  {p}:node:{network}:{node}:condition  hash: the node's condition life cycle (minute, state JSON)
+  {p}:node:{network}:{node}:incidents  list of the node's incidents, newest first (serialized Incident)
+  {p}:net:{network}:incidents:open  hash incident id -> the open incident (serialized Incident)
+  {p}:net:{network}:incidents:acks  hash incident id -> its acknowledgement (JSON: by, time, note)
+  {p}:incidents                     stream of incident events (ONSET, ABATED, ACKNOWLEDGED) for
+                                    policy engines and WatchIncidents
+  {p}:incidents:onap                hash: the ONAP publisher's cursor, lease and dead-letter count
+  {p}:incidents:onap:dead           stream of events the ONAP topic kept refusing
   {p}:model:{version}:artifact      the packed model artifact
   {p}:model:{version}:meta          hash: metadata JSON, sha256, publish time, rollout state and reason
   {p}:model:{version}:shadow        hash: shadow agreement counts of a candidate (see server/model/shadow.py)
@@ -92,6 +102,33 @@ class RedisLayout:
 
     def node(self, network: str, node: str) -> str:
         return f"{self.prefix}:diag:{network}:{node}"
+
+    def node_window(self, network: str, node: str) -> str:
+        return f"{self.prefix}:node:{network}:{node}:window"
+
+    def node_condition(self, network: str, node: str) -> str:
+        return f"{self.prefix}:node:{network}:{node}:condition"
+
+    def node_incidents(self, network: str, node: str) -> str:
+        return f"{self.prefix}:node:{network}:{node}:incidents"
+
+    def open_incidents(self, network: str) -> str:
+        return f"{self.prefix}:net:{network}:incidents:open"
+
+    def incident_acks(self, network: str) -> str:
+        return f"{self.prefix}:net:{network}:incidents:acks"
+
+    @property
+    def incidents(self) -> str:
+        return f"{self.prefix}:incidents"
+
+    @property
+    def onap_publisher(self) -> str:
+        return f"{self.prefix}:incidents:onap"
+
+    @property
+    def onap_dead_letters(self) -> str:
+        return f"{self.prefix}:incidents:onap:dead"
 
     def model_artifact(self, version: str) -> str:
         return f"{self.prefix}:model:{version}:artifact"

@@ -26,20 +26,27 @@ from faultprint.registry.layout import RedisLayout
 from faultprint.server import telemetry as telemetry_setup
 from faultprint.server.batching.scheduler import BatchScheduler
 from faultprint.server.batching.session import Encoder
+from faultprint.server.incidents.feed import IncidentFeed
+from faultprint.server.incidents.onap import OnapPublisher
 from faultprint.server.loop_lag import LoopLagMonitor
 from faultprint.server.model.devices import configure_threads, resolve_devices
 from faultprint.server.model.host import ModelHost
 from faultprint.server.model.replica_sync import ReplicaSync
 from faultprint.server.model.shadow import Shadow
+from faultprint.server.monitoring.explanation import ReferenceProfiles
+from faultprint.server.monitoring.monitor import NodeMonitor
+from faultprint.server.monitoring.node_store import NodeStore
 from faultprint.server.references.node_state import NodeStateWriter
 from faultprint.server.references.store import ReferenceStore
 from faultprint.server.rpc.health import (
+    INCIDENT_SERVICE,
     MODEL_SERVICE,
     PROBE_SERVICE,
     REFERENCE_CASE_SERVICE,
     SERVICE_NAMES,
     ReplicaHealth,
 )
+from faultprint.server.rpc.incident_service import IncidentServicer
 from faultprint.server.rpc.model_service import ModelServicer
 from faultprint.server.rpc.probe_service import ProbeServicer
 from faultprint.server.rpc.reference_case_service import ReferenceCaseServicer
@@ -70,6 +77,8 @@ class FaultprintServer:
     host: ModelHost
     scheduler: BatchScheduler
     writer: NodeStateWriter
+    monitor: NodeMonitor
+    onap: OnapPublisher
     sync: ReplicaSync
     shadow: Shadow
     redis: aioredis.Redis
@@ -93,6 +102,8 @@ class FaultprintServer:
         await self.grpc_server.stop(self.settings.shutdown_grace_s)
         parts: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
             ("batcher", self.scheduler.close),
+            ("node monitor", self.monitor.close),
+            ("ONAP publisher", self.onap.close),
             ("node-state writer", self.writer.close),
             ("shadow", self.shadow.close),
             ("replica sync", self.sync.stop),
@@ -130,6 +141,14 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     telemetry.observe_queue(lambda: scheduler.queue_depth, lambda: scheduler.batches_in_flight)
     log.info("encoder devices: %s", ", ".join(devices))
     writer = NodeStateWriter(client, layout, settings.node_state_ttl_s)
+    watching = settings.monitoring
+    node_store = NodeStore(
+        client, layout, watching.node_idle_expiry_s, watching.incident_history_ttl_s,
+        watching.incident_stream_max_events,
+    )  # fmt: skip
+    monitor = NodeMonitor(
+        encoder, writer, node_store, ReferenceProfiles(store), watching, settings.life_cycle
+    )
 
     follow_registry = settings.model_source == "redis"
     if not follow_registry:
@@ -149,10 +168,15 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         ],
     )
     replica_health = ReplicaHealth()
-    probes = ProbeServicer(encoder, writer, settings.stream_max_unanswered)
+    probes = ProbeServicer(encoder, writer, monitor, settings.stream_max_unanswered)
     add_service(grpc_server, probes, PROBE_SERVICE)
     add_service(grpc_server, ReferenceCaseServicer(encoder), REFERENCE_CASE_SERVICE)
     add_service(grpc_server, ModelServicer(host, writer, telemetry), MODEL_SERVICE)
+    feed = IncidentFeed(client, layout)
+    onap = OnapPublisher(client, layout, settings.onap, origin)
+    add_service(
+        grpc_server, IncidentServicer(feed, telemetry, settings.life_cycle.of_last_minutes), INCIDENT_SERVICE
+    )
     health_pb2_grpc.add_HealthServicer_to_server(replica_health.servicer, grpc_server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
@@ -171,12 +195,15 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     )  # fmt: skip
     loop_lag = LoopLagMonitor(telemetry.event_loop_lag_ms.record)
     server = FaultprintServer(
-        settings, grpc_server, replica_health, probes, host, scheduler, writer, sync, shadow, client, loop_lag
-    )
+        settings, grpc_server, replica_health, probes, host, scheduler, writer, monitor, onap, sync, shadow,
+        client, loop_lag,
+    )  # fmt: skip
     await replica_health.update(model_loaded=False)
     await grpc_server.start()
     scheduler.start()
     writer.start()
+    monitor.start()
+    onap.start()
     shadow.start()
     server.sync.start()
     loop_lag.start()

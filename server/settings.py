@@ -21,8 +21,11 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from faultprint.server.batching.scheduler import BatchSchedulerOptions
+from faultprint.server.incidents.onap import OnapOptions
 from faultprint.server.model.runner import RunnerOptions
 from faultprint.server.model.shadow import ShadowOptions
+from faultprint.server.monitoring.life_cycle import LifeCycleOptions
+from faultprint.server.monitoring.monitor import MonitorOptions
 
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
 
@@ -94,6 +97,9 @@ class ServerSettings:
     batching: BatchSchedulerOptions = field(default_factory=BatchSchedulerOptions)
     runner: RunnerOptions = field(default_factory=RunnerOptions)
     shadow: ShadowOptions = field(default_factory=ShadowOptions)
+    monitoring: MonitorOptions = field(default_factory=MonitorOptions)
+    life_cycle: LifeCycleOptions = field(default_factory=LifeCycleOptions)
+    onap: OnapOptions = field(default_factory=OnapOptions)
 
     def __post_init__(self) -> None:
         if self.telemetry_exporter not in TELEMETRY_EXPORTERS:
@@ -173,6 +179,9 @@ _COMPONENTS: dict[str, tuple[str, type]] = {
     "batching": ("", BatchSchedulerOptions),
     "runner": ("", RunnerOptions),
     "shadow": ("shadow_", ShadowOptions),
+    "monitoring": ("", MonitorOptions),
+    "life_cycle": ("incident_", LifeCycleOptions),
+    "onap": ("onap_", OnapOptions),
 }
 
 

@@ -165,7 +165,20 @@ def _node_grid(minute: np.ndarray, values: np.ndarray, labels: np.ndarray, optio
     grid[minute - minute[0]] = values
     grid_labels[minute - minute[0]] = labels
     report.missing_minutes += span - len(minute)
-    report.missing_values += int(np.isnan(values).sum())
+    violation = repair_grid(grid, options, report)
+    return grid, grid_labels, violation
+
+
+def repair_grid(grid: np.ndarray, options: WindowingOptions, report: RepairReport) -> np.ndarray:
+    """Repairs, in place, a node's minutes on a full minute grid (NaN where a minute or value
+    is missing); returns where the rows broke the data contract (a boolean grid).
+
+    The trainer's windowing and the server's minute streams share this: a counter reset
+    and an out-of-contract value are lost values, and short runs of lost values are
+    interpolated (at most options.max_gap_minutes).
+    """
+    lost = np.isnan(grid)
+    report.missing_values += int(lost[~lost.all(axis=1)].sum())  # in minutes that arrived
     # A negative count is a probe restart, which the contract allows in rows; any other
     # value outside its column's range breaks the contract. Both are lost values here.
     reset = (grid < 0) & IS_COUNT
@@ -175,7 +188,7 @@ def _node_grid(minute: np.ndarray, values: np.ndarray, labels: np.ndarray, optio
     report.out_of_contract.update({FEATURE_NAMES[c]: int(counts[c]) for c in np.flatnonzero(counts)})
     grid[reset | violation] = np.nan
     report.values_interpolated += _interpolate_short_gaps(grid, options.max_gap_minutes)
-    return grid, grid_labels, violation
+    return violation
 
 
 def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
@@ -205,17 +218,7 @@ def _node_windows(
     if len(grid) < steps:
         return np.zeros((0, steps, grid.shape[1]), np.float32), [], []
     starts = np.arange(0, len(grid) - steps + 1, options.stride_minutes)
-    # Out-of-contract values per window and column, and whether any was left unrepaired.
-    per_column = _window_sums(violation, starts, steps)
-    unrepaired = _window_sums((violation & np.isnan(grid)).any(axis=1, keepdims=True), starts, steps)[:, 0]
-    unusable = options.window_rule.unusable(per_column, steps) | (unrepaired > 0)
-    report.dropped_out_of_contract += int(unusable.sum())
-    report.dropped_out_of_contract_by_column.update(
-        FEATURE_NAMES[i] for i in per_column[unusable].argmax(axis=1)
-    )
-    has_gap = _window_sums(np.isnan(grid).any(axis=1, keepdims=True), starts, steps)[:, 0] > 0
-    complete = ~unusable & ~has_gap
-    report.dropped_gap += int((~unusable & has_gap).sum())
+    complete = usable_windows(grid, violation, starts, options, report)
     kept, labels = [], []
     for start in starts[complete]:
         label = _window_label(minute_labels[start : start + steps], options.min_fault_minutes)
@@ -226,6 +229,27 @@ def _node_windows(
         labels.append(label)
     windows = np.stack([grid[s : s + steps] for s in kept]) if kept else np.zeros((0, steps, grid.shape[1]))
     return windows.astype(np.float32), labels, kept
+
+
+def usable_windows(
+    grid: np.ndarray, violation: np.ndarray, starts: np.ndarray, options: WindowingOptions,
+    report: RepairReport,
+) -> np.ndarray:  # fmt: skip
+    """Which windows of a repaired grid (options.steps long, at starts) can be read: none that
+    the contract's WindowRule finds unusable, or that still holds a lost value; each drop
+    is counted. Shared by the trainer's windowing and the server's minute streams."""
+    steps = options.steps
+    # Out-of-contract values per window and column, and whether any was left unrepaired.
+    per_column = _window_sums(violation, starts, steps)
+    unrepaired = _window_sums((violation & np.isnan(grid)).any(axis=1, keepdims=True), starts, steps)[:, 0]
+    unusable = options.window_rule.unusable(per_column, steps) | (unrepaired > 0)
+    report.dropped_out_of_contract += int(unusable.sum())
+    report.dropped_out_of_contract_by_column.update(
+        FEATURE_NAMES[i] for i in per_column[unusable].argmax(axis=1)
+    )
+    has_gap = _window_sums(np.isnan(grid).any(axis=1, keepdims=True), starts, steps)[:, 0] > 0
+    report.dropped_gap += int((~unusable & has_gap).sum())
+    return ~unusable & ~has_gap
 
 
 def _window_sums(flags: np.ndarray, starts: np.ndarray, steps: int) -> np.ndarray:

@@ -39,6 +39,10 @@ class Cancelled(FaultprintError):
     code = grpc.StatusCode.CANCELLED
 
 
+class OutOfRange(FaultprintError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class FailedPrecondition(FaultprintError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 from grpc_health.v1 import health, health_pb2
 
-from faultprint.v1 import model_service_pb2, probe_service_pb2, reference_case_service_pb2
+from faultprint.v1 import (
+    incident_service_pb2,
+    model_service_pb2,
+    probe_service_pb2,
+    reference_case_service_pb2,
+)
 
 PROBE_SERVICE = probe_service_pb2.DESCRIPTOR.services_by_name["ProbeService"]
 REFERENCE_CASE_SERVICE = reference_case_service_pb2.DESCRIPTOR.services_by_name["ReferenceCaseService"]
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
-SERVICES = (PROBE_SERVICE, REFERENCE_CASE_SERVICE, MODEL_SERVICE)
+INCIDENT_SERVICE = incident_service_pb2.DESCRIPTOR.services_by_name["IncidentService"]
+SERVICES = (PROBE_SERVICE, REFERENCE_CASE_SERVICE, MODEL_SERVICE, INCIDENT_SERVICE)
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -42,7 +48,7 @@ class ReplicaHealth:
         if store_lost is not None:
             self.store_lost = store_lost
         serving = _SERVING if self.model_loaded else _NOT_SERVING
-        for name in ("", PROBE_SERVICE.full_name, MODEL_SERVICE.full_name):
+        for name in ("", PROBE_SERVICE.full_name, MODEL_SERVICE.full_name, INCIDENT_SERVICE.full_name):
             await self.servicer.set(name, serving)
         writes = _SERVING if self.model_loaded and not self.store_lost else _NOT_SERVING
         await self.servicer.set(REFERENCE_CASE_SERVICE.full_name, writes)

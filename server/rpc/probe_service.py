@@ -17,6 +17,7 @@ from faultprint.server.batching.session import (
     fill_diagnosis,
     require_network,
 )
+from faultprint.server.monitoring.monitor import NodeMonitor, Receipt
 from faultprint.server.references.node_state import NodeStateWriter
 from faultprint.server.references.store import check_id
 from faultprint.server.rpc.errors import InvalidArgument, status_for
@@ -34,8 +35,15 @@ ClassifyRequest: TypeAlias = (
 
 
 class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
-    def __init__(self, encoder: Encoder, writer: NodeStateWriter, stream_max_unanswered: int = 512) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        writer: NodeStateWriter,
+        monitor: NodeMonitor,
+        stream_max_unanswered: int = 512,
+    ) -> None:
         self.encoder = encoder
+        self.monitor = monitor
         self.telemetry = encoder.telemetry
         self.writer = writer
         # Windows one stream may hold between reading them and writing their answers.
@@ -176,6 +184,75 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
             if refusal:
                 code, message = status_for(refusal[0])
                 log_error("StreamClassifyWindows", code, message, refusal[0])
+                await context.abort(code, message)
+
+    async def StreamMinutes(
+        self,
+        request_iterator: AsyncIterator[probe_service_pb2.StreamMinutesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """Each request's minutes go to the node monitor; its acknowledgement is written once the
+        monitor has stored them in Redis. Acknowledgements may come in another order than the
+        requests. A stream holding stream_max_unacknowledged_minutes is not read until some are
+        acknowledged. Bytes that are not a valid request, or a server that cannot take minutes
+        (no model yet), end the stream after the acknowledgements already due."""
+        limit = self.monitor.options.stream_max_unacknowledged_minutes
+        acks: asyncio.Queue[Receipt | None] = asyncio.Queue()
+        held = [0]
+        room = asyncio.Event()
+        room.set()
+        failure: list[Exception] = []
+        outstanding: set[int] = set()
+        settled = asyncio.Event()
+
+        def deliver(receipt: Receipt) -> None:
+            outstanding.discard(id(receipt))
+            acks.put_nowait(receipt)
+            if not outstanding:
+                settled.set()
+
+        async def read_all() -> None:
+            try:
+                while (request := await context.read()) is not grpc.aio.EOF:
+                    if isinstance(request, Undecodable):
+                        failure.append(request.error())
+                        break
+                    while held[0] >= limit:
+                        room.clear()
+                        await room.wait()
+                    receipt = Receipt(
+                        probe_service_pb2.StreamMinutesResponse(sequence=request.sequence),
+                        deliver,
+                        size=max(1, len(request.minutes)),
+                    )
+                    held[0] += receipt.size
+                    outstanding.add(id(receipt))
+                    try:
+                        await self.monitor.take(request, receipt)
+                    except Exception as exc:
+                        outstanding.discard(id(receipt))
+                        failure.append(exc)
+                        break
+                if outstanding:
+                    settled.clear()
+                    await settled.wait()
+            finally:
+                acks.put_nowait(None)
+
+        reader = asyncio.create_task(read_all())
+        with self.telemetry.tracer.start_as_current_span("faultprint.v1/StreamMinutes"):
+            try:
+                while (done := await acks.get()) is not None:
+                    await context.write(done.response)
+                    held[0] -= done.size
+                    room.set()
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            if failure:
+                code, message = status_for(failure[0])
+                log_error("StreamMinutes", code, message, failure[0])
                 await context.abort(code, message)
 
     def _release(self, slots: asyncio.Semaphore) -> None:

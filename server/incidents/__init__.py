@@ -1,0 +1,1 @@
+"""Incidents for operators and policy engines: the event feed, and the ONAP control-loop publisher."""

@@ -1,0 +1,285 @@
+"""A node's condition life cycle: when a diagnosed fault becomes an incident, and when it ends.
+
+A diagnosis that flickers for a minute must not page anyone, and a window holds a fault
+for an hour after it ends. So, per node, from one diagnosis a minute:
+
+- raise: a fault (or unknown) label holds at least raise_minutes of the last
+  of_last_minutes diagnoses, and the node's newest minutes depart from the network's
+  normal on the statistics that explain it (its *signature*: the columns that depart
+  most, in the network baseline's robust units). A window that still holds a fault
+  which has ended raises nothing;
+- clear: clear_minutes minutes in a row back to normal: diagnosed normal, or (with a
+  signature) every signature statistic back within clear_departure of normal. The
+  window's diagnosis lags the traffic by up to an hour; the signature does not;
+- change: while raised, another fault holding raise_minutes of the last of_last_minutes
+  while the raised one no longer does ends the incident and raises a new one;
+- after a clear by signature, the same label is not raised again until it has not been
+  diagnosed for of_last_minutes (the window no longer holds the ended fault) or its
+  signature departs again by reraise_departure.
+
+Pure logic over numbers: the monitor feeds it and turns its transitions into events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+NORMAL = "normal"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class LifeCycleOptions:
+    """When incidents are raised and cleared (server settings incident_*)."""
+
+    # A fault or unknown label is raised when it is diagnosed in at least this many of
+    # the node's last incident_of_last_minutes minutes.
+    raise_minutes: int = 4
+    # The minutes raise_minutes is counted over.
+    of_last_minutes: int = 6
+    # An incident is cleared after this many minutes in a row back to normal.
+    clear_minutes: int = 5
+    # Statistics that form an incident's signature (those departing most from normal).
+    signature_statistics: int = 5
+    # A signature statistic within this departure of the network's normal (in baseline
+    # units: IQRs of its signed log1p) is back to normal; an incident is raised only while
+    # one departs more. 0 turns signatures off: raise and clear on the diagnoses alone.
+    clear_departure: float = 2.0
+    # After a clear by signature, the same label is raised again (while the window still
+    # holds the ended fault) only when a signature statistic departs this much: above
+    # clear_departure, so that normal traffic near the threshold does not flap.
+    reraise_departure: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.raise_minutes <= self.of_last_minutes:
+            raise ValueError(
+                f"incident_raise_minutes ({self.raise_minutes}) must be between 1 and "
+                f"incident_of_last_minutes ({self.of_last_minutes})"
+            )
+        if self.reraise_departure < self.clear_departure:
+            raise ValueError(
+                f"incident_reraise_departure ({self.reraise_departure}) must be at least "
+                f"incident_clear_departure ({self.clear_departure})"
+            )
+        if self.clear_minutes < 1 or self.signature_statistics < 1 or self.clear_departure < 0:
+            raise ValueError(
+                "incident_clear_minutes and incident_signature_statistics must be at least 1 and "
+                f"incident_clear_departure >= 0, got {self.clear_minutes}, {self.signature_statistics}, "
+                f"{self.clear_departure}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteDiagnosis:
+    """One minute's diagnosis of a node's window ending at that minute."""
+
+    minute: int
+    label: str  # "normal", a fault, or "unknown"
+    distance: float = 0.0
+    margin: float | None = None
+    case_id: str = ""
+
+
+@dataclass
+class OpenIncident:
+    """The incident a node has raised, with what raised it."""
+
+    label: str
+    start_minute: int
+    model_version: str
+    supporting_minutes: int
+    distance: float
+    margin: float | None
+    case_id: str
+    # Column indices of the signature, and their departures over the newest minutes when raised.
+    signature: list[int] = field(default_factory=list)
+    departures: list[float] = field(default_factory=list)
+    # [column, departure] pairs where the node departs most from the matched case (filled
+    # when the onset is written).
+    reference: list[list[float]] = field(default_factory=list)
+    # Minutes in a row back to normal, and the first of them.
+    normal_run: int = 0
+    first_normal_minute: int = -1
+
+    @property
+    def incident_id(self) -> str:
+        return f"{self.label}@{self.start_minute}"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An incident raised ("onset") or ended ("abated", with the minute it ended)."""
+
+    kind: str
+    incident: OpenIncident
+    end_minute: int = -1
+
+
+@dataclass
+class NodeLifeCycle:
+    """One node's condition: its recent diagnoses and its open incident, if any."""
+
+    of_last_minutes: int
+    last_minute: int = -1
+    recent: deque[MinuteDiagnosis] = field(default_factory=deque)
+    incident: OpenIncident | None = None
+    # A label cleared by its signature while its diagnoses still held it, and that signature.
+    suppressed: str = ""
+    suppressed_signature: list[int] = field(default_factory=list)
+    # The last minute the suppressed label was diagnosed: the suppression lifts once
+    # of_last_minutes pass without it.
+    suppressed_seen: int = -1
+    # The minute the current condition (normal or the incident) began.
+    since_minute: int = -1
+
+    def observe(
+        self, diagnosis: MinuteDiagnosis, departure: np.ndarray | None, options: LifeCycleOptions,
+        model_version: str,
+    ) -> list[Transition]:  # fmt: skip
+        """Applies one minute's diagnosis; departure is the node's newest minutes' departure
+        from normal per statistic (None where the network has no baseline). A minute at or
+        before the last one applied changes nothing (a resend, or a late answer)."""
+        if diagnosis.minute <= self.last_minute:
+            return []
+        previous = self.last_minute
+        self.last_minute = diagnosis.minute
+        self.recent.append(diagnosis)
+        # The last of_last_minutes minutes: a minute without a diagnosis counts as not held.
+        while self.recent[0].minute <= diagnosis.minute - self.of_last_minutes:
+            self.recent.popleft()
+        if self.incident is not None and diagnosis.minute - previous > 1:
+            self.incident.normal_run, self.incident.first_normal_minute = 0, -1  # "in a row" ends at a gap
+        if self.since_minute < 0:
+            self.since_minute = diagnosis.minute
+        if self.suppressed and diagnosis.label == self.suppressed:
+            self.suppressed_seen = diagnosis.minute
+        signatures = departure is not None and options.clear_departure > 0
+        held = self._held(options.raise_minutes)
+        transitions: list[Transition] = []
+        if self.incident is not None:
+            transitions += self._follow(diagnosis, held, departure if signatures else None, options)
+        if self.incident is None:
+            held = self._held(options.raise_minutes)  # an incident that ended took its minutes
+            raised = self._raise(held, departure if signatures else None, options, model_version)
+            if raised is not None:
+                transitions.append(raised)
+        return transitions
+
+    def _held(self, raise_minutes: int) -> str:
+        """The non-normal label diagnosed in at least raise_minutes of the recent minutes
+        (the most recent one on a tie), or ""."""
+        counts = Counter(d.label for d in self.recent if d.label and d.label != NORMAL)
+        best = ""
+        for d in reversed(self.recent):
+            if counts.get(d.label, 0) >= raise_minutes and counts[d.label] > counts.get(best, 0):
+                best = d.label
+        return best
+
+    def _follow(
+        self, diagnosis: MinuteDiagnosis, held: str, departure: np.ndarray | None, options: LifeCycleOptions
+    ) -> list[Transition]:
+        incident = self.incident
+        assert incident is not None
+        if held and held != incident.label and not self._holds(incident.label, options.raise_minutes):
+            return [self._end(self._first_minute_of(held), suppress=False)]
+        back = diagnosis.label == NORMAL
+        by_signature = False
+        if not back and departure is not None and incident.signature:
+            by_signature = bool(np.all(np.abs(departure[incident.signature]) < options.clear_departure))
+            back = by_signature
+        if not back:
+            incident.normal_run, incident.first_normal_minute = 0, -1
+            return []
+        if incident.normal_run == 0:
+            incident.first_normal_minute = diagnosis.minute
+        incident.normal_run += 1
+        if incident.normal_run < options.clear_minutes:
+            return []
+        return [self._end(incident.first_normal_minute, suppress=diagnosis.label == incident.label)]
+
+    def _end(self, end_minute: int, suppress: bool) -> Transition:
+        incident = self.incident
+        assert incident is not None
+        self.incident = None
+        self.since_minute = end_minute
+        # What raised the incident cannot raise the next: only diagnoses from its end on count.
+        while self.recent and self.recent[0].minute < end_minute:
+            self.recent.popleft()
+        self.suppressed = incident.label if suppress else ""
+        self.suppressed_signature = list(incident.signature) if suppress else []
+        self.suppressed_seen = self.last_minute
+        return Transition("abated", incident, end_minute)
+
+    def _raise(
+        self, held: str, departure: np.ndarray | None, options: LifeCycleOptions, model_version: str
+    ) -> Transition | None:
+        if self.suppressed and self.last_minute - self.suppressed_seen >= self.of_last_minutes:
+            self.suppressed, self.suppressed_signature = "", []
+        if not held:
+            return None
+        signature: list[int] = []
+        if departure is not None:
+            if held == self.suppressed and not _departs(
+                departure, self.suppressed_signature, options.reraise_departure
+            ):
+                return None
+            signature = _top(departure, options.signature_statistics)
+            if not _departs(departure, signature, options.clear_departure):
+                return None  # the window holds a fault the newest minutes no longer show
+        self.suppressed, self.suppressed_signature = "", []
+        supporting = [d for d in self.recent if d.label == held]
+        margins = [d.margin for d in supporting if d.margin is not None]
+        cases = Counter(d.case_id for d in supporting)
+        start = supporting[0].minute
+        incident = OpenIncident(
+            label=held, start_minute=start, model_version=model_version, supporting_minutes=len(supporting),
+            distance=float(np.mean([d.distance for d in supporting])),
+            margin=float(np.mean(margins)) if margins else None, case_id=cases.most_common(1)[0][0],
+            signature=signature,
+            departures=[float(departure[c]) for c in signature] if departure is not None else [],
+        )  # fmt: skip
+        self.incident = incident
+        self.since_minute = start
+        return Transition("onset", incident)
+
+    def _holds(self, label: str, raise_minutes: int) -> bool:
+        return sum(d.label == label for d in self.recent) >= raise_minutes
+
+    def _first_minute_of(self, label: str) -> int:
+        return next(d.minute for d in self.recent if d.label == label)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as plain values (JSON), to be kept in Redis and restored on any replica."""
+        return {
+            "last_minute": self.last_minute,
+            "recent": [list(asdict(d).values()) for d in self.recent],
+            "incident": asdict(self.incident) if self.incident else None,
+            "suppressed": self.suppressed,
+            "suppressed_signature": self.suppressed_signature,
+            "suppressed_seen": self.suppressed_seen,
+            "since_minute": self.since_minute,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], of_last_minutes: int) -> NodeLifeCycle:
+        recent = deque(MinuteDiagnosis(*d) for d in state["recent"][-of_last_minutes:])
+        incident = OpenIncident(**state["incident"]) if state.get("incident") else None
+        return cls(
+            of_last_minutes, state["last_minute"], recent, incident, state.get("suppressed", ""),
+            list(state.get("suppressed_signature", [])), state.get("suppressed_seen", -1),
+            state.get("since_minute", -1),
+        )  # fmt: skip
+
+
+def _top(departure: np.ndarray, count: int) -> list[int]:
+    """The columns departing most from normal, largest first."""
+    order = np.argsort(-np.abs(departure), kind="stable")[:count]
+    return [int(c) for c in order]
+
+
+def _departs(departure: np.ndarray, columns: list[int], threshold: float) -> bool:
+    return bool(columns) and bool(np.any(np.abs(departure[columns]) >= threshold))

@@ -1,0 +1,515 @@
+"""The node monitor: minute streams in, each node's window diagnosed every minute, incidents out.
+
+A minute stream's request carries minutes of many nodes. Each minute goes into its
+node's ring (node_windows.py); a minute that becomes its node's newest with a usable
+window queues that window on the encoder's batch scheduler, beside every other caller's
+windows, keyed by node for fairness. Each answer updates the node's latest diagnosis
+(GetNodeDiagnosis) and its condition life cycle (life_cycle.py), whose transitions
+become incident events. A flush task writes what changed to Redis (node_store.py) and
+only then acknowledges the requests whose minutes it holds.
+
+A node first seen by this replica is restored from Redis before its minutes are taken:
+a probe that reconnects here after a failover resumes with its window and condition.
+Nodes nobody sends to for node_idle_expiry_s leave memory; Redis keys expire with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faultprint.registry.ids import is_valid_id
+from faultprint.server.batching.session import (
+    Embedded,
+    Encoder,
+    EncodeRequest,
+    fill_diagnosis,
+    require_network,
+)
+from faultprint.server.model.host import ServingState
+from faultprint.server.monitoring.explanation import (
+    ReferenceProfiles,
+    baseline_of,
+    departure,
+    departures,
+    families,
+)
+from faultprint.server.monitoring.life_cycle import (
+    NORMAL,
+    UNKNOWN,
+    LifeCycleOptions,
+    MinuteDiagnosis,
+    NodeLifeCycle,
+    Transition,
+)
+from faultprint.server.monitoring.node_store import EventWrite, NodeStore, NodeWrite
+from faultprint.server.monitoring.node_windows import Arrival, NodeKey, NodeWindows
+from faultprint.server.references.node_state import NodeStateWriter
+from faultprint.v1 import diagnosis_pb2, incident_service_pb2, probe_service_pb2
+
+log = logging.getLogger(__name__)
+
+SEVERITIES: dict[str, incident_service_pb2.Severity] = {
+    "critical": incident_service_pb2.SEVERITY_CRITICAL,
+    "major": incident_service_pb2.SEVERITY_MAJOR,
+    "minor": incident_service_pb2.SEVERITY_MINOR,
+    "warning": incident_service_pb2.SEVERITY_WARNING,
+}
+_EVENT_TYPES = {
+    "onset": ("ONSET", incident_service_pb2.INCIDENT_EVENT_TYPE_ONSET),
+    "abated": ("ABATED", incident_service_pb2.INCIDENT_EVENT_TYPE_ABATED),
+}
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    """Minute streams and the node state they keep."""
+
+    # Minutes one StreamMinutes request may carry.
+    max_minutes_per_request: int = 10_000
+    # Node-minutes one minute stream may hold between reading and acknowledging them: a
+    # sender that outruns the server stops being read here.
+    stream_max_unacknowledged_minutes: int = 20_000
+    # Seconds between writes of node windows, conditions and incidents to Redis; a minute
+    # is acknowledged after the write that holds it.
+    node_flush_interval_s: float = 0.2
+    # Seconds a node's window and condition are kept, in memory and in Redis, after its
+    # last minute arrived.
+    node_idle_expiry_s: float = 6 * 3600.0
+    # Seconds a node's incident history is kept after its last incident.
+    incident_history_ttl_s: float = 30 * 24 * 3600.0
+    # Incident events the Redis Stream keeps (approximately; the oldest go first).
+    incident_stream_max_events: int = 1_000_000
+    # Minutes averaged for a node's departure from its network's normal (signatures,
+    # explanations).
+    departure_minutes: int = 3
+    # Severity per label, such as "hss_unreachable=critical,overload=warning"; other faults
+    # are major and unknown traffic minor.
+    incident_severities: str = ""
+
+    def __post_init__(self) -> None:
+        counts = ("max_minutes_per_request", "stream_max_unacknowledged_minutes",
+                  "incident_stream_max_events",
+                  "departure_minutes")  # fmt: skip
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if (
+            self.node_flush_interval_s <= 0
+            or self.node_idle_expiry_s <= 0
+            or self.incident_history_ttl_s <= 0
+        ):
+            raise ValueError(
+                "node_flush_interval_s, node_idle_expiry_s and incident_history_ttl_s must be positive"
+            )
+        self.severities()
+
+    def severities(self) -> dict[str, incident_service_pb2.Severity]:
+        """incident_severities as label -> Severity."""
+        table: dict[str, incident_service_pb2.Severity] = {}
+        for item in filter(None, (i.strip() for i in self.incident_severities.split(","))):
+            label, _, severity = item.partition("=")
+            if severity.strip().lower() not in SEVERITIES:
+                raise ValueError(
+                    f"incident_severities item {item!r}: use label=severity with severity one of "
+                    f"{', '.join(SEVERITIES)}"
+                )
+            table[label.strip()] = SEVERITIES[severity.strip().lower()]
+        return table
+
+
+@dataclass
+class Receipt:
+    """One StreamMinutes request until its acknowledgement is sent."""
+
+    response: probe_service_pb2.StreamMinutesResponse
+    deliver: Callable[[Receipt], None]
+    # Minutes the request carried (its share of the stream's unacknowledged budget).
+    size: int = 0
+    outstanding: int = 1  # minutes not settled, plus one held while the request is being read
+
+
+@dataclass(slots=True)
+class _Event:
+    kind: str
+    transition: Transition
+    departure: np.ndarray | None
+    state: ServingState
+    time_ns: int
+
+
+@dataclass
+class MonitorStats:
+    """What minute streams brought, since start (telemetry reads these)."""
+
+    minutes: int = 0
+    duplicates: int = 0
+    late: int = 0
+    reordered: int = 0
+    diagnosed: int = 0
+    not_diagnosed: int = 0
+    refused: int = 0
+    events: int = 0
+    flushes_failed: int = 0
+    expired_nodes: int = 0
+    by_arrival: dict[str, int] = field(default_factory=dict)
+
+
+class NodeMonitor:
+    def __init__(
+        self, encoder: Encoder, writer: NodeStateWriter, store: NodeStore, profiles: ReferenceProfiles,
+        options: MonitorOptions, life_cycle: LifeCycleOptions,
+    ) -> None:  # fmt: skip
+        self.encoder = encoder
+        self.writer = writer
+        self.store = store
+        self.profiles = profiles
+        self.options = options
+        self.life_cycle = life_cycle
+        self.severities = options.severities()
+        self.stats = MonitorStats()
+        self.windows: NodeWindows | None = None
+        self.conditions: dict[NodeKey, NodeLifeCycle] = {}
+        self._dirty_rows: dict[NodeKey, set[int]] = {}
+        self._dirty: set[NodeKey] = set()
+        self._events: dict[NodeKey, list[_Event]] = {}
+        self._due: list[Receipt] = []
+        self._loading: dict[NodeKey, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_expiry = time.monotonic()
+
+    # -- taking minutes -------------------------------------------------------------------
+
+    async def take(self, request: probe_service_pb2.StreamMinutesRequest, receipt: Receipt) -> None:
+        """Takes a request's minutes; receipt.deliver is called once all are settled and written."""
+        windows = self._windows()
+        response = receipt.response
+        expected = windows.features * 4
+        taken: list[tuple[int, probe_service_pb2.NodeMinute]] = []
+        too_many = len(request.minutes) > self.options.max_minutes_per_request
+        for index, minute in enumerate(request.minutes):
+            problem = (
+                _problem(minute, expected)
+                if not too_many
+                else (
+                    f"the request carries {len(request.minutes)} minutes; at most "
+                    f"{self.options.max_minutes_per_request} per request"
+                )
+            )
+            if problem:
+                response.refused.add(index=index, code=3, message=problem)
+                self.stats.refused += 1
+            else:
+                taken.append((index, minute))
+        await self._restore(
+            {(m.network, m.node) for _, m in taken if windows.slot((m.network, m.node)) is None}
+        )
+        state = self.encoder.host.require()
+        for _, minute in taken:
+            self._take_one(windows, state, minute, receipt)
+        self._settle(receipt)
+
+    def _take_one(
+        self,
+        windows: NodeWindows,
+        state: ServingState,
+        minute: probe_service_pb2.NodeMinute,
+        receipt: Receipt,
+    ) -> None:
+        key = (minute.network, minute.node)
+        slot = windows.slot(key)
+        if slot is None:  # expired while its restore was awaited: take it fresh
+            slot = windows.add(key)
+        values = np.frombuffer(minute.packed_values, "<f4")
+        arrival = windows.put(slot, minute.minute, values)
+        response = receipt.response
+        self.stats.minutes += 1
+        if arrival is Arrival.DUPLICATE:
+            response.duplicates += 1
+            self.stats.duplicates += 1
+            return
+        if arrival is Arrival.LATE:
+            response.late += 1
+            self.stats.late += 1
+            return
+        response.accepted += 1
+        self._dirty_rows.setdefault(key, set()).add(minute.minute % windows.steps)
+        self._dirty.add(key)
+        if arrival is Arrival.REORDERED:
+            response.reordered += 1
+            self.stats.reordered += 1
+            return
+        window = windows.window(slot)
+        if window is None or not self._diagnosable(state, minute.network):
+            response.not_diagnosed += 1
+            self.stats.not_diagnosed += 1
+            return
+        try:
+            future = self.encoder.enqueue(EncodeRequest(window, minute.network), key, None)
+        except Exception as exc:  # the queue is full or the server stops: this minute goes undiagnosed
+            log.debug("minute %d of %s not diagnosed: %s", minute.minute, key, exc)
+            response.not_diagnosed += 1
+            self.stats.not_diagnosed += 1
+            return
+        receipt.outstanding += 1
+        future.add_done_callback(lambda f: self._diagnosed(key, minute.minute, receipt, f))
+
+    @staticmethod
+    def _diagnosable(state: ServingState, network: str) -> bool:
+        try:
+            require_network(state, network)
+        except Exception:
+            return False
+        return True
+
+    async def _restore(self, keys: set[NodeKey]) -> None:
+        """Brings nodes this replica has not seen from Redis: their rings and conditions."""
+        waits = [self._loading[k] for k in keys if k in self._loading]
+        todo = [k for k in keys if k not in self._loading]
+        if todo:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for k in todo:
+                self._loading[k] = done
+            try:
+                restored = await self.store.load(todo)
+                windows = self._windows()
+                for key, found in zip(todo, restored, strict=True):
+                    if windows.slot(key) is None:
+                        windows.add(key, found.ring)
+                    if found.state is not None and key not in self.conditions:
+                        self.conditions[key] = NodeLifeCycle.from_dict(
+                            found.state, self.life_cycle.of_last_minutes
+                        )
+            finally:
+                for k in todo:
+                    del self._loading[k]
+                done.set_result(None)
+        for wait in waits:
+            await wait
+
+    # -- diagnoses and the life cycle -----------------------------------------------------
+
+    def _diagnosed(
+        self, key: NodeKey, minute: int, receipt: Receipt, future: asyncio.Future[Embedded]
+    ) -> None:
+        try:
+            if future.cancelled():
+                raise RuntimeError("cancelled")
+            embedded = future.result()
+            state = embedded.state
+            match = embedded.match
+            if match is None:
+                index = require_network(state, key[0])
+                match = index.match(
+                    embedded.embedding, self.encoder.default_top_k, state.runner.metadata.distance_threshold
+                )
+            diagnosis = diagnosis_pb2.Diagnosis()
+            fill_diagnosis(diagnosis, key[0], key[1], match, state)
+            self.writer.record(diagnosis, embedded.embedding)
+            label = UNKNOWN if match.verdict == "unknown" else match.label
+            case_id = match.neighbours[0].case_id if match.neighbours else ""
+            self._observe(key, MinuteDiagnosis(minute, label, match.distance, match.margin, case_id), state)
+            receipt.response.diagnosed += 1
+            self.stats.diagnosed += 1
+        except Exception as exc:
+            log.debug("minute %d of %s not diagnosed: %s", minute, key, exc)
+            receipt.response.not_diagnosed += 1
+            self.stats.not_diagnosed += 1
+        self._settle(receipt)
+
+    def _observe(self, key: NodeKey, diagnosis: MinuteDiagnosis, state: ServingState) -> None:
+        life = self.conditions.get(key)
+        if life is None:
+            life = self.conditions[key] = NodeLifeCycle(self.life_cycle.of_last_minutes)
+        moved = self._departure(key, diagnosis.minute, state) if _needs_departure(life, diagnosis) else None
+        transitions = life.observe(diagnosis, moved, self.life_cycle, state.version)
+        self._dirty.add(key)
+        if transitions:
+            now = time.time_ns()
+            self._events.setdefault(key, []).extend(_Event(t.kind, t, moved, state, now) for t in transitions)
+            self.stats.events += len(transitions)
+
+    def _departure(self, key: NodeKey, minute: int, state: ServingState) -> np.ndarray | None:
+        """The node's departure from normal over the minutes up to the diagnosed one (later ones
+        may have arrived while its window was in the encoder)."""
+        baseline = baseline_of(state, key[0])
+        windows = self.windows
+        slot = windows.slot(key) if windows else None
+        if baseline is None or windows is None or slot is None:
+            return None
+        return departure(windows.newest_rows(slot, self.options.departure_minutes, minute), baseline)
+
+    def _settle(self, receipt: Receipt) -> None:
+        receipt.outstanding -= 1
+        if receipt.outstanding == 0:
+            self._due.append(receipt)
+
+    # -- writing behind -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="node-monitor-flush")
+
+    async def _run(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.options.node_flush_interval_s)
+            await self.flush()
+            self._expire_idle()
+
+    async def flush(self) -> None:
+        """Writes what changed since the last flush, then acknowledges the requests it settles.
+        If Redis fails, everything is kept for the next flush and nothing is acknowledged."""
+        if not (self._dirty or self._due):
+            return
+        dirty, rows, events, due = self._dirty, self._dirty_rows, self._events, self._due
+        self._dirty, self._dirty_rows, self._events, self._due = set(), {}, {}, []
+        try:
+            writes = await self._writes(dirty, rows, events)
+            await self.store.write(writes)
+        except Exception as exc:
+            self.stats.flushes_failed += 1
+            log.warning("node state not written (%d nodes), kept for the next flush: %s", len(dirty), exc)
+            self._dirty |= dirty
+            for key, positions in rows.items():
+                self._dirty_rows.setdefault(key, set()).update(positions)
+            for key, pending in events.items():
+                self._events[key] = pending + self._events.get(key, [])
+            self._due = due + self._due
+            return
+        for receipt in due:
+            receipt.deliver(receipt)
+
+    async def _writes(
+        self, dirty: set[NodeKey], rows: dict[NodeKey, set[int]], events: dict[NodeKey, list[_Event]]
+    ) -> list[NodeWrite]:
+        windows = self._windows()
+        writes = []
+        for key in dirty:
+            life = self.conditions.get(key)
+            slot = windows.slot(key)
+            positions = sorted(rows.get(key, ()))
+            ring = windows.ring_rows(slot, positions) if slot is not None else []
+            node_events = [await self._event_write(key, e) for e in events.get(key, [])]
+            write = NodeWrite(
+                key[0], key[1], life.last_minute if life else -1, life.to_dict() if life else {}
+            )
+            write.rows = [(p * windows.row_bytes, row) for p, row in zip(positions, ring, strict=True)]
+            write.events = node_events
+            writes.append(write)
+        return writes
+
+    async def _event_write(self, key: NodeKey, event: _Event) -> EventWrite:
+        kind, event_type = _EVENT_TYPES[event.kind]
+        incident = await self.incident(key, event)
+        message = incident_service_pb2.IncidentEvent(type=event_type, incident=incident)
+        message.event_time.FromNanoseconds(event.time_ns)
+        return EventWrite(
+            kind,
+            incident.incident_id,
+            incident.SerializeToString(),
+            message.SerializeToString(),
+            incident.label,
+        )
+
+    async def incident(self, key: NodeKey, event: _Event) -> incident_service_pb2.Incident:
+        """The Incident message of an event, with its explanation."""
+        t = event.transition
+        open_ = t.incident
+        names = event.state.runner.metadata.feature_names
+        incident = incident_service_pb2.Incident(
+            incident_id=f"{key[0]}/{key[1]}/{open_.incident_id}", network=key[0], node=key[1],
+            label=open_.label,
+            verdict=diagnosis_pb2.VERDICT_UNKNOWN if open_.label == UNKNOWN else diagnosis_pb2.VERDICT_FAULT,
+            severity=self._severity(open_.label), model_version=open_.model_version, distance=open_.distance,
+            reference_case_id=open_.case_id, supporting_minutes=open_.supporting_minutes,
+        )  # fmt: skip
+        incident.start_time.FromSeconds(open_.start_minute * 60)
+        if t.kind == "abated":
+            incident.end_time.FromSeconds(t.end_minute * 60)
+        if open_.margin is not None:
+            incident.margin = open_.margin
+        incident.explanation.from_normal.extend(
+            departures(
+                _sparse(list(zip(open_.signature, open_.departures, strict=True)), len(names)),
+                open_.signature,
+                names,
+            )
+        )
+        incident.explanation.families.extend(families(list(incident.explanation.from_normal)))
+        if not open_.reference and event.departure is not None and open_.label != UNKNOWN:
+            profile = await self.profiles.profile(event.state, key[0], open_.case_id)
+            if profile is not None:
+                gap = event.departure - profile
+                open_.reference = [[int(c), float(gap[c])] for c in np.argsort(-np.abs(gap))[:5]]
+        incident.explanation.from_reference.extend(
+            departures(_sparse(open_.reference, len(names)), [int(c) for c, _ in open_.reference], names)
+        )
+        return incident
+
+    def _severity(self, label: str) -> incident_service_pb2.Severity:
+        if label in self.severities:
+            return self.severities[label]
+        return (
+            incident_service_pb2.SEVERITY_MINOR if label == UNKNOWN else incident_service_pb2.SEVERITY_MAJOR
+        )
+
+    def _expire_idle(self) -> None:
+        now = time.monotonic()
+        if self.windows is None or now - self._last_expiry < min(60.0, self.options.node_idle_expiry_s):
+            return
+        self._last_expiry = now
+        for key in self.windows.idle(self.options.node_idle_expiry_s, now):
+            if key in self._dirty or key in self._events:
+                continue
+            self.windows.remove(key)
+            self.conditions.pop(key, None)
+            self.stats.expired_nodes += 1
+
+    def _windows(self) -> NodeWindows:
+        if self.windows is None:
+            meta = self.encoder.host.require().runner.metadata
+            self.windows = NodeWindows(meta.steps, meta.features)
+        return self.windows
+
+    async def close(self) -> None:
+        """Lets the running flush finish, then writes what is still pending."""
+        self._closing = True
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+def _problem(minute: probe_service_pb2.NodeMinute, expected_bytes: int) -> str:
+    """Why a minute cannot be taken, or ""."""
+    if not is_valid_id(minute.network) or not is_valid_id(minute.node):
+        return f"network {minute.network!r} or node {minute.node!r} is not a valid id"
+    if len(minute.packed_values) != expected_bytes:
+        return (
+            f"packed_values holds {len(minute.packed_values)} bytes; the model reads {expected_bytes // 4} "
+            f"statistics as float32, {expected_bytes} bytes"
+        )
+    if minute.minute < 0:
+        return f"minute {minute.minute} is before 1970"
+    return ""
+
+
+def _needs_departure(life: NodeLifeCycle, diagnosis: MinuteDiagnosis) -> bool:
+    """Departures cost a normalisation: only for a node raised, or with a fault in sight."""
+    return (
+        life.incident is not None or diagnosis.label != NORMAL or any(d.label != NORMAL for d in life.recent)
+    )
+
+
+def _sparse(pairs: list, size: int) -> np.ndarray:
+    """(column, value) pairs as a dense vector of size."""
+    values = np.zeros(size, np.float32)
+    for column, value in pairs:
+        values[int(column)] = value
+    return values

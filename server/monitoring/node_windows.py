@@ -1,0 +1,211 @@
+"""Every streaming node's last hour of minutes in memory, and the window each new minute completes.
+
+A node's minutes live in a ring of `steps` rows (a row's position is its minute modulo
+steps), stored with the minute each row holds: the layout Redis keeps too (one string per
+node, rows at fixed offsets), so a row goes to Redis as its bytes and a node comes back
+with one GET and one np.frombuffer. Nodes share preallocated chunks of rows, so a node
+costs its rows and nothing per minute beyond one row copy.
+
+A window whose minutes all arrived clean (no lost value, counter reset or value out of
+contract) is read straight from the ring; any other is repaired by the trainer's own
+windowing code (traffic/windowing.py: repair_grid, usable_windows) and dropped when it
+cannot be, every repair counted in one RepairReport.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from faultprint.traffic.contract import IS_COUNT, out_of_contract
+from faultprint.traffic.windowing import RepairReport, WindowingOptions, repair_grid, usable_windows
+
+NodeKey = tuple[str, str]  # (network, node)
+
+# Nodes per preallocated chunk: 1024 nodes of 60 x 129 minutes are 32 MB.
+CHUNK_NODES = 1024
+
+
+class Arrival(Enum):
+    """What a minute did to its node's ring."""
+
+    NEWEST = "newest"  # the node's newest minute: its window is due for a diagnosis
+    REORDERED = "reordered"  # older than the newest, within the window, and new: fills a hole
+    DUPLICATE = "duplicate"  # the ring already holds this minute
+    LATE = "late"  # older than the node's window
+
+
+def row_dtype(features: int) -> np.dtype:
+    """One ring row: the minute it holds (-1: none) and its statistics, as Redis stores it."""
+    return np.dtype([("minute", "<i8"), ("values", "<f4", (features,))])
+
+
+@dataclass
+class _Chunk:
+    rows: np.ndarray  # (CHUNK_NODES, steps) of row_dtype
+    clean: np.ndarray  # (CHUNK_NODES, steps) bool: the row arrived with nothing to repair
+
+
+class NodeWindows:
+    """The rings of every node this replica streams, by (network, node)."""
+
+    def __init__(self, steps: int, features: int, options: WindowingOptions | None = None) -> None:
+        self.steps = steps
+        self.features = features
+        self.dtype = row_dtype(features)
+        self.row_bytes = self.dtype.itemsize
+        self.options = options or WindowingOptions(steps=steps)
+        self.report = RepairReport()
+        self._chunks: list[_Chunk] = []
+        self._slots: dict[NodeKey, int] = {}
+        self._keys: list[NodeKey | None] = []
+        self._free: list[int] = []
+        # Per slot: the newest minute, the first minute held since the node (re)started, and
+        # when (monotonic seconds) its last minute arrived.
+        self._newest = np.zeros(0, np.int64)
+        self._first = np.zeros(0, np.int64)
+        self._seen = np.zeros(0, np.float64)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def slot(self, key: NodeKey) -> int | None:
+        return self._slots.get(key)
+
+    def key(self, slot: int) -> NodeKey:
+        key = self._keys[slot]
+        assert key is not None
+        return key
+
+    def add(self, key: NodeKey, ring: bytes | None = None) -> int:
+        """A slot for a node, restored from its ring's bytes (as Redis keeps them) if given."""
+        slot = self._allocate(key)
+        rows, clean = self._at(slot)
+        rows[:] = np.zeros((), self.dtype)
+        rows["minute"] = -1
+        clean[:] = False
+        self._newest[slot] = self._first[slot] = -1
+        self._seen[slot] = time.monotonic()
+        if ring is not None and len(ring) == self.steps * self.row_bytes:
+            restored = np.frombuffer(ring, self.dtype)
+            rows[:] = restored
+            held = restored["minute"][restored["minute"] >= 0]
+            if len(held):
+                self._newest[slot], self._first[slot] = held.max(), held.min()
+                clean[:] = (restored["minute"] >= 0) & _clean(restored["values"])
+        return slot
+
+    def put(self, slot: int, minute: int, values: np.ndarray) -> Arrival:
+        """Keeps one minute's row (float32, features long) in the node's ring."""
+        rows, clean = self._at(slot)
+        position = minute % self.steps
+        newest = int(self._newest[slot])
+        self._seen[slot] = time.monotonic()
+        if minute <= newest - self.steps:
+            return Arrival.LATE
+        if rows["minute"][position] == minute:
+            return Arrival.DUPLICATE
+        arrival = Arrival.NEWEST if minute > newest else Arrival.REORDERED
+        if arrival is Arrival.NEWEST:
+            if newest < 0 or minute - newest > self.steps:
+                self._first[slot] = minute  # a node starting, or back after its window emptied
+            elif minute - newest > 1:
+                self.report.missing_minutes += minute - newest - 1
+            self._newest[slot] = minute
+        else:
+            self._first[slot] = min(int(self._first[slot]), minute)
+        rows[position] = (minute, values)
+        clean[position] = _clean(values[None, :])[0]
+        return arrival
+
+    def window(self, slot: int) -> np.ndarray | None:
+        """The node's window ending at its newest minute (steps, features) float32, repaired as
+        the trainer repairs windows; None until it has a full hour, or while it cannot be read."""
+        newest, first = int(self._newest[slot]), int(self._first[slot])
+        if newest < 0 or newest - first + 1 < self.steps:
+            return None
+        rows, clean = self._at(slot)
+        minutes = np.arange(newest - self.steps + 1, newest + 1)
+        positions = minutes % self.steps
+        held = rows[positions]
+        present = held["minute"] == minutes
+        if present.all() and clean[positions].all():
+            self.report.windows += 1
+            return held["values"]
+        grid = held["values"].astype(np.float64)
+        grid[~present] = np.nan
+        violation = repair_grid(grid, self.options, self.report)
+        if not usable_windows(grid, violation, np.zeros(1, np.int64), self.options, self.report)[0]:
+            return None
+        self.report.windows += 1
+        return grid.astype(np.float32)
+
+    def newest_rows(self, slot: int, count: int, until: int | None = None) -> np.ndarray:
+        """The minutes that arrived among the count up to until (default: the node's newest),
+        oldest first (rows, features) float32."""
+        newest = int(self._newest[slot]) if until is None else until
+        rows, _ = self._at(slot)
+        if newest < 0:
+            return np.zeros((0, self.features), np.float32)
+        minutes = np.arange(newest - count + 1, newest + 1)
+        held = rows[minutes % self.steps]
+        return held["values"][held["minute"] == minutes]
+
+    def ring_rows(self, slot: int, positions: list[int]) -> list[bytes]:
+        """The ring rows at positions, as Redis keeps them."""
+        rows, _ = self._at(slot)
+        return [rows[p].tobytes() for p in positions]
+
+    def newest(self, slot: int) -> int:
+        return int(self._newest[slot])
+
+    def idle(self, idle_s: float, now: float | None = None) -> list[NodeKey]:
+        """The nodes no minute has arrived for in idle_s seconds."""
+        now = time.monotonic() if now is None else now
+        live = np.array([k is not None for k in self._keys], bool)
+        stale = np.flatnonzero(live & (self._seen[: len(self._keys)] < now - idle_s))
+        return [self.key(int(s)) for s in stale]
+
+    def remove(self, key: NodeKey) -> None:
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            self._keys[slot] = None
+            self._free.append(slot)
+
+    def _allocate(self, key: NodeKey) -> int:
+        if key in self._slots:
+            return self._slots[key]
+        if not self._free:
+            self._grow()
+        slot = self._free.pop()
+        self._slots[key] = slot
+        self._keys[slot] = key
+        return slot
+
+    def _grow(self) -> None:
+        start = len(self._keys)
+        rows = np.zeros((CHUNK_NODES, self.steps), self.dtype)
+        self._chunks.append(_Chunk(rows, np.zeros((CHUNK_NODES, self.steps), bool)))
+        self._keys.extend([None] * CHUNK_NODES)
+        self._free.extend(range(start + CHUNK_NODES - 1, start - 1, -1))
+        for name in ("_newest", "_first", "_seen"):
+            grown = np.full(start + CHUNK_NODES, -1, getattr(self, name).dtype)
+            grown[:start] = getattr(self, name)
+            setattr(self, name, grown)
+
+    def _at(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        chunk = self._chunks[slot // CHUNK_NODES]
+        return chunk.rows[slot % CHUNK_NODES], chunk.clean[slot % CHUNK_NODES]
+
+    def memory_bytes(self) -> int:
+        """Bytes of the preallocated rings (every chunk, used or free)."""
+        return sum(c.rows.nbytes + c.clean.nbytes for c in self._chunks)
+
+
+def _clean(values: np.ndarray) -> np.ndarray:
+    """Per row, whether it has nothing windowing would repair: no lost value, counter reset or
+    value out of contract."""
+    return ~(np.isnan(values) | ((values < 0) & IS_COUNT) | out_of_contract(values, "rows")).any(axis=-1)

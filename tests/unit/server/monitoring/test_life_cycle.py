@@ -1,0 +1,531 @@
+"""A node's incident life cycle: raise on m of n diagnoses, clear on a run of normal minutes or a
+signature back to normal, change of fault, suppression, resends and restoring from JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from faultprint.server.monitoring.life_cycle import (
+    NORMAL,
+    UNKNOWN,
+    LifeCycleOptions,
+    MinuteDiagnosis,
+    NodeLifeCycle,
+    Transition,
+)
+from faultprint.traffic.catalogue import NUM_FEATURES
+
+FAULT = "hss_unreachable"
+OTHER = "dns_failure"
+VERSION = "v7"
+# A realistic UTC minute, so no test relies on minutes starting at 0.
+T0 = 28_000_000
+
+# Diagnoses alone: signatures off (no departures are given).
+PLAIN = LifeCycleOptions(raise_minutes=4, of_last_minutes=6, clear_minutes=5)
+# With signatures: the three statistics departing most, back to normal within 2 baseline units.
+SIGNED = LifeCycleOptions(
+    raise_minutes=4, of_last_minutes=6, clear_minutes=5, signature_statistics=3, clear_departure=2.0
+)
+
+
+def diag(minute: int, label: str, distance: float = 0.5, margin: float | None = 0.25, case: str = "c1"):
+    return MinuteDiagnosis(minute, label, distance, margin, case)
+
+
+def quiet() -> np.ndarray:
+    """Departures of a node back at its network's normal: every statistic well within 2 units."""
+    return np.random.default_rng(0).uniform(-0.8, 0.8, NUM_FEATURES).astype(np.float32)
+
+
+def hot(*columns: tuple[int, float]) -> np.ndarray:
+    """Quiet departures except the given (column, departure) pairs."""
+    departure = quiet()
+    for column, value in columns:
+        departure[column] = value
+    return departure
+
+
+# The fault's signature: columns 20 (-8), 10 (+6) and 30 (+4) depart; 50 is a bystander.
+FAULTY = hot((10, 6.0), (20, -8.0), (30, 4.0))
+
+
+def feed(
+    life: NodeLifeCycle,
+    labels: list[str],
+    start: int,
+    options: LifeCycleOptions = PLAIN,
+    departures: list[np.ndarray | None] | None = None,
+) -> list[list[Transition]]:
+    """Observes one label a minute from start; the transitions of each minute."""
+    out = []
+    for i, label in enumerate(labels):
+        departure = departures[i] if departures is not None else None
+        out.append(life.observe(diag(start + i, label), departure, options, VERSION))
+    return out
+
+
+def flat(per_minute: list[list[Transition]]) -> list[tuple[str, str, int, int]]:
+    """(kind, label, start_minute, end_minute) of every transition, in order."""
+    return [
+        (t.kind, t.incident.label, t.incident.start_minute, t.end_minute) for ts in per_minute for t in ts
+    ]
+
+
+# -- raising ----------------------------------------------------------------------------
+
+
+def test_one_or_two_fault_minutes_among_normal_ones_raise_nothing():
+    life = NodeLifeCycle(6)
+    labels = [NORMAL, FAULT, NORMAL, NORMAL, FAULT, FAULT, NORMAL, NORMAL, FAULT, NORMAL, FAULT, NORMAL]
+    assert flat(feed(life, labels, T0)) == []
+    assert life.incident is None
+
+
+def test_fault_raised_on_the_minute_it_holds_raise_minutes_of_the_last_of_last_minutes():
+    life = NodeLifeCycle(6)
+    per_minute = feed(life, [NORMAL, FAULT, NORMAL, FAULT, FAULT], T0)
+    assert flat(per_minute) == []
+    [onset] = life.observe(diag(T0 + 5, FAULT), None, PLAIN, VERSION)
+    assert onset.kind == "onset"
+    assert onset.end_minute == -1
+    assert onset.incident.label == FAULT
+    assert onset.incident.model_version == VERSION
+    assert life.incident is onset.incident
+
+
+def test_onset_start_is_the_first_supporting_minute_with_mean_distance_margin_and_most_common_case():
+    life = NodeLifeCycle(6)
+    life.observe(MinuteDiagnosis(T0, NORMAL, 0.1, 0.9, "n"), None, PLAIN, VERSION)
+    life.observe(MinuteDiagnosis(T0 + 1, FAULT, 1.0, 0.2, "a"), None, PLAIN, VERSION)
+    life.observe(MinuteDiagnosis(T0 + 2, FAULT, 2.0, None, "b"), None, PLAIN, VERSION)
+    life.observe(MinuteDiagnosis(T0 + 3, NORMAL, 0.1, 0.9, "n"), None, PLAIN, VERSION)
+    life.observe(MinuteDiagnosis(T0 + 4, FAULT, 3.0, 0.4, "b"), None, PLAIN, VERSION)
+    [onset] = life.observe(MinuteDiagnosis(T0 + 5, FAULT, 6.0, 0.6, "a"), None, PLAIN, VERSION)
+    incident = onset.incident
+    assert incident.start_minute == T0 + 1
+    assert incident.incident_id == f"{FAULT}@{T0 + 1}"
+    assert incident.supporting_minutes == 4
+    assert incident.distance == pytest.approx((1.0 + 2.0 + 3.0 + 6.0) / 4)
+    assert incident.margin == pytest.approx((0.2 + 0.4 + 0.6) / 3)  # a minute with no margin is left out
+    assert incident.case_id in ("a", "b")  # a tie (two each): either most common case
+    assert incident.signature == [] and incident.departures == []
+
+
+def test_onset_case_id_is_the_most_common_case_of_the_supporting_minutes():
+    life = NodeLifeCycle(6)
+    for i, case in enumerate(["x", "y", "z", "y"]):
+        transitions = life.observe(MinuteDiagnosis(T0 + i, FAULT, 1.0, None, case), None, PLAIN, VERSION)
+    [onset] = transitions
+    assert onset.incident.case_id == "y"  # not the first minute's case: the most common one
+
+
+def test_onset_with_no_margins_has_no_margin():
+    life = NodeLifeCycle(6)
+    for i in range(4):
+        transitions = life.observe(MinuteDiagnosis(T0 + i, FAULT, 1.0, None, "c"), None, PLAIN, VERSION)
+    [onset] = transitions
+    assert onset.incident.margin is None
+    assert onset.incident.case_id == "c"
+
+
+def test_unknown_label_raises_like_a_fault():
+    life = NodeLifeCycle(6)
+    per_minute = feed(life, [UNKNOWN, NORMAL, UNKNOWN, UNKNOWN, UNKNOWN], T0)
+    assert flat(per_minute) == [("onset", UNKNOWN, T0, -1)]
+    assert per_minute[-1][0].incident.incident_id == f"{UNKNOWN}@{T0}"
+
+
+def test_two_faults_each_short_of_raise_minutes_raise_nothing():
+    life = NodeLifeCycle(6)
+    assert flat(feed(life, [FAULT, OTHER, FAULT, OTHER, FAULT, OTHER, FAULT, OTHER], T0)) == []
+
+
+# -- clearing ---------------------------------------------------------------------------
+
+
+def test_cleared_only_after_clear_minutes_consecutive_normal_minutes():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 6, T0)
+    per_minute = feed(life, [NORMAL] * 4, T0 + 6)
+    assert flat(per_minute) == []
+    assert life.incident is not None
+    [abated] = life.observe(diag(T0 + 10, NORMAL), None, PLAIN, VERSION)
+    assert abated.kind == "abated"
+    assert abated.end_minute == T0 + 6  # the first minute of the normal run
+    assert abated.incident.label == FAULT and abated.incident.start_minute == T0
+    assert life.incident is None
+
+
+def test_a_fault_minute_inside_the_normal_run_restarts_the_count():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 6, T0)
+    # Three normal minutes, a fault minute, then four normal ones: no clear yet.
+    per_minute = feed(life, [NORMAL, NORMAL, NORMAL, FAULT, NORMAL, NORMAL, NORMAL, NORMAL], T0 + 6)
+    assert flat(per_minute) == []
+    assert life.incident is not None
+    [abated] = life.observe(diag(T0 + 14, NORMAL), None, PLAIN, VERSION)
+    assert abated.kind == "abated"
+    assert abated.end_minute == T0 + 10  # the first normal minute after the interruption
+
+
+def test_an_unknown_minute_inside_the_normal_run_restarts_the_count():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 5, T0)
+    per_minute = feed(life, [NORMAL, NORMAL, UNKNOWN, NORMAL, NORMAL, NORMAL, NORMAL, NORMAL], T0 + 5)
+    assert flat(per_minute) == [("abated", FAULT, T0, T0 + 8)]
+    assert per_minute[-1] != []  # on the fifth normal minute in a row
+
+
+def test_a_whole_episode_gives_exactly_one_onset_and_one_abated():
+    life = NodeLifeCycle(6)
+    labels = (
+        [NORMAL] * 10
+        + [FAULT, NORMAL, FAULT, FAULT, FAULT]  # flicker then onset
+        + [FAULT, UNKNOWN, FAULT] * 5  # the fault, with an unknown minute now and then
+        + [NORMAL, NORMAL, FAULT, NORMAL]  # recovering, one relapse minute
+        + [NORMAL] * 30
+    )
+    transitions = flat(feed(life, labels, T0))
+    assert transitions == [("onset", FAULT, T0 + 10, -1), ("abated", FAULT, T0 + 10, T0 + 33)]
+    assert life.incident is None
+
+
+def test_episode_transitions_carry_the_same_incident():
+    life = NodeLifeCycle(6)
+    per_minute = feed(life, [FAULT] * 8 + [NORMAL] * 5, T0)
+    onset, abated = [t for ts in per_minute for t in ts]
+    assert onset.incident is abated.incident
+    assert abated.incident.incident_id == f"{FAULT}@{T0}"
+
+
+# -- change of fault --------------------------------------------------------------------
+
+
+def test_change_of_fault_ends_the_incident_at_the_new_fault_and_raises_it():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 6, T0)
+    # OTHER takes over: after its 4th minute it holds 4 of 6 and FAULT only 2.
+    per_minute = feed(life, [OTHER] * 3, T0 + 6)
+    assert flat(per_minute) == []
+    transitions = life.observe(diag(T0 + 9, OTHER), None, PLAIN, VERSION)
+    assert [(t.kind, t.incident.label, t.incident.start_minute, t.end_minute) for t in transitions] == [
+        ("abated", FAULT, T0, T0 + 6),
+        ("onset", OTHER, T0 + 6, -1),
+    ]
+    assert life.incident is transitions[1].incident
+
+
+def test_no_change_while_the_raised_fault_still_holds_raise_minutes():
+    life = NodeLifeCycle(6)
+    options = LifeCycleOptions(raise_minutes=3, of_last_minutes=6, clear_minutes=5)
+    feed(life, [FAULT] * 3, T0, options)
+    # FAULT, FAULT, FAULT, OTHER, OTHER, OTHER: both hold 3 of 6, the raised one stays.
+    assert flat(feed(life, [OTHER] * 3, T0 + 3, options)) == []
+    assert life.incident is not None and life.incident.label == FAULT
+    [abated, onset] = life.observe(diag(T0 + 6, OTHER), None, options, VERSION)
+    assert (abated.kind, abated.end_minute) == ("abated", T0 + 3)
+    assert (onset.kind, onset.incident.label, onset.incident.start_minute) == ("onset", OTHER, T0 + 3)
+
+
+def test_fault_replacing_unknown_changes_the_incident():
+    life = NodeLifeCycle(6)
+    per_minute = feed(life, [UNKNOWN] * 4 + [FAULT] * 4 + [NORMAL] * 5, T0)
+    assert flat(per_minute) == [
+        ("onset", UNKNOWN, T0, -1),
+        ("abated", UNKNOWN, T0, T0 + 4),
+        ("onset", FAULT, T0 + 4, -1),
+        ("abated", FAULT, T0 + 4, T0 + 8),
+    ]
+
+
+# -- signatures (departures from the network's normal) ---------------------------------
+
+
+def test_no_raise_while_the_newest_departure_is_back_to_normal():
+    life = NodeLifeCycle(6)
+    # The window still holds the fault, but the node's newest minutes are at normal.
+    per_minute = feed(life, [FAULT] * 8, T0, SIGNED, [quiet()] * 8)
+    assert flat(per_minute) == []
+    assert life.incident is None
+    # Once the newest minutes depart, it is raised, from the first supporting minute in view.
+    [onset] = life.observe(diag(T0 + 8, FAULT), FAULTY, SIGNED, VERSION)
+    assert onset.kind == "onset"
+    assert onset.incident.start_minute == T0 + 3
+
+
+def test_signature_is_the_top_signature_statistics_columns_by_absolute_departure():
+    life = NodeLifeCycle(6)
+    departure = hot((10, 6.0), (20, -8.0), (30, 4.0), (40, -3.0))
+    per_minute = feed(life, [FAULT] * 4, T0, SIGNED, [departure] * 4)
+    [onset] = per_minute[-1]
+    assert onset.incident.signature == [20, 10, 30]
+    assert onset.incident.departures == pytest.approx([-8.0, 6.0, 4.0])
+    assert all(type(c) is int for c in onset.incident.signature)
+    assert all(type(d) is float for d in onset.incident.departures)
+
+
+def test_signature_is_left_empty_without_departures_and_with_clear_departure_zero():
+    off = LifeCycleOptions(raise_minutes=4, of_last_minutes=6, clear_minutes=5, clear_departure=0.0)
+    life = NodeLifeCycle(6)
+    # clear_departure 0 turns signatures off: quiet departures do not hold the onset back.
+    [onset] = feed(life, [FAULT] * 4, T0, off, [quiet()] * 4)[-1]
+    assert onset.incident.signature == [] and onset.incident.departures == []
+
+
+def test_cleared_by_signature_while_the_diagnoses_still_say_the_fault():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    assert life.incident is not None
+    # The traffic is back to normal; the window (an hour long) still says the fault.
+    per_minute = feed(life, [FAULT] * 4, T0 + 4, SIGNED, [quiet()] * 4)
+    assert flat(per_minute) == []
+    [abated] = life.observe(diag(T0 + 8, FAULT), quiet(), SIGNED, VERSION)
+    assert (abated.kind, abated.incident.label, abated.end_minute) == ("abated", FAULT, T0 + 4)
+    assert life.incident is None
+    assert life.suppressed == FAULT
+    assert life.suppressed_signature == [20, 10, 30]
+
+
+def test_signature_clear_run_restarts_when_a_signature_statistic_departs_again():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    departures = [quiet()] * 3 + [hot((30, 2.5))] + [quiet()] * 4
+    assert flat(feed(life, [FAULT] * 8, T0 + 4, SIGNED, departures)) == []
+    [abated] = life.observe(diag(T0 + 12, FAULT), quiet(), SIGNED, VERSION)
+    assert abated.end_minute == T0 + 8
+
+
+def test_a_bystander_statistic_departing_does_not_hold_a_signature_clear_back():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    per_minute = feed(life, [FAULT] * 5, T0 + 4, SIGNED, [hot((50, 9.0))] * 5)
+    assert flat(per_minute) == [("abated", FAULT, T0, T0 + 4)]
+
+
+def test_after_a_signature_clear_the_label_is_not_raised_again_while_diagnoses_hold_it():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    feed(life, [FAULT] * 5, T0 + 4, SIGNED, [quiet()] * 5)  # abated at T0 + 8
+    assert life.incident is None
+    # The window goes on saying the fault for most of an hour; a bystander statistic departing
+    # (not one of the signature's) is not the fault coming back.
+    departures = [quiet()] * 20 + [hot((50, 9.0))] * 10
+    assert flat(feed(life, [FAULT] * 30, T0 + 9, SIGNED, departures)) == []
+    assert life.incident is None and life.suppressed == FAULT
+
+
+def test_after_a_signature_clear_the_label_is_raised_again_when_its_signature_departs_again():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    feed(life, [FAULT] * 5, T0 + 4, SIGNED, [quiet()] * 5)
+    assert flat(feed(life, [FAULT] * 5, T0 + 9, SIGNED, [quiet()] * 5)) == []
+    [onset] = life.observe(diag(T0 + 14, FAULT), hot((10, -5.0)), SIGNED, VERSION)
+    assert onset.kind == "onset"
+    assert onset.incident.label == FAULT
+    assert onset.incident.signature[0] == 10
+    assert life.suppressed == ""
+
+
+def test_suppression_lifts_once_the_diagnoses_return_to_normal():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    feed(life, [FAULT] * 5, T0 + 4, SIGNED, [quiet()] * 5)
+    assert life.suppressed == FAULT
+    # Normal diagnoses: the suppression holds until the fault has not been diagnosed for 6 minutes.
+    feed(life, [NORMAL] * 5, T0 + 9, SIGNED, [quiet()] * 5)
+    assert life.suppressed == FAULT
+    feed(life, [NORMAL], T0 + 14, SIGNED, [quiet()])
+    assert life.suppressed == ""
+    # The same fault, departing on other statistics than before, is a new incident.
+    per_minute = feed(life, [FAULT] * 4, T0 + 15, SIGNED, [hot((50, 9.0))] * 4)
+    assert flat(per_minute) == [("onset", FAULT, T0 + 15, -1)]
+    assert per_minute[-1][0].incident.signature[0] == 50
+
+
+def test_normal_diagnoses_clear_a_signed_incident_without_suppressing_it():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    # Diagnosed normal while the signature still departs: normal minutes clear all the same.
+    per_minute = feed(life, [NORMAL] * 5, T0 + 4, SIGNED, [FAULTY] * 5)
+    assert flat(per_minute) == [("abated", FAULT, T0, T0 + 4)]
+    assert life.suppressed == ""
+
+
+def test_departure_missing_for_a_minute_falls_back_to_the_diagnoses():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    # No baseline this minute: the fault diagnosis is not back to normal, the run restarts.
+    departures: list[np.ndarray | None] = [quiet()] * 2 + [None] + [quiet()] * 5
+    per_minute = feed(life, [FAULT] * 8, T0 + 4, SIGNED, departures)
+    assert flat(per_minute) == [("abated", FAULT, T0, T0 + 7)]
+
+
+# -- resends ----------------------------------------------------------------------------
+
+
+def test_a_minute_at_or_before_the_last_one_changes_nothing():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 3, T0)
+    before = json.dumps(life.to_dict())
+    assert life.observe(diag(T0 + 2, FAULT), None, PLAIN, VERSION) == []  # a resend
+    assert life.observe(diag(T0, FAULT), None, PLAIN, VERSION) == []  # a late answer
+    assert life.observe(diag(T0 - 100, FAULT), None, PLAIN, VERSION) == []
+    assert json.dumps(life.to_dict()) == before
+    assert life.last_minute == T0 + 2
+    # The 4th fault minute is still the one that raises.
+    [onset] = life.observe(diag(T0 + 3, FAULT), None, PLAIN, VERSION)
+    assert onset.incident.supporting_minutes == 4
+
+
+def test_a_resent_normal_minute_does_not_count_twice_towards_a_clear():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0)
+    for minute in range(T0 + 4, T0 + 8):
+        assert life.observe(diag(minute, NORMAL), None, PLAIN, VERSION) == []
+        assert life.observe(diag(minute, NORMAL), None, PLAIN, VERSION) == []
+    assert life.incident is not None
+    assert life.incident.normal_run == 4
+
+
+# -- state as JSON ----------------------------------------------------------------------
+
+EPISODE = (
+    [NORMAL] * 3
+    + [FAULT, FAULT, NORMAL, FAULT, FAULT]  # onset
+    + [FAULT] * 4
+    + [OTHER] * 4  # change of fault
+    + [OTHER] * 6  # signature back to normal: abated by signature, suppressed
+    + [OTHER] * 3
+    + [OTHER]  # the signature departs again: onset
+    + [NORMAL] * 7  # abated
+    + [UNKNOWN] * 4  # onset of unknown
+)
+EPISODE_DEPARTURES = (
+    [quiet()] * 3
+    + [FAULTY] * 5
+    + [FAULTY] * 4
+    + [hot((50, 9.0), (60, 7.0))] * 4
+    + [quiet()] * 6
+    + [quiet()] * 3
+    + [hot((60, -4.0))]
+    + [hot((60, -4.0))] * 7
+    + [hot((70, 3.0))] * 4
+)
+
+
+def record(per_minute: list[list[Transition]]) -> list[tuple[str, dict, int]]:
+    """Transitions as plain values, taken when they happen (the monitor writes them at once)."""
+    return [(t.kind, asdict(t.incident), t.end_minute) for ts in per_minute for t in ts]
+
+
+def run_episode(restore_at: int | None) -> list[tuple[str, dict, int]]:
+    life = NodeLifeCycle(6)
+    seen = []
+    for i, (label, departure) in enumerate(zip(EPISODE, EPISODE_DEPARTURES, strict=True)):
+        if i == restore_at:
+            life = NodeLifeCycle.from_dict(json.loads(json.dumps(life.to_dict())), 6)
+        seen += record([life.observe(diag(T0 + i, label, 0.1 * i, 0.01 * i, f"c{i % 3}"), departure, SIGNED,
+                                     VERSION)])  # fmt: skip
+    return seen
+
+
+def test_the_episode_exercises_every_kind_of_transition():
+    kinds = [(kind, incident["label"], end) for kind, incident, end in run_episode(None)]
+    assert kinds == [
+        ("onset", FAULT, -1),
+        ("abated", FAULT, T0 + 12),
+        ("onset", OTHER, -1),
+        ("abated", OTHER, T0 + 16),
+        ("onset", OTHER, -1),
+        ("abated", OTHER, T0 + 26),
+        ("onset", UNKNOWN, -1),
+    ]
+
+
+@pytest.mark.parametrize("restore_at", range(len(EPISODE)))
+def test_restoring_from_json_at_any_minute_gives_the_same_transitions(restore_at):
+    assert run_episode(restore_at) == run_episode(None)
+
+
+def test_to_dict_is_plain_json_and_round_trips_mid_episode():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    feed(life, [FAULT] * 2, T0 + 4, SIGNED, [quiet()] * 2)  # two minutes into a signature clear
+    state = life.to_dict()
+    text = json.dumps(state)
+    restored = NodeLifeCycle.from_dict(json.loads(text), 6)
+    assert restored.to_dict() == json.loads(text)
+    assert restored.incident == life.incident
+    assert list(restored.recent) == list(life.recent)
+    assert (restored.last_minute, restored.since_minute) == (life.last_minute, life.since_minute)
+
+
+def test_from_dict_keeps_only_the_newest_of_last_minutes_diagnoses():
+    life = NodeLifeCycle(10)
+    feed(life, [FAULT, FAULT, FAULT, NORMAL, NORMAL, NORMAL, NORMAL, FAULT, FAULT, FAULT], T0)
+    restored = NodeLifeCycle.from_dict(json.loads(json.dumps(life.to_dict())), 6)
+    assert [d.minute for d in restored.recent] == list(range(T0 + 4, T0 + 10))
+
+
+def test_from_dict_of_a_fresh_node():
+    restored = NodeLifeCycle.from_dict(json.loads(json.dumps(NodeLifeCycle(6).to_dict())), 6)
+    assert restored.incident is None and restored.last_minute == -1 and not restored.recent
+    assert flat(feed(restored, [FAULT] * 4, T0)) == [("onset", FAULT, T0, -1)]
+
+
+# -- options ----------------------------------------------------------------------------
+
+
+def test_default_options_are_valid():
+    options = LifeCycleOptions()
+    assert options.raise_minutes <= options.of_last_minutes
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"raise_minutes": 7, "of_last_minutes": 6},
+        {"raise_minutes": 0},
+        {"raise_minutes": -1},
+        {"of_last_minutes": 0, "raise_minutes": 0},
+        {"clear_minutes": 0},
+        {"signature_statistics": 0},
+        {"clear_departure": -0.5},
+    ],
+)
+def test_options_reject_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        LifeCycleOptions(**kwargs)
+
+
+def test_options_accept_raise_minutes_equal_to_of_last_minutes():
+    options = LifeCycleOptions(raise_minutes=6, of_last_minutes=6)
+    life = NodeLifeCycle(6)
+    per_minute = feed(life, [FAULT] * 5 + [NORMAL] + [FAULT] * 6, T0, options)
+    assert flat(per_minute) == [("onset", FAULT, T0 + 6, -1)]
+
+
+# -- suspected bugs ---------------------------------------------------------------------
+
+
+def test_diagnoses_older_than_of_last_minutes_do_not_count_after_a_gap():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 3, T0)
+    # The node sends nothing diagnosable for an hour (a gap > 5 minutes empties its window).
+    transitions = life.observe(diag(T0 + 70, FAULT), None, PLAIN, VERSION)
+    assert transitions == []  # 1 fault minute in the last 6 minutes (T0+65 .. T0+70)
+
+
+def test_a_clear_by_normal_diagnoses_is_not_immediately_re_raised():
+    options = LifeCycleOptions(raise_minutes=4, of_last_minutes=6, clear_minutes=2)
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, options)
+    feed(life, [NORMAL], T0 + 4, options)
+    transitions = life.observe(diag(T0 + 5, NORMAL), None, options, VERSION)
+    ids = [(t.kind, t.incident.incident_id) for t in transitions]
+    assert ids == [("abated", f"{FAULT}@{T0}")]
