@@ -7,7 +7,7 @@ STUBS := protos/faultprint/v1/probe_service_pb2.py
 NATIVE_LOAD := build/native/load_generator
 WITH_REDIS := scripts/with-redis.sh
 
-.PHONY: setup protos docs native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index bench-baseline clean
+.PHONY: setup protos docs native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index bench-baseline bench-minutes clean
 
 setup: $(VENV)/.linked $(STUBS)
 
@@ -106,6 +106,11 @@ bench-index: setup
 # Reading a batch against its networks' baselines, beside the transfer encoder it feeds.
 bench-baseline: setup
 	$(PY) -m benchmarks.baseline_cost
+
+# What a streamed node-minute costs: server CPU beside a bare grpc.aio reader, and wire bytes
+# against a window per call (benchmarks/results/minute-cost.json; about 1 minute).
+bench-minutes: setup
+	$(WITH_REDIS) $(PY) -m benchmarks.minute_streams cost
 
 clean:
 	rm -rf $(VENV) build artifacts protos/faultprint/v1/*_pb2* .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -10,8 +10,8 @@ the measured minutes only:
 
 - the faultprint server's CPU per diagnosed node-minute;
 - the bare server's CPU per node-minute;
-- the encoder's own CPU per window: the same tower on the same windows at the server's
-  batch size, timed in this process;
+- the model's own CPU per window: the same windows read against the network's baseline
+  and through the same tower at the server's batch size, timed in this process;
 - the bar: faultprint <= 3 x bare + encoder;
 - wire bytes per node-minute against the window-per-call form (ClassifyWindowRequest and
   StreamClassifyWindowsRequest of the node's hour), bar: at most 1/50.
@@ -42,7 +42,7 @@ import redis
 from benchmarks.launcher import ROOT, ServerProcess, free_port
 from faultprint.client.client import AsyncFaultprintClient, encode_window, minutes_request
 from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
-from faultprint.traffic.simulator import PROFILES, simulate_timeline
+from faultprint.traffic.simulator import PROFILES, Episode, simulate_timeline
 from faultprint.v1 import probe_service_pb2
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -138,7 +138,8 @@ async def stream(target: str, payloads: list[bytes], in_flight: int) -> dict[str
 def encoder_cpu_per_window_s(
     artifact: Path, windows: np.ndarray, batch: int, baseline_of: np.ndarray
 ) -> float:
-    """CPU seconds per window of the artifact's tower alone, at the server's batch size."""
+    """CPU seconds per window of the model alone, at the server's batch size: reading the window
+    against its network's baseline (the model's input, traffic/baseline.py) and the tower."""
     import tensorflow as tf
 
     from faultprint.encoder.artifact import load_tower, read_metadata
@@ -146,13 +147,13 @@ def encoder_cpu_per_window_s(
 
     tower = load_tower(artifact, read_metadata(artifact))
     graph = tf.function(lambda x: tower(x, training=False))
-    inputs = NetworkBaseline.fit(baseline_of).normalise(windows)
+    baseline = NetworkBaseline.fit(baseline_of)
     for _ in range(3):
-        graph(inputs[:batch])
+        graph(baseline.normalise(windows[:batch]))
     started = time.process_time()
-    for start in range(0, len(inputs) - batch + 1, batch):
-        graph(inputs[start : start + batch]).numpy()
-    return (time.process_time() - started) / (len(inputs) // batch * batch)
+    for start in range(0, len(windows) - batch + 1, batch):
+        graph(baseline.normalise(windows[start : start + batch])).numpy()
+    return (time.process_time() - started) / (len(windows) // batch * batch)
 
 
 def wire_bytes(traffic: np.ndarray) -> dict[str, float]:
@@ -178,7 +179,17 @@ async def enrol(target: str, traffic: np.ndarray) -> None:
         await client.create_reference_case(
             NETWORK, "normal", list(day.astype(np.float32).reshape(24, 60, -1))
         )
-        await client.create_reference_case(NETWORK, "odd", [traffic[0, :WINDOW_STEPS] * 3])
+        fault = simulate_timeline(PROFILES["metro-eu"], START - 60, 60, [Episode("hss_unreachable", 0, 60)],
+                                  np.random.default_rng(98))[0]  # fmt: skip
+        await client.create_reference_case(NETWORK, "hss_unreachable", [fault.astype(np.float32)])
+
+
+def _profiler(pid: int, out: str) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server into out (collapsed stacks), when out is given."""
+    if not out:
+        return None
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                             "--nonblocking", "-o", out], stdout=subprocess.DEVNULL)  # fmt: skip
 
 
 def cost(args: argparse.Namespace) -> dict[str, object]:
@@ -203,6 +214,7 @@ def cost(args: argparse.Namespace) -> dict[str, object]:
                 fill = requests(args.nodes, traffic, range(59), args.batch)
                 asyncio.run(stream(server.target, fill, args.in_flight))
                 asyncio.run(stream(bare_target, fill, args.in_flight))
+                spy = _profiler(server.process.pid, args.profile)
                 # Rounds of later minutes, each to both servers in turn: the machine's speed drifts.
                 for round_ in range(args.rounds):
                     first = 59 + round_ * args.minutes
@@ -218,6 +230,9 @@ def cost(args: argparse.Namespace) -> dict[str, object]:
                                  "server_cpu_s": server_cpu, "redis_cpu_s": redis_cpu, "server_wall_s": wall,
                                  "bare_minutes": bare_totals["accepted"],
                                  "bare_cpu_s": cpu_s(bare.pid) - bare0})  # fmt: skip
+                if spy is not None:
+                    spy.send_signal(2)
+                    spy.wait(30)
         finally:
             bare.terminate()
             bare.wait(10)
@@ -253,6 +268,7 @@ def main() -> None:
     c.add_argument("--in-flight", type=int, default=8, help="requests unacknowledged per stream")
     c.add_argument("--server-batch", type=int, default=64, help="the server's max batch size")
     c.add_argument("--rounds", type=int, default=3, help="measured rounds, each to both servers in turn")
+    c.add_argument("--profile", default="", help="write py-spy's collapsed stacks of the server here")
     args = parser.parse_args()
     result = cost(args)
     RESULTS.mkdir(parents=True, exist_ok=True)

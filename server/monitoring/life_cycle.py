@@ -256,7 +256,11 @@ class NodeLifeCycle:
         """The state as plain values (JSON), to be kept in Redis and restored on any replica."""
         return {
             "last_minute": self.last_minute,
-            "recent": [list(asdict(d).values()) for d in self.recent],
+            # A normal minute is its minute alone: its distance and case never raise anything.
+            "recent": [
+                d.minute if d.label == NORMAL else [d.minute, d.label, d.distance, d.margin, d.case_id]
+                for d in self.recent
+            ],
             "incident": asdict(self.incident) if self.incident else None,
             "suppressed": self.suppressed,
             "suppressed_signature": self.suppressed_signature,
@@ -266,7 +270,10 @@ class NodeLifeCycle:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any], of_last_minutes: int) -> NodeLifeCycle:
-        recent = deque(MinuteDiagnosis(*d) for d in state["recent"][-of_last_minutes:])
+        recent = deque(
+            MinuteDiagnosis(d, NORMAL) if isinstance(d, int) else MinuteDiagnosis(*d)
+            for d in state["recent"][-of_last_minutes:]
+        )
         incident = OpenIncident(**state["incident"]) if state.get("incident") else None
         return cls(
             of_last_minutes, state["last_minute"], recent, incident, state.get("suppressed", ""),

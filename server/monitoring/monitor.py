@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,7 +50,7 @@ from faultprint.server.monitoring.life_cycle import (
     Transition,
 )
 from faultprint.server.monitoring.node_store import EventWrite, NodeStore, NodeWrite
-from faultprint.server.monitoring.node_windows import Arrival, NodeKey, NodeWindows
+from faultprint.server.monitoring.node_windows import Arrival, NodeKey, NodeWindows, clean_rows
 from faultprint.server.references.node_state import NodeStateWriter
 from faultprint.v1 import diagnosis_pb2, incident_service_pb2, probe_service_pb2
 
@@ -132,7 +133,19 @@ class Receipt:
     deliver: Callable[[Receipt], None]
     # Minutes the request carried (its share of the stream's unacknowledged budget).
     size: int = 0
+    # The stream's key in the batch scheduler: streams, not nodes, share the encoder fairly.
+    stream: object = None
     outstanding: int = 1  # minutes not settled, plus one held while the request is being read
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A node's window waiting for the encoder."""
+
+    key: NodeKey
+    minute: int
+    request: EncodeRequest
+    receipt: Receipt
 
 
 @dataclass(slots=True)
@@ -181,6 +194,8 @@ class NodeMonitor:
         self._events: dict[NodeKey, list[_Event]] = {}
         self._due: list[Receipt] = []
         self._loading: dict[NodeKey, asyncio.Future[None]] = {}
+        self._backlog: deque[_Pending] = deque()
+        self._feeder: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_expiry = time.monotonic()
@@ -212,8 +227,11 @@ class NodeMonitor:
             {(m.network, m.node) for _, m in taken if windows.slot((m.network, m.node)) is None}
         )
         state = self.encoder.host.require()
-        for _, minute in taken:
-            self._take_one(windows, state, minute, receipt)
+        if taken:  # decoded and checked for repairs as one array: no per-value work per minute
+            rows = np.frombuffer(b"".join(m.packed_values for _, m in taken), "<f4").reshape(len(taken), -1)
+            cleans = clean_rows(rows).tolist()
+            for k, (_, minute) in enumerate(taken):
+                self._take_one(windows, state, minute, rows[k], cleans[k], receipt)
         self._settle(receipt)
 
     def _take_one(
@@ -221,14 +239,15 @@ class NodeMonitor:
         windows: NodeWindows,
         state: ServingState,
         minute: probe_service_pb2.NodeMinute,
+        row: np.ndarray,
+        clean: bool,
         receipt: Receipt,
     ) -> None:
         key = (minute.network, minute.node)
         slot = windows.slot(key)
         if slot is None:  # expired while its restore was awaited: take it fresh
             slot = windows.add(key)
-        values = np.frombuffer(minute.packed_values, "<f4")
-        arrival = windows.put(slot, minute.minute, values)
+        arrival = windows.put(slot, minute.minute, row, clean)
         response = receipt.response
         self.stats.minutes += 1
         if arrival is Arrival.DUPLICATE:
@@ -251,15 +270,40 @@ class NodeMonitor:
             response.not_diagnosed += 1
             self.stats.not_diagnosed += 1
             return
-        try:
-            future = self.encoder.enqueue(EncodeRequest(window, minute.network), key, None)
-        except Exception as exc:  # the queue is full or the server stops: this minute goes undiagnosed
-            log.debug("minute %d of %s not diagnosed: %s", minute.minute, key, exc)
-            response.not_diagnosed += 1
-            self.stats.not_diagnosed += 1
-            return
         receipt.outstanding += 1
-        future.add_done_callback(lambda f: self._diagnosed(key, minute.minute, receipt, f))
+        pending = _Pending(key, minute.minute, EncodeRequest(window, minute.network), receipt)
+        if self._backlog or not self._offer(pending):
+            self._backlog.append(pending)
+            if self._feeder is None or self._feeder.done():
+                self._feeder = asyncio.create_task(self._feed(), name="node-monitor-feed")
+
+    def _offer(self, pending: _Pending) -> bool:
+        """Queues a window on the encoder; False while the batch queue is full (then it waits
+        in the backlog: a minute stream is slowed down, never its diagnoses dropped)."""
+        scheduler = self.encoder.scheduler
+        if scheduler.queue_depth >= scheduler.options.max_queue_size:
+            return False
+        try:
+            future = self.encoder.enqueue(pending.request, pending.receipt.stream, None)
+        except Exception as exc:  # the server stops: this minute goes undiagnosed
+            log.debug("minute %d of %s not diagnosed: %s", pending.minute, pending.key, exc)
+            self._undiagnosed(pending.receipt)
+            return True
+        future.add_done_callback(lambda f: self._diagnosed(pending.key, pending.minute, pending.receipt, f))
+        return True
+
+    async def _feed(self) -> None:
+        """Moves the backlog onto the encoder as batches free room, in arrival order."""
+        while self._backlog:
+            if self._offer(self._backlog[0]):
+                self._backlog.popleft()
+            else:
+                await asyncio.sleep(0.002)
+
+    def _undiagnosed(self, receipt: Receipt) -> None:
+        receipt.response.not_diagnosed += 1
+        self.stats.not_diagnosed += 1
+        self._settle(receipt)
 
     @staticmethod
     def _diagnosable(state: ServingState, network: str) -> bool:
@@ -320,8 +364,8 @@ class NodeMonitor:
             self.stats.diagnosed += 1
         except Exception as exc:
             log.debug("minute %d of %s not diagnosed: %s", minute, key, exc)
-            receipt.response.not_diagnosed += 1
-            self.stats.not_diagnosed += 1
+            self._undiagnosed(receipt)
+            return
         self._settle(receipt)
 
     def _observe(self, key: NodeKey, diagnosis: MinuteDiagnosis, state: ServingState) -> None:
@@ -478,8 +522,12 @@ class NodeMonitor:
         return self.windows
 
     async def close(self) -> None:
-        """Lets the running flush finish, then writes what is still pending."""
+        """Lets the running flush finish, then writes what is still pending. Windows still in the
+        backlog go undiagnosed: their requests are never acknowledged, and their senders resend
+        them to another replica."""
         self._closing = True
+        if self._feeder is not None:
+            self._feeder.cancel()
         if self._task:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -1,10 +1,12 @@
 """Every streaming node's last hour of minutes in memory, and the window each new minute completes.
 
 A node's minutes live in a ring of `steps` rows (a row's position is its minute modulo
-steps), stored with the minute each row holds: the layout Redis keeps too (one string per
-node, rows at fixed offsets), so a row goes to Redis as its bytes and a node comes back
-with one GET and one np.frombuffer. Nodes share preallocated chunks of rows, so a node
-costs its rows and nothing per minute beyond one row copy.
+steps), each with the minute it holds. Redis keeps the same ring as one string per node,
+each row an int64 minute and the float32 values at a fixed offset (row_dtype), so a row
+goes to Redis as its bytes and a node comes back with one GET and one np.frombuffer.
+Nodes share preallocated chunks of rows, so a node costs its rows and nothing per minute
+beyond one row copy; whether a row needs repair is decided for a whole request at once
+(clean_rows).
 
 A window whose minutes all arrived clean (no lost value, counter reset or value out of
 contract) is read straight from the ring; any other is repaired by the trainer's own
@@ -45,7 +47,8 @@ def row_dtype(features: int) -> np.dtype:
 
 @dataclass
 class _Chunk:
-    rows: np.ndarray  # (CHUNK_NODES, steps) of row_dtype
+    minutes: np.ndarray  # (CHUNK_NODES, steps) int64: the minute each row holds, -1 none
+    values: np.ndarray  # (CHUNK_NODES, steps, features) float32
     clean: np.ndarray  # (CHUNK_NODES, steps) bool: the row arrived with nothing to repair
 
 
@@ -59,6 +62,8 @@ class NodeWindows:
         self.row_bytes = self.dtype.itemsize
         self.options = options or WindowingOptions(steps=steps)
         self.report = RepairReport()
+        # For each ring position a window may start at, the positions of its rows in order.
+        self._orders = [np.roll(np.arange(steps), -start) for start in range(steps)]
         self._chunks: list[_Chunk] = []
         self._slots: dict[NodeKey, int] = {}
         self._keys: list[NodeKey | None] = []
@@ -83,30 +88,31 @@ class NodeWindows:
     def add(self, key: NodeKey, ring: bytes | None = None) -> int:
         """A slot for a node, restored from its ring's bytes (as Redis keeps them) if given."""
         slot = self._allocate(key)
-        rows, clean = self._at(slot)
-        rows[:] = np.zeros((), self.dtype)
-        rows["minute"] = -1
+        minutes, values, clean = self._at(slot)
+        minutes[:] = -1
+        values[:] = 0
         clean[:] = False
         self._newest[slot] = self._first[slot] = -1
         self._seen[slot] = time.monotonic()
         if ring is not None and len(ring) == self.steps * self.row_bytes:
             restored = np.frombuffer(ring, self.dtype)
-            rows[:] = restored
-            held = restored["minute"][restored["minute"] >= 0]
+            minutes[:], values[:] = restored["minute"], restored["values"]
+            held = minutes[minutes >= 0]
             if len(held):
                 self._newest[slot], self._first[slot] = held.max(), held.min()
-                clean[:] = (restored["minute"] >= 0) & _clean(restored["values"])
+                clean[:] = (minutes >= 0) & clean_rows(values)
         return slot
 
-    def put(self, slot: int, minute: int, values: np.ndarray) -> Arrival:
-        """Keeps one minute's row (float32, features long) in the node's ring."""
-        rows, clean = self._at(slot)
+    def put(self, slot: int, minute: int, row: np.ndarray, row_clean: bool | None = None) -> Arrival:
+        """Keeps one minute's row (float32, features long) in the node's ring; row_clean is
+        clean_rows of it, when the caller has it for many rows at once."""
+        minutes, values, clean = self._at(slot)
         position = minute % self.steps
         newest = int(self._newest[slot])
         self._seen[slot] = time.monotonic()
         if minute <= newest - self.steps:
             return Arrival.LATE
-        if rows["minute"][position] == minute:
+        if minutes[position] == minute:
             return Arrival.DUPLICATE
         arrival = Arrival.NEWEST if minute > newest else Arrival.REORDERED
         if arrival is Arrival.NEWEST:
@@ -117,8 +123,9 @@ class NodeWindows:
             self._newest[slot] = minute
         else:
             self._first[slot] = min(int(self._first[slot]), minute)
-        rows[position] = (minute, values)
-        clean[position] = _clean(values[None, :])[0]
+        minutes[position] = minute
+        values[position] = row
+        clean[position] = clean_rows(row[None, :])[0] if row_clean is None else row_clean
         return arrival
 
     def window(self, slot: int) -> np.ndarray | None:
@@ -127,15 +134,16 @@ class NodeWindows:
         newest, first = int(self._newest[slot]), int(self._first[slot])
         if newest < 0 or newest - first + 1 < self.steps:
             return None
-        rows, clean = self._at(slot)
-        minutes = np.arange(newest - self.steps + 1, newest + 1)
-        positions = minutes % self.steps
-        held = rows[positions]
-        present = held["minute"] == minutes
-        if present.all() and clean[positions].all():
+        minutes, values, clean = self._at(slot)
+        # The ring from the oldest minute of the window: the row after the newest, wrapped.
+        start = (newest + 1) % self.steps
+        order = self._orders[start]
+        expected = np.arange(newest - self.steps + 1, newest + 1)
+        present = minutes[order] == expected
+        if present.all() and clean[order].all():
             self.report.windows += 1
-            return held["values"]
-        grid = held["values"].astype(np.float64)
+            return values[order]
+        grid = values[order].astype(np.float64)
         grid[~present] = np.nan
         violation = repair_grid(grid, self.options, self.report)
         if not usable_windows(grid, violation, np.zeros(1, np.int64), self.options, self.report)[0]:
@@ -147,17 +155,17 @@ class NodeWindows:
         """The minutes that arrived among the count up to until (default: the node's newest),
         oldest first (rows, features) float32."""
         newest = int(self._newest[slot]) if until is None else until
-        rows, _ = self._at(slot)
         if newest < 0:
             return np.zeros((0, self.features), np.float32)
-        minutes = np.arange(newest - count + 1, newest + 1)
-        held = rows[minutes % self.steps]
-        return held["values"][held["minute"] == minutes]
+        minutes, values, _ = self._at(slot)
+        wanted = np.arange(newest - count + 1, newest + 1)
+        positions = wanted % self.steps
+        return values[positions][minutes[positions] == wanted]
 
     def ring_rows(self, slot: int, positions: list[int]) -> list[bytes]:
         """The ring rows at positions, as Redis keeps them."""
-        rows, _ = self._at(slot)
-        return [rows[p].tobytes() for p in positions]
+        minutes, values, _ = self._at(slot)
+        return [minutes[p].tobytes() + values[p].tobytes() for p in positions]
 
     def newest(self, slot: int) -> int:
         return int(self._newest[slot])
@@ -187,8 +195,11 @@ class NodeWindows:
 
     def _grow(self) -> None:
         start = len(self._keys)
-        rows = np.zeros((CHUNK_NODES, self.steps), self.dtype)
-        self._chunks.append(_Chunk(rows, np.zeros((CHUNK_NODES, self.steps), bool)))
+        self._chunks.append(_Chunk(
+            np.full((CHUNK_NODES, self.steps), -1, np.int64),
+            np.zeros((CHUNK_NODES, self.steps, self.features), np.float32),
+            np.zeros((CHUNK_NODES, self.steps), bool),
+        ))  # fmt: skip
         self._keys.extend([None] * CHUNK_NODES)
         self._free.extend(range(start + CHUNK_NODES - 1, start - 1, -1))
         for name in ("_newest", "_first", "_seen"):
@@ -196,16 +207,17 @@ class NodeWindows:
             grown[:start] = getattr(self, name)
             setattr(self, name, grown)
 
-    def _at(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+    def _at(self, slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         chunk = self._chunks[slot // CHUNK_NODES]
-        return chunk.rows[slot % CHUNK_NODES], chunk.clean[slot % CHUNK_NODES]
+        at = slot % CHUNK_NODES
+        return chunk.minutes[at], chunk.values[at], chunk.clean[at]
 
     def memory_bytes(self) -> int:
         """Bytes of the preallocated rings (every chunk, used or free)."""
-        return sum(c.rows.nbytes + c.clean.nbytes for c in self._chunks)
+        return sum(c.minutes.nbytes + c.values.nbytes + c.clean.nbytes for c in self._chunks)
 
 
-def _clean(values: np.ndarray) -> np.ndarray:
+def clean_rows(values: np.ndarray) -> np.ndarray:
     """Per row, whether it has nothing windowing would repair: no lost value, counter reset or
     value out of contract."""
     return ~(np.isnan(values) | ((values < 0) & IS_COUNT) | out_of_contract(values, "rows")).any(axis=-1)

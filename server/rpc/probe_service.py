@@ -197,6 +197,7 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
         acknowledged. Bytes that are not a valid request, or a server that cannot take minutes
         (no model yet), end the stream after the acknowledgements already due."""
         limit = self.monitor.options.stream_max_unacknowledged_minutes
+        stream = object()  # this stream's key in the batch scheduler
         acks: asyncio.Queue[Receipt | None] = asyncio.Queue()
         held = [0]
         room = asyncio.Event()
@@ -224,6 +225,7 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                         probe_service_pb2.StreamMinutesResponse(sequence=request.sequence),
                         deliver,
                         size=max(1, len(request.minutes)),
+                        stream=stream,
                     )
                     held[0] += receipt.size
                     outstanding.add(id(receipt))

@@ -238,3 +238,23 @@ async def test_a_watcher_resumes_from_its_cursor_without_losing_an_event(
     assert [e.incident.incident_id for e in seen + rest] == [f"{NET}/n{i}/x@{i}" for i in range(5)]
     assert only[0].incident.incident_id == f"{NET}/n4/x@4"
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_full_batch_queue_slows_a_minute_stream_down_and_drops_no_diagnosis(
+    start_server, baseline_artifact, traffic
+) -> None:  # type: ignore[no-untyped-def]
+    server, target = await start_server(
+        model_source=str(baseline_artifact), max_batch_size=8, max_queue_size=16
+    )
+    rows = traffic["streamed"][:70]
+    nodes = [f"pcscf-q{i}" for i in range(20)]
+    async with AsyncFaultprintClient(target) as client:
+        await _enrol(client, traffic)
+        call = client.stream_minutes()
+        minutes = [START + m for m in range(70) for _ in nodes]
+        request = minutes_request(1, NET, nodes * 70, minutes, np.repeat(rows, len(nodes), axis=0))
+        await call.write(request)
+        ack = await call.read()
+        await call.done_writing()
+    assert (ack.accepted, ack.diagnosed, ack.not_diagnosed) == (1400, 11 * 20, 59 * 20)
+    assert server.monitor.stats.not_diagnosed == 59 * 20, "only the minutes before a full hour"
