@@ -1,4 +1,4 @@
-"""Minute streams: what a diagnosed node-minute costs, on the wire and in server CPU.
+"""Minute streams: what a diagnosed node-minute costs, and how many nodes one replica follows.
 
 ``python -m benchmarks.minute_streams cost`` starts, on loopback, a faultprint server (small
 encoder, 2 x LSTM-64, reading network baselines) and a bare grpc.aio server that only
@@ -18,6 +18,15 @@ the measured minutes only:
 
 Redis's own CPU over the same minutes is reported beside. Results go to
 benchmarks/results/minute-cost.json.
+
+``python -m benchmarks.minute_streams scale`` fills --nodes nodes' windows by a bulk backfill
+(each node's last hour written straight into Redis, in the ring layout the server keeps),
+then for --ticks minutes of wall-clock time sends every node's next minute once a minute
+(one stream per tick, 1000 node-minutes a request) to one replica (small encoder). The
+first tick also restores every node from Redis. Per tick: the time until every request
+was acknowledged (each minute stored and diagnosed), the slowest request's wait, the
+windows diagnosed; and the server's resident memory and Redis's memory per node.
+Results go to benchmarks/results/minute-scale.json.
 """
 
 from __future__ import annotations
@@ -103,12 +112,14 @@ def requests(nodes: int, traffic: np.ndarray, minutes: range, batch: int) -> lis
     return out
 
 
-async def stream(target: str, payloads: list[bytes], in_flight: int) -> dict[str, int]:
+async def stream(target: str, payloads: list[bytes], in_flight: int) -> dict[str, float]:
     """Sends serialized requests over one StreamMinutes call, at most in_flight unacknowledged;
-    returns the acknowledgements' sums."""
+    returns the acknowledgements' sums and the slowest acknowledgement's wait in seconds."""
     import grpc
 
-    totals = {"requests": 0, "accepted": 0, "diagnosed": 0, "not_diagnosed": 0, "refused": 0}
+    totals = {"requests": 0, "accepted": 0, "diagnosed": 0, "not_diagnosed": 0, "refused": 0,
+              "slowest_ack_s": 0.0}  # fmt: skip
+    sent: dict[int, float] = {}
     async with grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
         call = ch.stream_stream(
             "/faultprint.v1.ProbeService/StreamMinutes",
@@ -119,6 +130,9 @@ async def stream(target: str, payloads: list[bytes], in_flight: int) -> dict[str
 
         async def read() -> None:
             async for ack in call:
+                totals["slowest_ack_s"] = max(
+                    totals["slowest_ack_s"], time.perf_counter() - sent[ack.sequence]
+                )
                 totals["requests"] += 1
                 totals["accepted"] += ack.accepted
                 totals["diagnosed"] += ack.diagnosed
@@ -127,8 +141,9 @@ async def stream(target: str, payloads: list[bytes], in_flight: int) -> dict[str
                 room.release()
 
         reader = asyncio.create_task(read())
-        for payload in payloads:
+        for sequence, payload in enumerate(payloads, start=1):
             await room.acquire()
+            sent[sequence] = time.perf_counter()
             await call.write(payload)
         await call.done_writing()
         await reader
@@ -258,6 +273,84 @@ def cost(args: argparse.Namespace) -> dict[str, object]:
     }  # fmt: skip
 
 
+def backfill(client: redis.Redis, prefix: str, nodes: int, traffic: np.ndarray) -> None:
+    """Writes each node's first hour straight into Redis as the ring the server restores."""
+    from faultprint.registry.layout import RedisLayout
+    from faultprint.server.monitoring.node_windows import row_dtype
+
+    layout = RedisLayout(prefix)
+    rings = []
+    for timeline in traffic:
+        ring = np.zeros(WINDOW_STEPS, row_dtype(NUM_FEATURES))
+        minutes = START + np.arange(WINDOW_STEPS)
+        ring["minute"][minutes % WINDOW_STEPS] = minutes
+        ring["values"][minutes % WINDOW_STEPS] = timeline[:WINDOW_STEPS]
+        rings.append(ring.tobytes())
+    for start in range(0, nodes, 1000):
+        with client.pipeline(transaction=False) as pipe:
+            for i in range(start, min(start + 1000, nodes)):
+                pipe.set(layout.node_window(NETWORK, f"pcscf-{i:06d}"), rings[i % len(rings)])
+            pipe.execute()
+
+
+def redis_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def scale(args: argparse.Namespace) -> dict[str, object]:
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"bench-scale-{uuid.uuid4().hex[:8]}"
+    traffic = node_traffic(16, WINDOW_STEPS + args.ticks, seed=4)
+    env = {**os.environ, "REDIS_URL": redis_url, "FAULTPRINT_REDIS_PREFIX": prefix}
+    r = redis.Redis.from_url(redis_url)
+    built = time.perf_counter()
+    ticks = [requests(args.nodes, traffic, range(WINDOW_STEPS + t, WINDOW_STEPS + t + 1), 1000)
+             for t in range(args.ticks)]  # fmt: skip
+    build_s = time.perf_counter() - built
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = small_artifact(Path(tmp))
+        flags = {"model-source": artifact, "xla": "off", "max-batch-size": args.server_batch,
+                 "log-level": "WARNING"}  # fmt: skip
+        try:
+            with ServerProcess(flags, env) as server:
+                assert server.process is not None
+                asyncio.run(enrol(server.target, traffic))
+                rss0, redis0 = server.rss_bytes(), redis_memory(r)
+                filled = time.perf_counter()
+                backfill(r, prefix, args.nodes, traffic)
+                backfill_s = time.perf_counter() - filled
+                redis_per_node = (redis_memory(r) - redis0) / args.nodes
+                for tick, payloads in enumerate(ticks):
+                    due = time.perf_counter() + 60.0
+                    cpu0, began = cpu_s(server.process.pid), time.perf_counter()
+                    totals = asyncio.run(stream(server.target, payloads, args.in_flight))
+                    took = time.perf_counter() - began
+                    rows.append({"tick": tick, "all_acknowledged_s": took, **totals,
+                                 "server_cpu_s": cpu_s(server.process.pid) - cpu0,
+                                 "server_rss_bytes": server.rss_bytes()})  # fmt: skip
+                    print(json.dumps(rows[-1]), flush=True)
+                    if tick + 1 < len(ticks):
+                        time.sleep(max(0.0, due - time.perf_counter()))
+                rss = server.rss_bytes()
+                redis_after = redis_memory(r)
+        finally:
+            for key in r.scan_iter(f"{prefix}:*", count=10_000):
+                r.delete(key)
+    steady = rows[1:] or rows
+    return {
+        "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "nodes": args.nodes,
+        "ticks": rows, "request_build_s": build_s, "backfill_s": backfill_s,
+        "every_minute_within_60_s": all(x["all_acknowledged_s"] <= 60 for x in rows),
+        "all_diagnosed": all(x["diagnosed"] == args.nodes for x in rows),
+        "steady_tick_s_max": max(x["all_acknowledged_s"] for x in steady),
+        "first_tick_s": rows[0]["all_acknowledged_s"],
+        "server_rss_per_node_bytes": (rss - rss0) / args.nodes,
+        "redis_bytes_per_node_after_backfill": redis_per_node,
+        "redis_bytes_per_node_at_end": (redis_after - redis0) / args.nodes,
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -269,10 +362,15 @@ def main() -> None:
     c.add_argument("--server-batch", type=int, default=64, help="the server's max batch size")
     c.add_argument("--rounds", type=int, default=3, help="measured rounds, each to both servers in turn")
     c.add_argument("--profile", default="", help="write py-spy's collapsed stacks of the server here")
+    s = commands.add_parser("scale", help="many nodes on one replica, one minute each per minute")
+    s.add_argument("--nodes", type=int, default=100_000)
+    s.add_argument("--ticks", type=int, default=10, help="minutes of wall-clock time")
+    s.add_argument("--in-flight", type=int, default=16, help="requests unacknowledged per stream")
+    s.add_argument("--server-batch", type=int, default=256, help="the server's max batch size")
     args = parser.parse_args()
-    result = cost(args)
+    result = cost(args) if args.command == "cost" else scale(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "minute-cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"minute-{args.command}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=2))
 
 

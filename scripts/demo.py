@@ -6,8 +6,11 @@ networks it never saw and, where the foreign traffic of an independent generator
 hand (FAULTPRINT_FOREIGN_TRAFFIC, default ../shared/foreign-traffic), on its operator
 networks, each beside the sceptic's strong baseline. Then it serves the model, enrols a
 day of normal windows and ONE window per fault for a simulated network the model never
-saw, and lets simulated probe agents stream windows with injected faults.
-Everything it starts (the server, its Redis keys) is stopped and removed at the end.
+saw, and lets simulated probe agents stream windows with injected faults. Last, the
+closed loop: the probe agent streams a node's minutes live, at 120 minutes a second, a
+fault comes and goes, and a policy engine's view, the incident events from WatchIncidents,
+is printed as they happen. Everything it starts (the server, its Redis keys) is stopped and
+removed at the end.
 """
 
 from __future__ import annotations
@@ -58,6 +61,56 @@ def transfer_table(artifact: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def live_loop(target: str, env: dict[str, str]) -> None:
+    """A node's minutes streamed live by the probe agent while a watcher prints its incidents."""
+    import threading
+
+    import grpc
+    import numpy as np
+
+    from faultprint.traffic.rows import Rows, write_rows
+    from faultprint.traffic.simulator import PROFILES, Episode, simulate_timeline
+    from faultprint.v1 import incident_service_pb2, incident_service_pb2_grpc
+
+    start, fault = 29_600_000, "hss_unreachable"
+    values, labels = simulate_timeline(PROFILES[NETWORK], start, 480, [Episode(fault, 180, 90)],
+                                       np.random.default_rng(8))  # fmt: skip
+    path = ROOT / ".demo" / "live-node.parquet"
+    rows = Rows(np.full(480, "pcscf-live"), np.full(480, NETWORK), start + np.arange(480), values, labels)
+    write_rows(rows, path)
+    print(f"\nThe closed loop: pcscf-live streams 8 hours of minutes; {fault} from minute 180 to 270.")
+    channel = grpc.insecure_channel(target)
+    watch = incident_service_pb2_grpc.IncidentServiceStub(channel).WatchIncidents(
+        incident_service_pb2.WatchIncidentsRequest(network=NETWORK, node="pcscf-live")
+    )
+
+    def show() -> None:
+        try:
+            for event in watch:
+                kind = incident_service_pb2.IncidentEventType.Name(event.type).removeprefix(
+                    "INCIDENT_EVENT_TYPE_"
+                )
+                why = ", ".join(
+                    f"{d.statistic} {d.departure:+.1f}" for d in event.incident.explanation.from_normal
+                )
+                print(f"  policy engine <- {kind:<6} {event.incident.label} at traffic minute "
+                      f"{event.minute - start}  why: {why}", flush=True)  # fmt: skip
+        except grpc.RpcError:
+            pass  # cancelled below
+
+    watcher = threading.Thread(target=show, daemon=True)
+    watcher.start()
+    run(PY, "-m", "faultprint.client", "--target", target, "agent", "--rows", str(path),
+        "--minutes-per-second", "120", "--batch-minutes", "1", env=env)  # fmt: skip
+    import time
+
+    time.sleep(1.0)
+    watch.cancel()
+    channel.close()
+    run(PY, "-m", "faultprint.client", "--target", target, "incidents", "--network", NETWORK,
+        "--node", "pcscf-live", env=env)  # fmt: skip
+
+
 def main() -> int:
     redis_url = os.environ["REDIS_URL"]
     prefix = f"faultprint-demo-{uuid.uuid4().hex[:8]}"
@@ -88,6 +141,7 @@ def main() -> int:
                 "--normal-windows", "24", env=env)  # fmt: skip
             run(PY, "-m", "faultprint.client", "--target", target, "probe", "--network", NETWORK,
                 "--agents", "8", "--windows-per-agent", "25", "--seed", "5", env=env)  # fmt: skip
+            live_loop(target, env)
         return 0
     finally:
         client = redis.Redis.from_url(redis_url)

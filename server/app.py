@@ -149,6 +149,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     monitor = NodeMonitor(
         encoder, writer, node_store, ReferenceProfiles(store), watching, settings.life_cycle
     )
+    telemetry.observe_minute_streams(monitor.stats.outcomes, lambda: len(monitor.windows or ()))
 
     follow_registry = settings.model_source == "redis"
     if not follow_registry:

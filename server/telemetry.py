@@ -11,7 +11,7 @@ or prometheus (a scrape endpoint).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
@@ -200,6 +200,25 @@ class ServerTelemetry:
             [lambda options: [Observation(batches_in_flight())]],
             unit="{batch}",
             description="Batches handed to the devices and not yet finished",
+        )
+
+    def observe_minute_streams(
+        self, stats: Callable[[], Mapping[str, int]], nodes: Callable[[], int]
+    ) -> None:
+        """Reports what minute streams brought (counters since start, by outcome) and the nodes
+        followed, at each collection."""
+        self.meter.create_observable_counter(
+            "faultprint.minutes",
+            [lambda options: [Observation(v, {"outcome": k}) for k, v in stats().items()]],
+            unit="{minute}",
+            description="Node-minutes taken from minute streams, by outcome (diagnosed, not_diagnosed, "
+            "duplicates, late, reordered, refused), and incident events emitted",
+        )
+        self.meter.create_observable_gauge(
+            "faultprint.nodes.followed",
+            [lambda options: [Observation(nodes())]],
+            unit="{node}",
+            description="Nodes whose window this replica keeps from minute streams",
         )
 
     # SchedulerObserver

@@ -11,6 +11,13 @@ the minutes and move neither figure far.
 A window is then normalised as z = (sign(x) log1p(|x|) - median) / max(IQR, SCALE_FLOOR),
 clipped to +-Z_LIMIT: a statistic that never moves on a healthy network (a code its vendor
 never answers) reads as a large z the moment it appears, without overflowing.
+
+The baseline also keeps each statistic's normal range (`band`): the 99th percentile of |z|
+over minutes known to be normal (a network's normal reference cases; the 99th percentile is
+not robust to the faults of unlabelled traffic), at least 1. A sparse count (a handful of 503s an
+hour) swings by several IQRs in healthy traffic; departure / band says how far a node is
+from its network's normal in units of how far normal itself goes, which is what an
+incident's signature and explanation rank statistics by (server/monitoring/).
 """
 
 from __future__ import annotations
@@ -42,24 +49,39 @@ class NetworkBaseline:
     scale: np.ndarray  # (features,) float32
     # Minutes the baseline was learned from.
     minutes: int
+    # Per statistic, the 99th percentile of |z| over minutes known to be normal, at least 1
+    # (None: unknown, read as 1).
+    band: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, windows: np.ndarray) -> NetworkBaseline:
-        """Learns the baseline from windows (n, steps, features) of one network."""
+    def fit(cls, windows: np.ndarray, normal: np.ndarray | None = None) -> NetworkBaseline:
+        """Learns the baseline from windows (n, steps, features) of one network; its normal range
+        from `normal` windows (known normal) if given, else from all of them."""
         minutes = windows.reshape(-1, windows.shape[-1])
         if len(minutes) < MIN_BASELINE_MINUTES:
             raise ValueError(f"a baseline needs at least {MIN_BASELINE_MINUTES} minutes, got {len(minutes)}")
         logged = signed_log1p(minutes.astype(np.float64))
         low, centre, high = np.percentile(logged, (25, 50, 75), axis=0)
         scale = np.maximum(high - low, SCALE_FLOOR)
-        return cls(centre.astype(np.float32), scale.astype(np.float32), len(minutes))
+        if normal is not None:
+            logged = signed_log1p(normal.reshape(-1, normal.shape[-1]).astype(np.float64))
+        z = np.clip((logged - centre) / scale, -Z_LIMIT, Z_LIMIT)
+        band = np.maximum(np.percentile(np.abs(z), 99, axis=0), 1.0)
+        return cls(centre.astype(np.float32), scale.astype(np.float32), len(minutes), band.astype(np.float32))
 
     def normalise(self, windows: np.ndarray) -> np.ndarray:
         """Windows (..., features) as float32 z-values relative to this network's normal."""
         return normalise(windows, self.centre, self.scale)
 
+    def departure(self, rows: np.ndarray) -> np.ndarray:
+        """How far rows (minutes, features) sit from normal, per statistic: the mean of their z
+        over the minutes (lost values skipped) divided by the statistic's normal range."""
+        mean = np.nanmean(self.normalise(rows), axis=0)
+        return mean if self.band is None else mean / self.band
+
     def to_bytes(self) -> bytes:
-        """centre then scale, packed little-endian float32 (what the store keeps)."""
+        """centre then scale, packed little-endian float32 (what the model reads, and what the
+        store keys embeddings by; the band is kept beside it)."""
         return np.concatenate([self.centre, self.scale]).astype("<f4").tobytes()
 
     @classmethod

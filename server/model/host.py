@@ -310,7 +310,8 @@ class ModelHost:
     async def _rebaseline(self, runner: ModelRunner, index: ReferenceIndex, network: str) -> None:
         """Learns the network's baseline from the windows of its normal cases and of the
         unlabelled traffic added for it (robust statistics: the faults in a day of traffic move
-        neither median nor interquartile range far), stores it, and re-indexes every case of
+        neither median nor interquartile range far; each statistic's normal range comes from
+        the normal cases alone), stores it, and re-indexes every case of
         the network against it (embeddings already stored for this baseline are reused). A
         network with cases but none normal cannot be matched: it is marked as without a
         baseline until a normal case is enrolled."""
@@ -329,7 +330,9 @@ class ModelHost:
         traffic_count = 0 if traffic is None else len(traffic)
         source = windows if traffic is None else np.concatenate([windows, traffic])
         # Percentiles over a day of a network's minutes take a tenth of a second: off the loop.
-        baseline = await asyncio.get_running_loop().run_in_executor(self.loader, NetworkBaseline.fit, source)
+        baseline = await asyncio.get_running_loop().run_in_executor(
+            self.loader, NetworkBaseline.fit, source, windows
+        )
         space = embedding_space(runner.version, baseline)
         await self.store.save_baseline(network, runner.version, baseline, normal_cases, traffic_count, space)
         loaded = await self.store.load_network(network, space)

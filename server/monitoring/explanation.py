@@ -1,10 +1,11 @@
 """Why a node's incident was raised: the statistics departing most from normal and from the matched case.
 
-Departures are in the network baseline's robust units (traffic/baseline.py: the signed
-log1p of a value, less the median of the network's normal minutes, over their IQR), the
-same values the encoder reads. A node's departure is the mean over its newest minutes;
-a reference case's profile is the mean over its example windows, computed once per case,
-model version and baseline.
+Departures are in units of each statistic's normal range on the network (traffic/baseline.py
+NetworkBaseline.departure: the z the encoder reads, over the 99th percentile of |z| in the
+network's normal minutes), so that a sparse count that swings in healthy traffic does not
+outrank the statistic a fault moves. A node's departure is the mean over its newest
+minutes; a reference case's profile is the mean over its example windows, computed once
+per case, model version and baseline.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def baseline_of(state: ServingState, network: str) -> NetworkBaseline | None:
 
 
 def departure(rows: np.ndarray, baseline: NetworkBaseline) -> np.ndarray | None:
-    """Mean departure from the baseline per statistic over rows (minutes, features); None for no rows."""
+    """Departure from normal per statistic over rows (minutes, features), in units of each
+    statistic's normal range (NetworkBaseline.departure); None for no rows."""
     if len(rows) == 0:
         return None
-    return np.nanmean(baseline.normalise(rows[None].astype(np.float32))[0], axis=0)
+    return baseline.departure(rows.astype(np.float32))
 
 
 def departures(
@@ -83,4 +85,4 @@ class ReferenceProfiles:
             windows = await self._store.get_windows(case)
         except Exception:  # a case deleted since: the explanation goes without it
             return None
-        return baseline.normalise(windows.astype(np.float32)).mean(axis=(0, 1))
+        return baseline.departure(windows.astype(np.float32).reshape(-1, windows.shape[-1]))

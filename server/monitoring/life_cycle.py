@@ -4,15 +4,17 @@ A diagnosis that flickers for a minute must not page anyone, and a window holds 
 for an hour after it ends. So, per node, from one diagnosis a minute:
 
 - raise: a fault (or unknown) label holds at least raise_minutes of the last
-  of_last_minutes diagnoses, and the node's newest minutes depart from the network's
-  normal on the statistics that explain it (its *signature*: the columns that depart
-  most, in the network baseline's robust units). A window that still holds a fault
-  which has ended raises nothing;
-- clear: clear_minutes minutes in a row back to normal: diagnosed normal, or (with a
-  signature) every signature statistic back within clear_departure of normal. The
+  of_last_minutes minutes, and the node's newest minutes depart from the network's normal
+  by raise_departure on the statistics that explain it (its *signature*: those departing
+  most, in units of each one's normal range, traffic/baseline.py). A window that still
+  holds a fault which has ended raises nothing, nor does traffic a diagnosis mistakes
+  for a fault while every statistic stays within its normal range;
+- clear: clear_minutes minutes in a row diagnosed normal, or signature_clear_minutes in a
+  row with every signature statistic back within clear_departure (by the clock: a minute
+  without a diagnosis does not break the run, a silence over MAX_SILENT_MINUTES does); The
   window's diagnosis lags the traffic by up to an hour; the signature does not;
-- change: while raised, another fault holding raise_minutes of the last of_last_minutes
-  while the raised one no longer does ends the incident and raises a new one;
+- change: while raised, another fault diagnosed in every one of the last of_last_minutes
+  minutes (raise_minutes at least) ends the incident and raises a new one;
 - after a clear by signature, the same label is not raised again until it has not been
   diagnosed for of_last_minutes (the window no longer holds the ended fault) or its
   signature departs again by reraise_departure.
@@ -30,29 +32,40 @@ import numpy as np
 
 NORMAL = "normal"
 UNKNOWN = "unknown"
+# A node without a diagnosis for longer than this (as many minutes as windowing repairs) has
+# fallen silent: a run of minutes back to normal starts again after it.
+MAX_SILENT_MINUTES = 5
 
 
 @dataclass(frozen=True)
 class LifeCycleOptions:
-    """When incidents are raised and cleared (server settings incident_*)."""
+    """When incidents are raised and cleared (server settings incident_*).
+
+    The defaults scored best over a grid replayed on every minute of simulated networks
+    never trained on and of the foreign operators' traffic (benchmarks/life_cycle_tuning.py,
+    benchmarks/results/life-cycle-tuning.md)."""
 
     # A fault or unknown label is raised when it is diagnosed in at least this many of
     # the node's last incident_of_last_minutes minutes.
-    raise_minutes: int = 4
+    raise_minutes: int = 3
     # The minutes raise_minutes is counted over.
-    of_last_minutes: int = 6
-    # An incident is cleared after this many minutes in a row back to normal.
-    clear_minutes: int = 5
+    of_last_minutes: int = 5
+    # An incident is cleared after this many minutes in a row diagnosed normal.
+    clear_minutes: int = 3
+    # ... or after this many minutes in a row with its signature back to normal while the
+    # diagnoses still name the fault (its window holds the fault for up to an hour after).
+    signature_clear_minutes: int = 3
     # Statistics that form an incident's signature (those departing most from normal).
     signature_statistics: int = 5
-    # A signature statistic within this departure of the network's normal (in baseline
-    # units: IQRs of its signed log1p) is back to normal; an incident is raised only while
-    # one departs more. 0 turns signatures off: raise and clear on the diagnoses alone.
-    clear_departure: float = 2.0
+    # An incident is raised only while a signature statistic departs at least this much from
+    # the network's normal, in units of its normal range (1: as far as the 99th percentile of
+    # normal minutes). 0 turns signatures off: raise and clear on the diagnoses alone.
+    raise_departure: float = 3.0
+    # A signature statistic within this departure is back to normal.
+    clear_departure: float = 1.5
     # After a clear by signature, the same label is raised again (while the window still
-    # holds the ended fault) only when a signature statistic departs this much: above
-    # clear_departure, so that normal traffic near the threshold does not flap.
-    reraise_departure: float = 4.0
+    # holds the ended fault) only when a signature statistic departs this much.
+    reraise_departure: float = 3.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.raise_minutes <= self.of_last_minutes:
@@ -60,16 +73,16 @@ class LifeCycleOptions:
                 f"incident_raise_minutes ({self.raise_minutes}) must be between 1 and "
                 f"incident_of_last_minutes ({self.of_last_minutes})"
             )
-        if self.reraise_departure < self.clear_departure:
+        if not 0 <= self.clear_departure <= self.raise_departure <= self.reraise_departure:
             raise ValueError(
-                f"incident_reraise_departure ({self.reraise_departure}) must be at least "
-                f"incident_clear_departure ({self.clear_departure})"
+                "incident departures must rise (0 <= clear <= raise <= reraise_departure), "
+                f"got {self.clear_departure}, {self.raise_departure} and {self.reraise_departure}"
             )
-        if self.clear_minutes < 1 or self.signature_statistics < 1 or self.clear_departure < 0:
+        if min(self.clear_minutes, self.signature_clear_minutes, self.signature_statistics) < 1:
             raise ValueError(
-                "incident_clear_minutes and incident_signature_statistics must be at least 1 and "
-                f"incident_clear_departure >= 0, got {self.clear_minutes}, {self.signature_statistics}, "
-                f"{self.clear_departure}"
+                "incident_clear_minutes, incident_signature_clear_minutes and incident_signature_statistics "
+                f"must be at least 1, got {self.clear_minutes}, {self.signature_clear_minutes} and "
+                f"{self.signature_statistics}"
             )
 
 
@@ -104,6 +117,8 @@ class OpenIncident:
     # Minutes in a row back to normal, and the first of them.
     normal_run: int = 0
     first_normal_minute: int = -1
+    # Whether the run counted minutes back by signature while the diagnoses named the fault.
+    run_by_signature: bool = False
 
     @property
     def incident_id(self) -> str:
@@ -151,13 +166,14 @@ class NodeLifeCycle:
         # The last of_last_minutes minutes: a minute without a diagnosis counts as not held.
         while self.recent[0].minute <= diagnosis.minute - self.of_last_minutes:
             self.recent.popleft()
-        if self.incident is not None and diagnosis.minute - previous > 1:
-            self.incident.normal_run, self.incident.first_normal_minute = 0, -1  # "in a row" ends at a gap
+        if self.incident is not None and diagnosis.minute - previous - 1 > MAX_SILENT_MINUTES:
+            incident = self.incident  # the node fell silent: a run back to normal starts again
+            incident.normal_run, incident.first_normal_minute, incident.run_by_signature = 0, -1, False
         if self.since_minute < 0:
             self.since_minute = diagnosis.minute
         if self.suppressed and diagnosis.label == self.suppressed:
             self.suppressed_seen = diagnosis.minute
-        signatures = departure is not None and options.clear_departure > 0
+        signatures = departure is not None and options.raise_departure > 0
         held = self._held(options.raise_minutes)
         transitions: list[Transition] = []
         if self.incident is not None:
@@ -184,7 +200,7 @@ class NodeLifeCycle:
     ) -> list[Transition]:
         incident = self.incident
         assert incident is not None
-        if held and held != incident.label and not self._holds(incident.label, options.raise_minutes):
+        if held and held != incident.label and self._holds_alone(held, options.raise_minutes):
             return [self._end(self._first_minute_of(held), suppress=False)]
         back = diagnosis.label == NORMAL
         by_signature = False
@@ -192,12 +208,18 @@ class NodeLifeCycle:
             by_signature = bool(np.all(np.abs(departure[incident.signature]) < options.clear_departure))
             back = by_signature
         if not back:
-            incident.normal_run, incident.first_normal_minute = 0, -1
+            incident.normal_run, incident.first_normal_minute, incident.run_by_signature = 0, -1, False
             return []
         if incident.normal_run == 0:
             incident.first_normal_minute = diagnosis.minute
         incident.normal_run += 1
-        if incident.normal_run < options.clear_minutes:
+        incident.run_by_signature = incident.run_by_signature or by_signature
+        # Minutes back to normal by the clock: a minute that brought no diagnosis (lost in
+        # export, or its window waiting for the next minute's repair) does not restart the run.
+        # While the diagnoses still name the fault, the signature must stay back for longer:
+        # a fault that eases off for a few minutes is not over.
+        needed = options.signature_clear_minutes if incident.run_by_signature else options.clear_minutes
+        if diagnosis.minute - incident.first_normal_minute + 1 < needed:
             return []
         return [self._end(incident.first_normal_minute, suppress=diagnosis.label == incident.label)]
 
@@ -221,14 +243,14 @@ class NodeLifeCycle:
             self.suppressed, self.suppressed_signature = "", []
         if not held:
             return None
+        if held == self.suppressed and (
+            departure is None or not _departs(departure, self.suppressed_signature, options.reraise_departure)
+        ):
+            return None  # the window still holds the fault its signature showed over
         signature: list[int] = []
         if departure is not None:
-            if held == self.suppressed and not _departs(
-                departure, self.suppressed_signature, options.reraise_departure
-            ):
-                return None
             signature = _top(departure, options.signature_statistics)
-            if not _departs(departure, signature, options.clear_departure):
+            if not _departs(departure, signature, options.raise_departure):
                 return None  # the window holds a fault the newest minutes no longer show
         self.suppressed, self.suppressed_signature = "", []
         supporting = [d for d in self.recent if d.label == held]
@@ -246,8 +268,11 @@ class NodeLifeCycle:
         self.since_minute = start
         return Transition("onset", incident)
 
-    def _holds(self, label: str, raise_minutes: int) -> bool:
-        return sum(d.label == label for d in self.recent) >= raise_minutes
+    def _holds_alone(self, label: str, raise_minutes: int) -> bool:
+        """Whether label is every diagnosis of the recent minutes, raise_minutes of them at least:
+        what it takes for another fault to replace a raised one (a diagnosis that wavers
+        between two faults does not split an incident)."""
+        return len(self.recent) >= raise_minutes and all(d.label == label for d in self.recent)
 
     def _first_minute_of(self, label: str) -> int:
         return next(d.minute for d in self.recent if d.label == label)

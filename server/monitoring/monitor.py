@@ -135,6 +135,8 @@ class Receipt:
     size: int = 0
     # The stream's key in the batch scheduler: streams, not nodes, share the encoder fairly.
     stream: object = None
+    # The minutes it brought that are new to their node: acknowledged once Redis holds each.
+    taken: list[tuple[NodeKey, int]] = field(default_factory=list)
     outstanding: int = 1  # minutes not settled, plus one held while the request is being read
 
 
@@ -151,6 +153,7 @@ class _Pending:
 @dataclass(slots=True)
 class _Event:
     kind: str
+    minute: int
     transition: Transition
     departure: np.ndarray | None
     state: ServingState
@@ -159,7 +162,7 @@ class _Event:
 
 @dataclass
 class MonitorStats:
-    """What minute streams brought, since start (telemetry reads these)."""
+    """What minute streams brought, since start (server/telemetry.py reports them)."""
 
     minutes: int = 0
     duplicates: int = 0
@@ -171,7 +174,11 @@ class MonitorStats:
     events: int = 0
     flushes_failed: int = 0
     expired_nodes: int = 0
-    by_arrival: dict[str, int] = field(default_factory=dict)
+
+    def outcomes(self) -> dict[str, int]:
+        """The minutes' outcomes and the events, as telemetry reports them."""
+        names = ("diagnosed", "not_diagnosed", "duplicates", "late", "reordered", "refused")
+        return {**{name: getattr(self, name) for name in names}, "incident_events": self.events}
 
 
 class NodeMonitor:
@@ -195,6 +202,10 @@ class NodeMonitor:
         self._due: list[Receipt] = []
         self._loading: dict[NodeKey, asyncio.Future[None]] = {}
         self._backlog: deque[_Pending] = deque()
+        # Per node, the minutes whose windows wait for the encoder, oldest first; and the
+        # frontier (see frontier()) each node was last written to Redis with.
+        self._in_flight: dict[NodeKey, deque[int]] = {}
+        self._durable: dict[NodeKey, int] = {}
         self._feeder: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -259,6 +270,7 @@ class NodeMonitor:
             self.stats.late += 1
             return
         response.accepted += 1
+        receipt.taken.append((key, minute.minute))
         self._dirty_rows.setdefault(key, set()).add(minute.minute % windows.steps)
         self._dirty.add(key)
         if arrival is Arrival.REORDERED:
@@ -271,6 +283,7 @@ class NodeMonitor:
             self.stats.not_diagnosed += 1
             return
         receipt.outstanding += 1
+        self._in_flight.setdefault(key, deque()).append(minute.minute)
         pending = _Pending(key, minute.minute, EncodeRequest(window, minute.network), receipt)
         if self._backlog or not self._offer(pending):
             self._backlog.append(pending)
@@ -287,6 +300,7 @@ class NodeMonitor:
             future = self.encoder.enqueue(pending.request, pending.receipt.stream, None)
         except Exception as exc:  # the server stops: this minute goes undiagnosed
             log.debug("minute %d of %s not diagnosed: %s", pending.minute, pending.key, exc)
+            self._landed(pending.key, pending.minute)
             self._undiagnosed(pending.receipt)
             return True
         future.add_done_callback(lambda f: self._diagnosed(pending.key, pending.minute, pending.receipt, f))
@@ -299,6 +313,23 @@ class NodeMonitor:
                 self._backlog.popleft()
             else:
                 await asyncio.sleep(0.002)
+
+    def _landed(self, key: NodeKey, minute: int) -> None:
+        """A window's diagnosis is applied or given up: the node's frontier may move on."""
+        waiting = self._in_flight.get(key)
+        if waiting is not None:
+            waiting.remove(minute)
+            if not waiting:
+                del self._in_flight[key]
+        self._dirty.add(key)
+
+    def frontier(self, key: NodeKey, slot: int | None) -> int:
+        """The node's newest minute with every minute up to it settled (stored, and its diagnosis
+        applied or given up): what Redis may hold of its ring for another replica to resume."""
+        waiting = self._in_flight.get(key)
+        if waiting:
+            return waiting[0] - 1
+        return self._windows().newest(slot) if slot is not None else -1
 
     def _undiagnosed(self, receipt: Receipt) -> None:
         receipt.response.not_diagnosed += 1
@@ -326,7 +357,7 @@ class NodeMonitor:
                 windows = self._windows()
                 for key, found in zip(todo, restored, strict=True):
                     if windows.slot(key) is None:
-                        windows.add(key, found.ring)
+                        windows.add(key, found.ring, through=found.frontier)
                     if found.state is not None and key not in self.conditions:
                         self.conditions[key] = NodeLifeCycle.from_dict(
                             found.state, self.life_cycle.of_last_minutes
@@ -343,6 +374,7 @@ class NodeMonitor:
     def _diagnosed(
         self, key: NodeKey, minute: int, receipt: Receipt, future: asyncio.Future[Embedded]
     ) -> None:
+        self._landed(key, minute)
         try:
             if future.cancelled():
                 raise RuntimeError("cancelled")
@@ -377,7 +409,9 @@ class NodeMonitor:
         self._dirty.add(key)
         if transitions:
             now = time.time_ns()
-            self._events.setdefault(key, []).extend(_Event(t.kind, t, moved, state, now) for t in transitions)
+            self._events.setdefault(key, []).extend(
+                _Event(t.kind, diagnosis.minute, t, moved, state, now) for t in transitions
+            )
             self.stats.events += len(transitions)
 
     def _departure(self, key: NodeKey, minute: int, state: ServingState) -> np.ndarray | None:
@@ -407,14 +441,21 @@ class NodeMonitor:
             self._expire_idle()
 
     async def flush(self) -> None:
-        """Writes what changed since the last flush, then acknowledges the requests it settles.
-        If Redis fails, everything is kept for the next flush and nothing is acknowledged."""
+        """Writes what changed since the last flush, then acknowledges the requests whose minutes
+        Redis now holds. If Redis fails, everything is kept for the next flush and nothing is
+        acknowledged."""
         if not (self._dirty or self._due):
             return
         dirty, rows, events, due = self._dirty, self._dirty_rows, self._events, self._due
         self._dirty, self._dirty_rows, self._events, self._due = set(), {}, {}, []
+        # One snapshot, taken with no await: each node's rows, frontier and state agree with the
+        # events swapped out above (a state holding a transition whose event is not written
+        # would lose that event to a failover).
+        writes = self._snapshot(dirty, rows)
         try:
-            writes = await self._writes(dirty, rows, events)
+            for write in writes:
+                key = (write.network, write.node)
+                write.events = [await self._event_write(key, e) for e in events.get(key, [])]
             await self.store.write(writes)
         except Exception as exc:
             self.stats.flushes_failed += 1
@@ -426,12 +467,15 @@ class NodeMonitor:
                 self._events[key] = pending + self._events.get(key, [])
             self._due = due + self._due
             return
+        for write in writes:
+            self._durable[(write.network, write.node)] = write.frontier
         for receipt in due:
-            receipt.deliver(receipt)
+            if all(minute <= self._durable.get(key, -1) for key, minute in receipt.taken):
+                receipt.deliver(receipt)
+            else:  # an older minute of one of its nodes is still in the encoder
+                self._due.append(receipt)
 
-    async def _writes(
-        self, dirty: set[NodeKey], rows: dict[NodeKey, set[int]], events: dict[NodeKey, list[_Event]]
-    ) -> list[NodeWrite]:
+    def _snapshot(self, dirty: set[NodeKey], rows: dict[NodeKey, set[int]]) -> list[NodeWrite]:
         windows = self._windows()
         writes = []
         for key in dirty:
@@ -439,19 +483,18 @@ class NodeMonitor:
             slot = windows.slot(key)
             positions = sorted(rows.get(key, ()))
             ring = windows.ring_rows(slot, positions) if slot is not None else []
-            node_events = [await self._event_write(key, e) for e in events.get(key, [])]
             write = NodeWrite(
-                key[0], key[1], life.last_minute if life else -1, life.to_dict() if life else {}
-            )
+                key[0], key[1], life.last_minute if life else -1, life.to_dict() if life else {},
+                frontier=self.frontier(key, slot),
+            )  # fmt: skip
             write.rows = [(p * windows.row_bytes, row) for p, row in zip(positions, ring, strict=True)]
-            write.events = node_events
             writes.append(write)
         return writes
 
     async def _event_write(self, key: NodeKey, event: _Event) -> EventWrite:
         kind, event_type = _EVENT_TYPES[event.kind]
         incident = await self.incident(key, event)
-        message = incident_service_pb2.IncidentEvent(type=event_type, incident=incident)
+        message = incident_service_pb2.IncidentEvent(type=event_type, incident=incident, minute=event.minute)
         message.event_time.FromNanoseconds(event.time_ns)
         return EventWrite(
             kind,

@@ -34,7 +34,7 @@ NODE_HISTORY = 200
 
 # KEYS: the incident stream, then per node its window, condition, network's open
 # incidents and history. ARGV: window TTL ms, history TTL ms, stream length, then per
-# node: minute, state, rows, (offset, bytes) per row, events, (kind, id, incident,
+# node: minute, state, frontier, rows, (offset, bytes) per row, events, (kind, id, incident,
 # event, network, node, label) per event. History entries are "id\n" .. incident.
 _WRITE_NODES = """
 local ttl, history_ttl, max_len = ARGV[1], ARGV[2], ARGV[3]
@@ -44,8 +44,9 @@ for k = 2, #KEYS, 4 do
     local window, condition, open, history = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
     local minute = tonumber(ARGV[a])
     local state = ARGV[a + 1]
-    local rows = tonumber(ARGV[a + 2])
-    a = a + 3
+    local frontier = ARGV[a + 2]
+    local rows = tonumber(ARGV[a + 3])
+    a = a + 4
     local stored = tonumber(redis.call('HGET', condition, 'minute') or '-1')
     local apply = minute >= stored
     if apply then
@@ -53,7 +54,7 @@ for k = 2, #KEYS, 4 do
             redis.call('SETRANGE', window, tonumber(ARGV[a]), ARGV[a + 1])
             a = a + 2
         end
-        redis.call('HSET', condition, 'minute', minute, 'state', state)
+        redis.call('HSET', condition, 'minute', minute, 'state', state, 'frontier', frontier)
         redis.call('PEXPIRE', window, ttl)
         redis.call('PEXPIRE', condition, ttl)
         written = written + 1
@@ -109,15 +110,20 @@ class NodeWrite:
     minute: int
     state: dict[str, Any]
     rows: list[tuple[int, bytes]] = field(default_factory=list)  # (byte offset, ring row)
+    # The newest minute with every minute up to it settled: a replica that restores the node
+    # drops ring rows newer than this (their senders resend them, unacknowledged).
+    frontier: int = -1
     events: list[EventWrite] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Restored:
-    """A node as Redis holds it: its ring's bytes and its life-cycle state, either may be None."""
+    """A node as Redis holds it: its ring's bytes, its life-cycle state (either may be None) and
+    the frontier of its ring (None: keep every row)."""
 
     ring: bytes | None
     state: dict[str, Any] | None
+    frontier: int | None = None
 
 
 class NodeStore:
@@ -151,7 +157,7 @@ class NodeStore:
         for n in nodes:
             keys += [layout.node_window(n.network, n.node), layout.node_condition(n.network, n.node),
                      layout.open_incidents(n.network), layout.node_incidents(n.network, n.node)]  # fmt: skip
-            args += [n.minute, json.dumps(n.state, separators=(",", ":")), len(n.rows)]
+            args += [n.minute, json.dumps(n.state, separators=(",", ":")), n.frontier, len(n.rows)]
             for offset, row in n.rows:
                 args += [offset, row]
             args.append(len(n.events))
@@ -164,11 +170,13 @@ class NodeStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for network, node in nodes:
                 pipe.get(self._layout.node_window(network, node))
-                pipe.hget(self._layout.node_condition(network, node), "state")
+                pipe.hmget(self._layout.node_condition(network, node), ["state", "frontier"])
             replies = cast(list[Any], await pipe.execute())
         return [
-            Restored(replies[i], json.loads(replies[i + 1]) if replies[i + 1] else None)
-            for i in range(0, len(replies), 2)
+            Restored(
+                ring, json.loads(state) if state else None, int(frontier) if frontier is not None else None
+            )
+            for ring, (state, frontier) in zip(replies[::2], replies[1::2], strict=True)
         ]
 
     async def condition(self, network: str, node: str) -> dict[str, Any] | None:

@@ -85,8 +85,9 @@ class NodeWindows:
         assert key is not None
         return key
 
-    def add(self, key: NodeKey, ring: bytes | None = None) -> int:
-        """A slot for a node, restored from its ring's bytes (as Redis keeps them) if given."""
+    def add(self, key: NodeKey, ring: bytes | None = None, through: int | None = None) -> int:
+        """A slot for a node, restored from its ring's bytes (as Redis keeps them) if given,
+        without the rows of minutes after `through` when it is given."""
         slot = self._allocate(key)
         minutes, values, clean = self._at(slot)
         minutes[:] = -1
@@ -97,6 +98,8 @@ class NodeWindows:
         if ring is not None and len(ring) == self.steps * self.row_bytes:
             restored = np.frombuffer(ring, self.dtype)
             minutes[:], values[:] = restored["minute"], restored["values"]
+            if through is not None:
+                minutes[minutes > through] = -1
             held = minutes[minutes >= 0]
             if len(held):
                 self._newest[slot], self._first[slot] = held.max(), held.min()

@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import cast
 
 import numpy as np
@@ -413,6 +413,7 @@ class ReferenceStore:
             self._layout.baseline(version, network),
             mapping={
                 "packed": baseline.to_bytes(),
+                "band": baseline.band.astype("<f4").tobytes() if baseline.band is not None else b"",
                 "minutes": baseline.minutes,
                 "normal_cases": normal_cases,
                 "traffic_windows": traffic_windows,
@@ -427,6 +428,9 @@ class ReferenceStore:
         if not raw:
             return None
         baseline = NetworkBaseline.from_bytes(raw[b"packed"], int(raw[b"minutes"]))
+        band = np.frombuffer(raw.get(b"band", b""), "<f4")
+        if len(band) == len(baseline.centre):
+            baseline = replace(baseline, band=band.copy())
         return StoredBaseline(network, version, baseline, int(raw[b"normal_cases"]),
                               int(raw.get(b"traffic_windows", 0)), raw[b"space"].decode(),
                               float(raw[b"updated_unix_s"]))  # fmt: skip

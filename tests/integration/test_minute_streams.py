@@ -202,6 +202,9 @@ async def test_a_fault_raises_one_incident_cleared_when_the_node_is_back_watched
                      incident_service_pb2.INCIDENT_EVENT_TYPE_ABATED]  # fmt: skip
     end_minute = events[2].incident.end_time.seconds // 60 - START
     assert ONSET + DURATION <= end_minute <= ONSET + DURATION + 10
+    # Decided (the traffic minute whose diagnosis caused each event) within 10 minutes.
+    assert ONSET <= events[0].minute - START <= ONSET + 10
+    assert ONSET + DURATION <= events[2].minute - START <= ONSET + DURATION + 10 and events[1].minute == 0
     assert [h.incident_id for h in history] == [incident.incident_id]
     assert history[0].HasField("end_time") and history[0].acknowledged_by == "noc-alice"
 
@@ -258,3 +261,21 @@ async def test_a_full_batch_queue_slows_a_minute_stream_down_and_drops_no_diagno
         await call.done_writing()
     assert (ack.accepted, ack.diagnosed, ack.not_diagnosed) == (1400, 11 * 20, 59 * 20)
     assert server.monitor.stats.not_diagnosed == 59 * 20, "only the minutes before a full hour"
+
+
+async def test_a_node_nobody_sends_to_expires_from_memory_and_redis(
+    start_server, baseline_artifact, traffic, redis_url, redis_prefix
+) -> None:  # type: ignore[no-untyped-def]
+    server, target = await start_server(model_source=str(baseline_artifact), node_idle_expiry_s=1.0)
+    rows = traffic["streamed"]
+    async with AsyncFaultprintClient(target) as client:
+        await _enrol(client, traffic)
+        call = client.stream_minutes()
+        await _send(call, 1, "pcscf-6", list(range(START, START + 61)), rows[:61])
+        await call.done_writing()
+    key, layout = (NET, "pcscf-6"), RedisLayout(redis_prefix)
+    r = redis.Redis.from_url(redis_url)
+    assert server.monitor.windows.slot(key) is not None and r.exists(layout.node_window(*key))
+    await eventually(lambda: server.monitor.windows.slot(key) is None, timeout_s=5)
+    assert key not in server.monitor.conditions and server.monitor.stats.expired_nodes == 1
+    await eventually(lambda: not r.exists(layout.node_window(*key), layout.node_condition(*key)), timeout_s=5)

@@ -77,3 +77,19 @@ def test_a_baseline_survives_its_packed_bytes_and_corrupt_bytes_are_refused() ->
 def test_a_baseline_needs_an_hour_of_minutes() -> None:
     with pytest.raises(ValueError, match="at least 60 minutes"):
         NetworkBaseline.fit(np.ones((1, 30, 3), np.float32))
+
+
+def test_departures_are_measured_in_each_statistics_normal_range() -> None:
+    rng = np.random.default_rng(3)
+    windows = _traffic(rng, 20, 400.0)
+    windows[..., 1] = rng.poisson(0.05, windows.shape[:2])  # a sparse count: 0, now and then 1
+    baseline = NetworkBaseline.fit(windows)
+    assert baseline.band is not None and (baseline.band >= 1.0).all()
+    assert baseline.band[1] > 3 * baseline.band[0], "the sparse count swings far in healthy traffic"
+    # A minute as sparse as usual stays within its range; a burst of a busy count does not.
+    usual = np.array([[400.0, 0.0, 400.0]], np.float32)
+    burst = np.array([[4000.0, 0.0, 400.0]], np.float32)
+    assert np.abs(baseline.departure(usual)).max() <= 1.0
+    assert baseline.departure(burst)[0] > 5.0
+    unbanded = NetworkBaseline(baseline.centre, baseline.scale, baseline.minutes)
+    assert np.allclose(unbanded.departure(burst), baseline.normalise(burst).mean(axis=0))

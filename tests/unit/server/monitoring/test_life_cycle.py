@@ -1,5 +1,6 @@
-"""A node's incident life cycle: raise on m of n diagnoses, clear on a run of normal minutes or a
-signature back to normal, change of fault, suppression, resends and restoring from JSON."""
+"""A node's incident life cycle: raise on m of n diagnoses, clear on a run of minutes diagnosed normal
+or a longer run of its signature back to normal, change of fault, suppression, resends and restoring
+from JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from faultprint.server.monitoring.life_cycle import (
+    MAX_SILENT_MINUTES,
     NORMAL,
     UNKNOWN,
     LifeCycleOptions,
@@ -27,10 +29,14 @@ T0 = 28_000_000
 
 # Diagnoses alone: signatures off (no departures are given).
 PLAIN = LifeCycleOptions(raise_minutes=4, of_last_minutes=6, clear_minutes=5)
-# With signatures: the three statistics departing most, back to normal within 2 baseline units.
+# With signatures: the three statistics departing most; raised while one departs 2 units, back to
+# normal within 1, raised again after a clear by signature at 4. Cleared by 3 minutes diagnosed
+# normal, or by 7 with the signature back while the diagnoses still name the fault. Every value
+# is set here, so that re-tuned defaults do not change what these tests check.
 SIGNED = LifeCycleOptions(
-    raise_minutes=4, of_last_minutes=6, clear_minutes=5, signature_statistics=3, clear_departure=2.0
-)
+    raise_minutes=4, of_last_minutes=6, clear_minutes=3, signature_clear_minutes=7, signature_statistics=3,
+    raise_departure=2.0, clear_departure=1.0, reraise_departure=4.0,
+)  # fmt: skip
 
 
 def diag(minute: int, label: str, distance: float = 0.5, margin: float | None = 0.25, case: str = "c1"):
@@ -38,7 +44,7 @@ def diag(minute: int, label: str, distance: float = 0.5, margin: float | None = 
 
 
 def quiet() -> np.ndarray:
-    """Departures of a node back at its network's normal: every statistic well within 2 units."""
+    """Departures of a node back at its network's normal: every statistic within 1 unit."""
     return np.random.default_rng(0).uniform(-0.8, 0.8, NUM_FEATURES).astype(np.float32)
 
 
@@ -203,16 +209,73 @@ def test_episode_transitions_carry_the_same_incident():
     assert abated.incident.incident_id == f"{FAULT}@{T0}"
 
 
+def test_a_minute_without_a_diagnosis_does_not_break_the_normal_run():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 6, T0)
+    feed(life, [NORMAL] * 2, T0 + 6)
+    # T0 + 8 brings no diagnosis: the run is counted by the clock, T0 + 6 .. T0 + 10.
+    assert flat(feed(life, [NORMAL], T0 + 9)) == []
+    [abated] = life.observe(diag(T0 + 10, NORMAL), None, PLAIN, VERSION)
+    assert (abated.kind, abated.end_minute) == ("abated", T0 + 6)
+
+
+def test_a_silence_longer_than_max_silent_minutes_restarts_the_normal_run():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 6, T0)
+    feed(life, [NORMAL] * 2, T0 + 6)
+    # Silent from T0 + 8 for longer than MAX_SILENT_MINUTES: the run starts again when it is back.
+    back = T0 + 8 + MAX_SILENT_MINUTES + 1
+    assert flat(feed(life, [NORMAL] * 4, back)) == []
+    assert life.incident is not None and life.incident.first_normal_minute == back
+    [abated] = life.observe(diag(back + 4, NORMAL), None, PLAIN, VERSION)
+    assert (abated.kind, abated.end_minute) == ("abated", back)
+
+
+def test_a_diagnosed_normal_run_clears_after_clear_minutes():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    # Diagnosed normal, the signature back too: clear_minutes (3) are enough.
+    assert flat(feed(life, [NORMAL] * 2, T0 + 4, SIGNED, [quiet()] * 2)) == []
+    [abated] = life.observe(diag(T0 + 6, NORMAL), quiet(), SIGNED, VERSION)
+    assert (abated.kind, abated.end_minute) == ("abated", T0 + 4)
+    assert life.suppressed == ""
+
+
+def test_a_signature_only_run_needs_signature_clear_minutes():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    # The diagnoses still name the fault: clear_minutes (3) of signature back do not clear it.
+    assert flat(feed(life, [FAULT] * 6, T0 + 4, SIGNED, [quiet()] * 6)) == []
+    assert life.incident is not None and life.incident.normal_run == 6
+    [abated] = life.observe(diag(T0 + 10, FAULT), quiet(), SIGNED, VERSION)  # the 7th minute
+    assert (abated.kind, abated.end_minute) == ("abated", T0 + 4)
+    assert life.suppressed == FAULT
+
+
+def test_a_run_that_counted_a_minute_by_signature_needs_signature_clear_minutes():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
+    # The run's first minute is back by signature alone; the normal diagnoses after it do not
+    # make it a diagnosed-normal run.
+    per_minute = feed(life, [FAULT] + [NORMAL] * 5, T0 + 4, SIGNED, [quiet()] * 6)
+    assert flat(per_minute) == []
+    assert life.incident is not None and life.incident.run_by_signature
+    [abated] = life.observe(diag(T0 + 10, NORMAL), quiet(), SIGNED, VERSION)
+    assert (abated.kind, abated.end_minute) == ("abated", T0 + 4)
+    assert life.suppressed == ""  # the last minute was diagnosed normal
+
+
 # -- change of fault --------------------------------------------------------------------
 
 
 def test_change_of_fault_ends_the_incident_at_the_new_fault_and_raises_it():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 6, T0)
-    # OTHER takes over: after its 4th minute it holds 4 of 6 and FAULT only 2.
-    per_minute = feed(life, [OTHER] * 3, T0 + 6)
+    # OTHER takes over: it changes the incident once it is every one of the last 6 diagnoses.
+    per_minute = feed(life, [OTHER] * 5, T0 + 6)
     assert flat(per_minute) == []
-    transitions = life.observe(diag(T0 + 9, OTHER), None, PLAIN, VERSION)
+    assert life.incident is not None and life.incident.label == FAULT
+    transitions = life.observe(diag(T0 + 11, OTHER), None, PLAIN, VERSION)
     assert [(t.kind, t.incident.label, t.incident.start_minute, t.end_minute) for t in transitions] == [
         ("abated", FAULT, T0, T0 + 6),
         ("onset", OTHER, T0 + 6, -1),
@@ -220,27 +283,52 @@ def test_change_of_fault_ends_the_incident_at_the_new_fault_and_raises_it():
     assert life.incident is transitions[1].incident
 
 
-def test_no_change_while_the_raised_fault_still_holds_raise_minutes():
+def test_no_change_while_the_raised_fault_is_still_among_the_recent_diagnoses():
     life = NodeLifeCycle(6)
     options = LifeCycleOptions(raise_minutes=3, of_last_minutes=6, clear_minutes=5)
     feed(life, [FAULT] * 3, T0, options)
-    # FAULT, FAULT, FAULT, OTHER, OTHER, OTHER: both hold 3 of 6, the raised one stays.
-    assert flat(feed(life, [OTHER] * 3, T0 + 3, options)) == []
+    # OTHER comes to hold 3, 4, then 5 of the last 6 minutes, past raise_minutes, but FAULT is
+    # still among them: the raised one stays.
+    assert flat(feed(life, [OTHER] * 5, T0 + 3, options)) == []
     assert life.incident is not None and life.incident.label == FAULT
-    [abated, onset] = life.observe(diag(T0 + 6, OTHER), None, options, VERSION)
+    [abated, onset] = life.observe(diag(T0 + 8, OTHER), None, options, VERSION)
     assert (abated.kind, abated.end_minute) == ("abated", T0 + 3)
     assert (onset.kind, onset.incident.label, onset.incident.start_minute) == ("onset", OTHER, T0 + 3)
 
 
 def test_fault_replacing_unknown_changes_the_incident():
     life = NodeLifeCycle(6)
-    per_minute = feed(life, [UNKNOWN] * 4 + [FAULT] * 4 + [NORMAL] * 5, T0)
+    per_minute = feed(life, [UNKNOWN] * 4 + [FAULT] * 6 + [NORMAL] * 5, T0)
     assert flat(per_minute) == [
         ("onset", UNKNOWN, T0, -1),
         ("abated", UNKNOWN, T0, T0 + 4),
         ("onset", FAULT, T0 + 4, -1),
-        ("abated", FAULT, T0 + 4, T0 + 8),
+        ("abated", FAULT, T0 + 4, T0 + 10),
     ]
+    assert per_minute[9] != []  # the change on FAULT's 6th minute in a row
+
+
+def test_a_diagnosis_wavering_between_two_faults_does_not_split_the_incident():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0)
+    # Every other minute, then five minutes in six: OTHER holds raise_minutes of the last 6, but
+    # FAULT is always among them.
+    labels = [OTHER, FAULT] * 6 + ([OTHER] * 5 + [FAULT]) * 3
+    assert flat(feed(life, labels, T0 + 4)) == []
+    assert life.incident is not None and life.incident.label == FAULT
+    assert life.incident.start_minute == T0
+
+
+def test_a_persistent_other_fault_changes_the_incident():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0)
+    feed(life, [OTHER, FAULT] * 3, T0 + 4)
+    # OTHER alone from T0 + 10: on its 6th minute it is every recent diagnosis.
+    per_minute = feed(life, [OTHER] * 6, T0 + 10)
+    assert flat(per_minute) == [("abated", FAULT, T0, T0 + 10), ("onset", OTHER, T0 + 10, -1)]
+    assert per_minute[-1] != []
+    onset = per_minute[-1][1]
+    assert onset.incident.supporting_minutes == 6  # the wavering minutes before do not count
 
 
 # -- signatures (departures from the network's normal) ---------------------------------
@@ -269,10 +357,11 @@ def test_signature_is_the_top_signature_statistics_columns_by_absolute_departure
     assert all(type(d) is float for d in onset.incident.departures)
 
 
-def test_signature_is_left_empty_without_departures_and_with_clear_departure_zero():
-    off = LifeCycleOptions(raise_minutes=4, of_last_minutes=6, clear_minutes=5, clear_departure=0.0)
+def test_signature_is_left_empty_without_departures_and_with_raise_departure_zero():
+    off = LifeCycleOptions(raise_minutes=4, of_last_minutes=6, clear_minutes=5, raise_departure=0.0,
+                           clear_departure=0.0)  # fmt: skip
     life = NodeLifeCycle(6)
-    # clear_departure 0 turns signatures off: quiet departures do not hold the onset back.
+    # raise_departure 0 turns signatures off: quiet departures do not hold the onset back.
     [onset] = feed(life, [FAULT] * 4, T0, off, [quiet()] * 4)[-1]
     assert onset.incident.signature == [] and onset.incident.departures == []
 
@@ -281,10 +370,11 @@ def test_cleared_by_signature_while_the_diagnoses_still_say_the_fault():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
     assert life.incident is not None
-    # The traffic is back to normal; the window (an hour long) still says the fault.
-    per_minute = feed(life, [FAULT] * 4, T0 + 4, SIGNED, [quiet()] * 4)
+    # The traffic is back to normal; the window (an hour long) still says the fault: the
+    # signature must stay back for signature_clear_minutes (7).
+    per_minute = feed(life, [FAULT] * 6, T0 + 4, SIGNED, [quiet()] * 6)
     assert flat(per_minute) == []
-    [abated] = life.observe(diag(T0 + 8, FAULT), quiet(), SIGNED, VERSION)
+    [abated] = life.observe(diag(T0 + 10, FAULT), quiet(), SIGNED, VERSION)
     assert (abated.kind, abated.incident.label, abated.end_minute) == ("abated", FAULT, T0 + 4)
     assert life.incident is None
     assert life.suppressed == FAULT
@@ -294,39 +384,45 @@ def test_cleared_by_signature_while_the_diagnoses_still_say_the_fault():
 def test_signature_clear_run_restarts_when_a_signature_statistic_departs_again():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
-    departures = [quiet()] * 3 + [hot((30, 2.5))] + [quiet()] * 4
-    assert flat(feed(life, [FAULT] * 8, T0 + 4, SIGNED, departures)) == []
-    [abated] = life.observe(diag(T0 + 12, FAULT), quiet(), SIGNED, VERSION)
-    assert abated.end_minute == T0 + 8
+    # Column 30 departs past clear_departure (1), though short of raise_departure (2).
+    departures = [quiet()] * 6 + [hot((30, 1.5))] + [quiet()] * 6
+    assert flat(feed(life, [FAULT] * 13, T0 + 4, SIGNED, departures)) == []
+    [abated] = life.observe(diag(T0 + 17, FAULT), quiet(), SIGNED, VERSION)
+    assert abated.end_minute == T0 + 11
 
 
 def test_a_bystander_statistic_departing_does_not_hold_a_signature_clear_back():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
-    per_minute = feed(life, [FAULT] * 5, T0 + 4, SIGNED, [hot((50, 9.0))] * 5)
+    per_minute = feed(life, [FAULT] * 7, T0 + 4, SIGNED, [hot((50, 9.0))] * 7)
     assert flat(per_minute) == [("abated", FAULT, T0, T0 + 4)]
+    assert per_minute[-1] != []
 
 
 def test_after_a_signature_clear_the_label_is_not_raised_again_while_diagnoses_hold_it():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
-    feed(life, [FAULT] * 5, T0 + 4, SIGNED, [quiet()] * 5)  # abated at T0 + 8
-    assert life.incident is None
+    feed(life, [FAULT] * 7, T0 + 4, SIGNED, [quiet()] * 7)  # abated at T0 + 10
+    assert life.incident is None and life.suppressed == FAULT
     # The window goes on saying the fault for most of an hour; a bystander statistic departing
-    # (not one of the signature's) is not the fault coming back.
-    departures = [quiet()] * 20 + [hot((50, 9.0))] * 10
-    assert flat(feed(life, [FAULT] * 30, T0 + 9, SIGNED, departures)) == []
+    # (not one of the signature's) is not the fault coming back, nor is a signature statistic
+    # departing past raise_departure (2) but short of reraise_departure (4).
+    departures = [quiet()] * 20 + [hot((50, 9.0))] * 10 + [hot((10, 3.9))] * 5
+    assert flat(feed(life, [FAULT] * 35, T0 + 11, SIGNED, departures)) == []
     assert life.incident is None and life.suppressed == FAULT
 
 
 def test_after_a_signature_clear_the_label_is_raised_again_when_its_signature_departs_again():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
-    feed(life, [FAULT] * 5, T0 + 4, SIGNED, [quiet()] * 5)
-    assert flat(feed(life, [FAULT] * 5, T0 + 9, SIGNED, [quiet()] * 5)) == []
-    [onset] = life.observe(diag(T0 + 14, FAULT), hot((10, -5.0)), SIGNED, VERSION)
+    feed(life, [FAULT] * 7, T0 + 4, SIGNED, [quiet()] * 7)  # abated at T0 + 10
+    assert life.suppressed == FAULT
+    assert flat(feed(life, [FAULT] * 5, T0 + 11, SIGNED, [quiet()] * 5)) == []
+    # A signature statistic departs by reraise_departure (4) exactly.
+    [onset] = life.observe(diag(T0 + 16, FAULT), hot((10, -4.0)), SIGNED, VERSION)
     assert onset.kind == "onset"
     assert onset.incident.label == FAULT
+    assert onset.incident.start_minute == T0 + 11
     assert onset.incident.signature[0] == 10
     assert life.suppressed == ""
 
@@ -334,25 +430,26 @@ def test_after_a_signature_clear_the_label_is_raised_again_when_its_signature_de
 def test_suppression_lifts_once_the_diagnoses_return_to_normal():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
-    feed(life, [FAULT] * 5, T0 + 4, SIGNED, [quiet()] * 5)
+    feed(life, [FAULT] * 7, T0 + 4, SIGNED, [quiet()] * 7)  # abated at T0 + 10
     assert life.suppressed == FAULT
     # Normal diagnoses: the suppression holds until the fault has not been diagnosed for 6 minutes.
-    feed(life, [NORMAL] * 5, T0 + 9, SIGNED, [quiet()] * 5)
+    feed(life, [NORMAL] * 5, T0 + 11, SIGNED, [quiet()] * 5)
     assert life.suppressed == FAULT
-    feed(life, [NORMAL], T0 + 14, SIGNED, [quiet()])
+    feed(life, [NORMAL], T0 + 16, SIGNED, [quiet()])
     assert life.suppressed == ""
     # The same fault, departing on other statistics than before, is a new incident.
-    per_minute = feed(life, [FAULT] * 4, T0 + 15, SIGNED, [hot((50, 9.0))] * 4)
-    assert flat(per_minute) == [("onset", FAULT, T0 + 15, -1)]
+    per_minute = feed(life, [FAULT] * 4, T0 + 17, SIGNED, [hot((50, 9.0))] * 4)
+    assert flat(per_minute) == [("onset", FAULT, T0 + 17, -1)]
     assert per_minute[-1][0].incident.signature[0] == 50
 
 
 def test_normal_diagnoses_clear_a_signed_incident_without_suppressing_it():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
-    # Diagnosed normal while the signature still departs: normal minutes clear all the same.
-    per_minute = feed(life, [NORMAL] * 5, T0 + 4, SIGNED, [FAULTY] * 5)
+    # Diagnosed normal while the signature still departs: clear_minutes (3) clear all the same.
+    per_minute = feed(life, [NORMAL] * 3, T0 + 4, SIGNED, [FAULTY] * 3)
     assert flat(per_minute) == [("abated", FAULT, T0, T0 + 4)]
+    assert per_minute[-1] != []
     assert life.suppressed == ""
 
 
@@ -360,9 +457,10 @@ def test_departure_missing_for_a_minute_falls_back_to_the_diagnoses():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
     # No baseline this minute: the fault diagnosis is not back to normal, the run restarts.
-    departures: list[np.ndarray | None] = [quiet()] * 2 + [None] + [quiet()] * 5
-    per_minute = feed(life, [FAULT] * 8, T0 + 4, SIGNED, departures)
-    assert flat(per_minute) == [("abated", FAULT, T0, T0 + 7)]
+    departures: list[np.ndarray | None] = [quiet()] * 6 + [None] + [quiet()] * 7
+    per_minute = feed(life, [FAULT] * 14, T0 + 4, SIGNED, departures)
+    assert flat(per_minute) == [("abated", FAULT, T0, T0 + 11)]
+    assert per_minute[-1] != []  # on the 7th minute back after the one without a baseline
 
 
 # -- resends ----------------------------------------------------------------------------
@@ -398,22 +496,22 @@ EPISODE = (
     [NORMAL] * 3
     + [FAULT, FAULT, NORMAL, FAULT, FAULT]  # onset
     + [FAULT] * 4
-    + [OTHER] * 4  # change of fault
-    + [OTHER] * 6  # signature back to normal: abated by signature, suppressed
+    + [OTHER] * 6  # OTHER alone for of_last_minutes: change of fault
+    + [OTHER] * 7  # signature back to normal: abated by signature, suppressed
     + [OTHER] * 3
-    + [OTHER]  # the signature departs again: onset
-    + [NORMAL] * 7  # abated
+    + [OTHER]  # the signature departs again by reraise_departure: onset
+    + [NORMAL] * 5  # abated after clear_minutes
     + [UNKNOWN] * 4  # onset of unknown
 )
 EPISODE_DEPARTURES = (
     [quiet()] * 3
     + [FAULTY] * 5
     + [FAULTY] * 4
-    + [hot((50, 9.0), (60, 7.0))] * 4
-    + [quiet()] * 6
+    + [hot((50, 9.0), (60, 7.0))] * 6
+    + [quiet()] * 7
     + [quiet()] * 3
     + [hot((60, -4.0))]
-    + [hot((60, -4.0))] * 7
+    + [hot((60, -4.0))] * 5
     + [hot((70, 3.0))] * 4
 )
 
@@ -440,9 +538,9 @@ def test_the_episode_exercises_every_kind_of_transition():
         ("onset", FAULT, -1),
         ("abated", FAULT, T0 + 12),
         ("onset", OTHER, -1),
-        ("abated", OTHER, T0 + 16),
+        ("abated", OTHER, T0 + 18),
         ("onset", OTHER, -1),
-        ("abated", OTHER, T0 + 26),
+        ("abated", OTHER, T0 + 29),
         ("onset", UNKNOWN, -1),
     ]
 
@@ -484,6 +582,7 @@ def test_from_dict_of_a_fresh_node():
 def test_default_options_are_valid():
     options = LifeCycleOptions()
     assert options.raise_minutes <= options.of_last_minutes
+    assert 0 <= options.clear_departure <= options.raise_departure <= options.reraise_departure
 
 
 @pytest.mark.parametrize(
@@ -494,13 +593,27 @@ def test_default_options_are_valid():
         {"raise_minutes": -1},
         {"of_last_minutes": 0, "raise_minutes": 0},
         {"clear_minutes": 0},
+        {"signature_clear_minutes": 0},
         {"signature_statistics": 0},
-        {"clear_departure": -0.5},
+        {"clear_departure": -0.5, "raise_departure": 2.0, "reraise_departure": 3.0},
+        {"clear_departure": 2.5, "raise_departure": 2.0, "reraise_departure": 3.0},
+        {"clear_departure": 1.0, "raise_departure": 3.5, "reraise_departure": 3.0},
+        {"clear_departure": 1.0, "raise_departure": 0.0, "reraise_departure": 3.0},
     ],
 )
 def test_options_reject_bad_values(kwargs):
     with pytest.raises(ValueError):
         LifeCycleOptions(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("clear", "raise_", "reraise"), [(0.0, 0.0, 0.0), (0.0, 0.0, 3.0), (2.0, 2.0, 2.0), (1.0, 2.0, 3.0)]
+)
+def test_options_accept_rising_departures(clear, raise_, reraise):
+    options = LifeCycleOptions(clear_departure=clear, raise_departure=raise_, reraise_departure=reraise)
+    assert (options.clear_departure, options.raise_departure, options.reraise_departure) == (
+        clear, raise_, reraise,
+    )  # fmt: skip
 
 
 def test_options_accept_raise_minutes_equal_to_of_last_minutes():
