@@ -99,6 +99,10 @@ class FaultprintServer:
         if drain_s > 0:
             log.info("draining: NOT_SERVING for %.1f s before the port closes", drain_s)
             await asyncio.sleep(drain_s)
+        try:  # minute streams end only after this replica's last write (NodeMonitor.quiesce)
+            await asyncio.wait_for(self.monitor.quiesce(), _PART_STOP_S)
+        except TimeoutError:
+            log.error("shutdown: the node monitor did not quiesce in %.0f s; going on", _PART_STOP_S)
         await self.grpc_server.stop(self.settings.shutdown_grace_s)
         parts: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
             ("batcher", self.scheduler.close),

@@ -440,6 +440,11 @@ class BatchScheduler(Generic[T, R]):
         return len(self._policy)
 
     @property
+    def closed(self) -> bool:
+        """Whether the scheduler has stopped taking requests (the server is stopping)."""
+        return self._closed
+
+    @property
     def batches_in_flight(self) -> int:
         return sum(self._policy.in_flight(d) for d in range(self._policy.devices))
 

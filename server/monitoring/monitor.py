@@ -52,6 +52,7 @@ from faultprint.server.monitoring.life_cycle import (
 from faultprint.server.monitoring.node_store import EventWrite, NodeStore, NodeWrite
 from faultprint.server.monitoring.node_windows import Arrival, NodeKey, NodeWindows, clean_rows
 from faultprint.server.references.node_state import NodeStateWriter
+from faultprint.server.rpc.errors import Unavailable
 from faultprint.v1 import diagnosis_pb2, incident_service_pb2, probe_service_pb2
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ class NodeMonitor:
         self._due: list[Receipt] = []
         self._loading: dict[NodeKey, asyncio.Future[None]] = {}
         self._backlog: deque[_Pending] = deque()
+        self._stopping = False
+        self._quiesced = asyncio.Event()
         # Per node, the minutes whose windows wait for the encoder, oldest first; and the
         # frontier (see frontier()) each node was last written to Redis with.
         self._in_flight: dict[NodeKey, deque[int]] = {}
@@ -214,7 +217,13 @@ class NodeMonitor:
     # -- taking minutes -------------------------------------------------------------------
 
     async def take(self, request: probe_service_pb2.StreamMinutesRequest, receipt: Receipt) -> None:
-        """Takes a request's minutes; receipt.deliver is called once all are settled and written."""
+        """Takes a request's minutes; receipt.deliver is called once all are settled and written.
+        Raises Unavailable once the replica is stopping (after its last write, see quiesce)."""
+        if self._stopping:
+            await self._quiesced.wait()
+            raise Unavailable(
+                "this replica is stopping: reconnect to another and resend what was not acknowledged"
+            )
         windows = self._windows()
         response = receipt.response
         expected = windows.features * 4
@@ -298,10 +307,8 @@ class NodeMonitor:
             return False
         try:
             future = self.encoder.enqueue(pending.request, pending.receipt.stream, None)
-        except Exception as exc:  # the server stops: this minute goes undiagnosed
+        except Exception as exc:  # the server stops: the minute stays unsettled (see _diagnosed)
             log.debug("minute %d of %s not diagnosed: %s", pending.minute, pending.key, exc)
-            self._landed(pending.key, pending.minute)
-            self._undiagnosed(pending.receipt)
             return True
         future.add_done_callback(lambda f: self._diagnosed(pending.key, pending.minute, pending.receipt, f))
         return True
@@ -374,10 +381,12 @@ class NodeMonitor:
     def _diagnosed(
         self, key: NodeKey, minute: int, receipt: Receipt, future: asyncio.Future[Embedded]
     ) -> None:
+        if future.cancelled() or self.encoder.scheduler.closed:
+            # The server stops: the minute stays unsettled, so Redis's frontier stays before it
+            # and its request is never acknowledged; its sender resends it to another replica.
+            return
         self._landed(key, minute)
         try:
-            if future.cancelled():
-                raise RuntimeError("cancelled")
             embedded = future.result()
             state = embedded.state
             match = embedded.match
@@ -433,6 +442,20 @@ class NodeMonitor:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="node-monitor-flush")
+
+    async def quiesce(self, timeout_s: float = 5.0) -> None:
+        """Before a replica stops: takes no more minutes, lets the windows already queued be
+        diagnosed (for up to timeout_s), writes everything settled and acknowledges it; only
+        then do minute streams end (UNAVAILABLE), so the replica their senders move to resumes
+        from a Redis this one will not write to again."""
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # Batch callbacks empty these in many places; a 10 ms poll for a few seconds at shutdown.
+        while (self._in_flight or self._backlog) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        await self.flush()
+        self._quiesced.set()
 
     async def _run(self) -> None:
         while not self._closing:
@@ -586,8 +609,8 @@ def _problem(minute: probe_service_pb2.NodeMinute, expected_bytes: int) -> str:
             f"packed_values holds {len(minute.packed_values)} bytes; the model reads {expected_bytes // 4} "
             f"statistics as float32, {expected_bytes} bytes"
         )
-    if minute.minute < 0:
-        return f"minute {minute.minute} is before 1970"
+    if minute.minute <= 0:
+        return f"minute {minute.minute} is not a minute after 1970-01-01T00:00Z"
     return ""
 
 

@@ -95,9 +95,13 @@ class NodeWindows:
         clean[:] = False
         self._newest[slot] = self._first[slot] = -1
         self._seen[slot] = time.monotonic()
-        if ring is not None and len(ring) == self.steps * self.row_bytes:
-            restored = np.frombuffer(ring, self.dtype)
-            minutes[:], values[:] = restored["minute"], restored["values"]
+        rows = 0 if ring is None else min(len(ring) // self.row_bytes, self.steps)
+        if rows:
+            # Redis grows a ring's string to its highest row written so far, filling the gap
+            # with zeros: a row of minute 0 (never a probe's minute) was never written.
+            restored = np.frombuffer(ring, self.dtype, count=rows)  # type: ignore[arg-type]
+            minutes[:rows], values[:rows] = restored["minute"], restored["values"]
+            minutes[minutes == 0] = -1
             if through is not None:
                 minutes[minutes > through] = -1
             held = minutes[minutes >= 0]

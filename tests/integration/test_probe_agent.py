@@ -52,7 +52,7 @@ async def test_the_agent_moves_to_another_replica_when_one_stops_and_loses_no_mi
     start_server, artifact, redis_url, redis_prefix, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     first, first_target = await start_server(model_source=str(artifact))
-    _second, second_target = await start_server(model_source=str(artifact))
+    second, second_target = await start_server(model_source=str(artifact))
     await _enrol_normal(first_target)
     minutes = 150
     write_rows(_rows(START, minutes, 7), tmp_path / "export.parquet")
@@ -67,7 +67,10 @@ async def test_the_agent_moves_to_another_replica_when_one_stops_and_loses_no_mi
     # Every minute was taken once: accepted by a replica, or found already stored when resent.
     assert tally.accepted + tally.duplicates == minutes * len(NODES)
     assert tally.refused == 0 and tally.late == 0
-    assert tally.diagnosed == (minutes - 59) * len(NODES), "each newest minute with a full hour, once"
+    # Each newest minute with a full hour diagnosed once, by one replica or the other (a request
+    # the first stored but could not acknowledge comes back as duplicates, not diagnosed twice).
+    diagnosed = first.monitor.stats.diagnosed + second.monitor.stats.diagnosed
+    assert diagnosed == (minutes - 59) * len(NODES) and tally.diagnosed <= diagnosed
     for node in NODES:
         assert _ring_minutes(redis_url, redis_prefix, node) == list(
             range(START + minutes - 60, START + minutes)

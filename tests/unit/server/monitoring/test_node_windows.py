@@ -283,14 +283,34 @@ def test_a_node_restored_from_its_ring_bytes_gives_the_same_window(minutes, miss
             assert_array_equal(after, before)
 
 
-def test_ring_bytes_of_the_wrong_size_restore_nothing(minutes):
+def test_a_ring_redis_holds_only_in_part_is_restored_as_far_as_it_goes(minutes):
+    """Redis grows a node's ring string to the highest row written, zero-filling the gap: a node
+    still filling its first hour comes back with the rows it has, and the zero rows are empty."""
+    windows, slot = ring()
+    first = 28_000_040  # rows 20..44 of the ring: a string of 45 rows, 0..19 zero-filled
+    for i in range(25):
+        windows.put(slot, first + i, minutes[i])
+    written = [(first + i) % STEPS for i in range(25)]
+    held = bytearray(max(written) * windows.row_bytes + windows.row_bytes)
+    for position, row in zip(written, windows.ring_rows(slot, written), strict=True):
+        held[position * windows.row_bytes : (position + 1) * windows.row_bytes] = row
+    restored = NodeWindows(STEPS, NUM_FEATURES)
+    again = restored.add(KEY, bytes(held))
+    assert restored.newest(again) == first + 24
+    for i in range(25, STEPS):
+        restored.put(again, first + i, minutes[i])
+    assert restored.window(again) is not None, "the hour completes without starting over"
+    assert_array_equal(restored.window(again), minutes[:STEPS])
+
+
+def test_ring_bytes_past_the_frontier_are_dropped(minutes):
     windows, slot = ring()
     put_all(windows, slot, minutes, range(STEPS))
-    saved = b"".join(windows.ring_rows(slot, list(range(STEPS - 1))))
+    saved = b"".join(windows.ring_rows(slot, list(range(STEPS))))
     restored = NodeWindows(STEPS, NUM_FEATURES)
-    again = restored.add(KEY, saved)
-    assert restored.newest(again) == -1
-    assert restored.window(again) is None
+    again = restored.add(KEY, saved, through=windows.newest(slot) - 5)
+    assert restored.newest(again) == windows.newest(slot) - 5
+    assert restored.window(again) is None, "five minutes to resend before the hour is whole again"
 
 
 def test_idle_lists_the_nodes_no_minute_arrived_for(minutes, monkeypatch):
