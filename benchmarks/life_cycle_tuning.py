@@ -43,7 +43,7 @@ from benchmarks.incident_truth import (
     simulate_networks,
 )
 from benchmarks.launcher import ROOT
-from faultprint.server.monitoring.life_cycle import UNKNOWN, LifeCycleOptions, MinuteDiagnosis, NodeLifeCycle
+from faultprint.server.monitoring.life_cycle import LifeCycleOptions, MinuteDiagnosis, NodeLifeCycle
 from faultprint.server.monitoring.node_windows import NodeWindows
 from faultprint.server.references.index import CaseEmbeddings, NetworkIndex
 from faultprint.traffic.baseline import NetworkBaseline
@@ -123,9 +123,7 @@ def diagnose_node(model: Model, baseline: NetworkBaseline, index: NetworkIndex, 
         return NodeDiagnoses(network, node, [], np.zeros((0, rows.shape[1]), np.float32))
     embeddings = model.embed(np.stack(windows), baseline)
     matches = index.match_many(embeddings, [1] * len(at), model.threshold)
-    diagnoses = [MinuteDiagnosis(m, UNKNOWN if x.verdict == "unknown" else x.label, x.distance, x.margin,
-                                 x.neighbours[0].case_id if x.neighbours else "")
-                 for m, x in zip(at, matches, strict=True)]  # fmt: skip
+    diagnoses = [MinuteDiagnosis.of(m, x) for m, x in zip(at, matches, strict=True)]
     return NodeDiagnoses(network, node, diagnoses, np.stack(departures).astype(np.float32))
 
 

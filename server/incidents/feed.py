@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from faultprint.registry.layout import RedisLayout
 from faultprint.server.monitoring.life_cycle import NodeLifeCycle
+from faultprint.server.monitoring.node_store import NODE_HISTORY
 from faultprint.server.rpc.errors import InvalidArgument, NotFound, OutOfRange
 from faultprint.v1 import incident_service_pb2
 
@@ -114,7 +115,7 @@ class IncidentFeed:
             return incident_service_pb2.Incident.FromString(raw)
         parts = incident_id.split("/")
         if len(parts) == 3 and parts[0] == network:
-            for incident in await self.node_incidents(network, parts[1], 1000):
+            for incident in await self.node_incidents(network, parts[1], NODE_HISTORY):
                 if incident.incident_id == incident_id:
                     return incident
         raise NotFound(

@@ -10,6 +10,8 @@ per case, model version and baseline.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 
 from faultprint.server.model.host import ServingState
@@ -39,18 +41,16 @@ def departure(rows: np.ndarray, baseline: NetworkBaseline) -> np.ndarray | None:
 
 
 def departures(
-    values: np.ndarray, columns: list[int] | None, feature_names: tuple[str, ...]
+    pairs: Iterable[Sequence[float]], feature_names: tuple[str, ...]
 ) -> list[incident_service_pb2.Departure]:
-    """The columns (default: the SHOWN largest by magnitude) as Departure messages, largest first."""
-    if columns is None:
-        columns = [int(c) for c in np.argsort(-np.abs(values), kind="stable")[:SHOWN]]
+    """(column, departure) pairs as Departure messages, in their order."""
     return [
         incident_service_pb2.Departure(
-            statistic=feature_names[c],
-            family=_FAMILY_OF.get(feature_names[c], ""),
-            departure=float(values[c]),
+            statistic=feature_names[int(c)],
+            family=_FAMILY_OF.get(feature_names[int(c)], ""),
+            departure=float(d),
         )
-        for c in columns
+        for c, d in pairs
     ]
 
 

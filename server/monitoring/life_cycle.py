@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from faultprint.server.references.index import Match
+
 NORMAL = "normal"
 UNKNOWN = "unknown"
 # A node without a diagnosis for longer than this (as many minutes as windowing repairs) has
@@ -96,6 +98,13 @@ class MinuteDiagnosis:
     margin: float | None = None
     case_id: str = ""
 
+    @classmethod
+    def of(cls, minute: int, match: Match) -> MinuteDiagnosis:
+        """A window's match as the life cycle reads it: traffic near no case is "unknown"."""
+        label = UNKNOWN if match.verdict == UNKNOWN else match.label
+        case_id = match.neighbours[0].case_id if match.neighbours else ""
+        return cls(minute, label, match.distance, match.margin, case_id)
+
 
 @dataclass
 class OpenIncident:
@@ -114,8 +123,7 @@ class OpenIncident:
     # [column, departure] pairs where the node departs most from the matched case (filled
     # when the onset is written).
     reference: list[list[float]] = field(default_factory=list)
-    # Minutes in a row back to normal, and the first of them.
-    normal_run: int = 0
+    # The first minute of the current run back to normal (-1: none).
     first_normal_minute: int = -1
     # Whether the run counted minutes back by signature while the diagnoses named the fault.
     run_by_signature: bool = False
@@ -168,7 +176,7 @@ class NodeLifeCycle:
             self.recent.popleft()
         if self.incident is not None and diagnosis.minute - previous - 1 > MAX_SILENT_MINUTES:
             incident = self.incident  # the node fell silent: a run back to normal starts again
-            incident.normal_run, incident.first_normal_minute, incident.run_by_signature = 0, -1, False
+            incident.first_normal_minute, incident.run_by_signature = -1, False
         if self.since_minute < 0:
             self.since_minute = diagnosis.minute
         if self.suppressed and diagnosis.label == self.suppressed:
@@ -208,11 +216,10 @@ class NodeLifeCycle:
             by_signature = bool(np.all(np.abs(departure[incident.signature]) < options.clear_departure))
             back = by_signature
         if not back:
-            incident.normal_run, incident.first_normal_minute, incident.run_by_signature = 0, -1, False
+            incident.first_normal_minute, incident.run_by_signature = -1, False
             return []
-        if incident.normal_run == 0:
+        if incident.first_normal_minute < 0:
             incident.first_normal_minute = diagnosis.minute
-        incident.normal_run += 1
         incident.run_by_signature = incident.run_by_signature or by_signature
         # Minutes back to normal by the clock: a minute that brought no diagnosis (lost in
         # export, or its window waiting for the next minute's repair) does not restart the run.
@@ -249,7 +256,7 @@ class NodeLifeCycle:
             return None  # the window still holds the fault its signature showed over
         signature: list[int] = []
         if departure is not None:
-            signature = _top(departure, options.signature_statistics)
+            signature = largest(departure, options.signature_statistics)
             if not _departs(departure, signature, options.raise_departure):
                 return None  # the window holds a fault the newest minutes no longer show
         self.suppressed, self.suppressed_signature = "", []
@@ -307,8 +314,8 @@ class NodeLifeCycle:
         )  # fmt: skip
 
 
-def _top(departure: np.ndarray, count: int) -> list[int]:
-    """The columns departing most from normal, largest first."""
+def largest(departure: np.ndarray, count: int) -> list[int]:
+    """The count columns departing most from normal (by magnitude), largest first."""
     order = np.argsort(-np.abs(departure), kind="stable")[:count]
     return [int(c) for c in order]
 

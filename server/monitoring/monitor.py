@@ -35,6 +35,7 @@ from faultprint.server.batching.session import (
 )
 from faultprint.server.model.host import ServingState
 from faultprint.server.monitoring.explanation import (
+    SHOWN,
     ReferenceProfiles,
     baseline_of,
     departure,
@@ -48,6 +49,7 @@ from faultprint.server.monitoring.life_cycle import (
     MinuteDiagnosis,
     NodeLifeCycle,
     Transition,
+    largest,
 )
 from faultprint.server.monitoring.node_store import EventWrite, NodeStore, NodeWrite
 from faultprint.server.monitoring.node_windows import Arrival, NodeKey, NodeWindows, clean_rows
@@ -398,9 +400,7 @@ class NodeMonitor:
             diagnosis = diagnosis_pb2.Diagnosis()
             fill_diagnosis(diagnosis, key[0], key[1], match, state)
             self.writer.record(diagnosis, embedded.embedding)
-            label = UNKNOWN if match.verdict == "unknown" else match.label
-            case_id = match.neighbours[0].case_id if match.neighbours else ""
-            self._observe(key, MinuteDiagnosis(minute, label, match.distance, match.margin, case_id), state)
+            self._observe(key, MinuteDiagnosis.of(minute, match), state)
             receipt.response.diagnosed += 1
             self.stats.diagnosed += 1
         except Exception as exc:
@@ -545,21 +545,15 @@ class NodeMonitor:
         if open_.margin is not None:
             incident.margin = open_.margin
         incident.explanation.from_normal.extend(
-            departures(
-                _sparse(list(zip(open_.signature, open_.departures, strict=True)), len(names)),
-                open_.signature,
-                names,
-            )
+            departures(zip(open_.signature, open_.departures, strict=True), names)
         )
         incident.explanation.families.extend(families(list(incident.explanation.from_normal)))
         if not open_.reference and event.departure is not None and open_.label != UNKNOWN:
             profile = await self.profiles.profile(event.state, key[0], open_.case_id)
             if profile is not None:
                 gap = event.departure - profile
-                open_.reference = [[int(c), float(gap[c])] for c in np.argsort(-np.abs(gap))[:5]]
-        incident.explanation.from_reference.extend(
-            departures(_sparse(open_.reference, len(names)), [int(c) for c, _ in open_.reference], names)
-        )
+                open_.reference = [[c, float(gap[c])] for c in largest(gap, SHOWN)]
+        incident.explanation.from_reference.extend(departures(open_.reference, names))
         return incident
 
     def _severity(self, label: str) -> incident_service_pb2.Severity:
@@ -619,11 +613,3 @@ def _needs_departure(life: NodeLifeCycle, diagnosis: MinuteDiagnosis) -> bool:
     return (
         life.incident is not None or diagnosis.label != NORMAL or any(d.label != NORMAL for d in life.recent)
     )
-
-
-def _sparse(pairs: list, size: int) -> np.ndarray:
-    """(column, value) pairs as a dense vector of size."""
-    values = np.zeros(size, np.float32)
-    for column, value in pairs:
-        values[int(column)] = value
-    return values

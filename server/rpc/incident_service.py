@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from faultprint.server.incidents.feed import IncidentFeed
+from faultprint.server.monitoring.node_store import NODE_HISTORY
 from faultprint.server.references.store import check_id
 from faultprint.server.rpc.errors import InvalidArgument, status_for
 from faultprint.server.rpc.requests import Undecodable
@@ -14,7 +15,7 @@ from faultprint.v1 import incident_service_pb2, incident_service_pb2_grpc
 
 # Incidents ListNodeIncidents returns when page_size is 0, and at most.
 DEFAULT_PAGE = 50
-MAX_PAGE = 200
+MAX_PAGE = NODE_HISTORY
 
 
 class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):

@@ -246,7 +246,7 @@ def test_a_signature_only_run_needs_signature_clear_minutes():
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
     # The diagnoses still name the fault: clear_minutes (3) of signature back do not clear it.
     assert flat(feed(life, [FAULT] * 6, T0 + 4, SIGNED, [quiet()] * 6)) == []
-    assert life.incident is not None and life.incident.normal_run == 6
+    assert life.incident is not None and life.incident.first_normal_minute == T0 + 4  # a 6-minute run
     [abated] = life.observe(diag(T0 + 10, FAULT), quiet(), SIGNED, VERSION)  # the 7th minute
     assert (abated.kind, abated.end_minute) == ("abated", T0 + 4)
     assert life.suppressed == FAULT
@@ -487,7 +487,7 @@ def test_a_resent_normal_minute_does_not_count_twice_towards_a_clear():
         assert life.observe(diag(minute, NORMAL), None, PLAIN, VERSION) == []
         assert life.observe(diag(minute, NORMAL), None, PLAIN, VERSION) == []
     assert life.incident is not None
-    assert life.incident.normal_run == 4
+    assert life.last_minute - life.incident.first_normal_minute + 1 == 4
 
 
 # -- state as JSON ----------------------------------------------------------------------
