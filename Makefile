@@ -7,7 +7,7 @@ STUBS := protos/faultprint/v1/probe_service_pb2.py
 NATIVE_LOAD := build/native/load_generator
 WITH_REDIS := scripts/with-redis.sh
 
-.PHONY: setup protos docs native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index bench-baseline bench-minutes clean
+.PHONY: setup protos docs native-load demo test test-unit test-integration test-e2e lint buf-lint bench bench-quick bench-swap bench-profile bench-ceiling bench-index bench-baseline bench-minutes bench-gpu clean
 
 setup: $(VENV)/.linked $(STUBS)
 
@@ -98,6 +98,10 @@ bench-profile: setup $(VENV)/.bench-installed $(NATIVE_LOAD)
 # The encoder alone at the common batch sizes.
 bench-ceiling: setup
 	$(PY) -m benchmarks.ceiling
+
+# GPU proof in under 8 minutes: cuDNN check, batch 256-1024 ceilings, C = 64 and 256 (CPU: a rehearsal).
+bench-gpu: setup
+	$(WITH_REDIS) $(PY) -m benchmarks.gpu_proof
 
 # Indexing a network of 1,000 to 50,000 reference cases from Redis, and matching against it.
 bench-index: setup

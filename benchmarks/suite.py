@@ -17,8 +17,9 @@ For each encoder size (original 2 x LSTM-512, small 2 x LSTM-64):
    client refuses locally is counted as CLIENT_THROTTLED.
 
 Writes benchmarks/results/suite[-quick].json, a markdown table (.md) and a plot (.png),
-checks the bars of the batching issue, and prints the table. Needs REDIS_URL (the
-Makefile wraps it in scripts/with-redis.sh).
+checks the bars of the batching issue, and prints the table. ``--points 64,256`` runs only
+those closed-loop points on the batching server (no naive baseline, no overload) and writes
+suite[-quick]-points.*. Needs REDIS_URL (the Makefile wraps it in scripts/with-redis.sh).
 """
 
 from __future__ import annotations
@@ -147,14 +148,25 @@ class SuiteConfig:
     ceiling_s: float
     out_stem: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # Time the ceiling again at the max batch size just before and after each bar point (C = 64).
+    ceiling_beside: bool = False
+    # Who sends closed loops (load_generator.py --generator): native or python; empty: its default.
+    generator: str = ""
 
     @classmethod
     def build(cls, quick: bool, models: list[str]) -> SuiteConfig:
         if quick:
             return cls(True, models, [1, 64], ["unary", "stream"], [64], 2.5, 1.0, 8.0, 0.5, "suite-quick")
         return cls(
-            False, models, [1, 16, 64, 256], ["unary", "stream"], [1, 64], 10.0, 3.0, 60.0, 3.0, "suite"
-        )
+            False, models, [1, 16, 64, 256], ["unary", "stream"], [1, 64], 10.0, 3.0, 60.0, 3.0, "suite",
+            ceiling_beside=True,
+        )  # fmt: skip
+
+    def only_points(self, concurrencies: list[int]) -> SuiteConfig:
+        """The same run at these closed-loop concurrencies alone, on the batching server: no
+        naive baseline and no overload (overload_s 0)."""
+        return replace(self, concurrencies=concurrencies, naive_concurrencies=[], overload_s=0.0,
+                       out_stem=f"{self.out_stem}-points")  # fmt: skip
 
 
 # The concurrency the throughput bars are read at.
@@ -210,9 +222,9 @@ def run_ceiling(config: SuiteConfig, plan: ModelPlan, sizes: tuple[int, ...] = (
 
 
 def ceiling_reading(config: SuiteConfig, plan: ModelPlan, concurrency: int) -> float | None:
-    """For a point a throughput bar is read at (C = 64, full runs), one timing of the ceiling
-    at the max batch size with the server idle; None for other points and quick runs."""
-    if config.quick or concurrency != BAR_CONCURRENCY:
+    """For a point a throughput bar is read at (C = 64, in runs with ceiling_beside: full ones),
+    one timing of the ceiling at the max batch size with the server idle; else None."""
+    if not config.ceiling_beside or concurrency != BAR_CONCURRENCY:
         return None
     return float(run_ceiling(config, plan, (plan.max_batch_size,))["results"][0]["windows_per_s"])
 
@@ -323,6 +335,8 @@ def generate_load(target: str, **load: object) -> dict[str, Any]:
 
 def run_load(target: str, scraper: MetricsScraper, config: SuiteConfig, **load: object) -> dict[str, Any]:
     load.setdefault("duration_s", config.point_s)
+    if config.generator:
+        load.setdefault("generator", config.generator)
     histograms = ("faultprint_batch_size", "faultprint_batch_compute")
     before = [scraper.histogram_totals(h) for h in histograms]
     result = generate_load(target, warmup_s=config.warmup_s, **load)
@@ -404,7 +418,7 @@ def serve_and_measure(config: SuiteConfig, plan: ModelPlan, artifact: Path, naiv
                         f"p50 {point['p50_ms']:.1f} p99 {point['p99_ms']:.1f} ms, "
                         f"batch {point['mean_batch_size']:.1f} ({point['mean_compute_ms']:.1f} ms), "
                         f"{point['outcomes']}")  # fmt: skip
-            if not naive:
+            if not naive and config.overload_s > 0:
                 overload = run_overload(server, scraper, config, plan, points)
     finally:
         _delete_keys(prefix)
@@ -571,9 +585,14 @@ def main() -> int:
     )
     parser.add_argument("--server-flag", action="append", default=[], metavar="NAME=VALUE",
                         help="a server setting for all plans and ceilings (xla=off); repeatable")  # fmt: skip
+    parser.add_argument("--points", default="", metavar="C[,C...]",
+                        help="only these closed-loop concurrencies, unary and stream, on the batching "
+                             "server: no naive baseline, no overload")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = SuiteConfig.build(args.quick, args.models.split(","))
+    if args.points:
+        config = config.only_points([int(c) for c in args.points.split(",")])
     config.extra["overload_throttle_ratio"] = args.overload_throttle_ratio
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -586,7 +605,11 @@ def main() -> int:
             report.setdefault("machine", machine(timed["machine"]["gpus"]))
             artifact = build_artifact(plan, Path(tmp))
             batching = serve_and_measure(config, plan, artifact, naive=False)
-            naive = serve_and_measure(config, plan, artifact, naive=True)
+            naive = (
+                serve_and_measure(config, plan, artifact, naive=True)
+                if config.naive_concurrencies
+                else {"points": [], "overload": {}, "server_flags": {}}
+            )
             report["models"][name] = {
                 "ceiling": ceiling, "max_batch_size": plan.max_batch_size,
                 "batching": batching, "naive": naive,
