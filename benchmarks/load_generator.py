@@ -375,7 +375,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         ]
         windows = await model_windows(clients[0], args)
         lags: list[tuple[float, float]] = []
-        monitor = LoopLagMonitor(lambda lag_ms: lags.append((time.perf_counter(), lag_ms)))
+        monitor = LoopLagMonitor(lambda lag_s: lags.append((time.perf_counter(), lag_s * 1000)))
         monitor.start()
         try:
             tally = await (open_loop if args.rate else closed_loop)(clients, args, windows)

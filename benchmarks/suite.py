@@ -347,7 +347,7 @@ def run_load(target: str, scraper: MetricsScraper, config: SuiteConfig, **load: 
         (a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)
     )
     result["mean_batch_size"] = size_sum / batches if batches else 0.0
-    result["mean_compute_ms"] = compute_sum / batches if batches else 0.0
+    result["mean_compute_ms"] = compute_sum * 1000 / batches if batches else 0.0  # the server's seconds
     return result
 
 
@@ -435,7 +435,7 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     left_before = _deadline_left(scraper)
     arrival_before = _deadline_left(scraper, _ARRIVAL, _ARRIVAL_BOUNDS_MS)
     arrivals_before = scraper.histogram_totals(_ARRIVAL)[1]
-    stalls_before = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
+    stalls_before = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS / 1000)
     result = run_load(server.target, scraper, config, mode="unary", rate=f"{rate:.1f}",
                       deadline_ms=plan.overload_deadline_ms, duration_s=config.overload_s,
                       throttle_ratio=config.extra.get("overload_throttle_ratio", 0.0),
@@ -454,7 +454,7 @@ def run_overload(server: Any, scraper: MetricsScraper, config: SuiteConfig, plan
     result["calls_arriving"] = scraper.histogram_totals(_ARRIVAL)[1] - arrivals_before
     # Times the server's event loop ran its 100 ms timer more than _STALL_MS late: a stall
     # inside the server that every call in flight waited through.
-    stalls = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS)
+    stalls = scraper.histogram_above("faultprint_event_loop_lag", _STALL_MS / 1000)
     result["server_loop_stalls"] = stalls - stalls_before
     settled = [rss for t, rss in samples if t >= config.warmup_s + 5] or [rss for _, rss in samples]
     # RSS swings by a few per cent from one second to the next with the load's bursts, so
@@ -485,8 +485,9 @@ _ARRIVAL_BOUNDS_MS = (20, 50, 100)
 def _deadline_left(
     scraper: MetricsScraper, name: str = _READY, bounds: tuple[int, ...] = _READY_BOUNDS_MS
 ) -> dict[float, float]:
-    """Cumulative counts of a deadline histogram's samples at or under each bound (ms)."""
-    return {bound: scraper.histogram_at_most(name, bound) for bound in bounds}
+    """Cumulative counts of a deadline histogram's samples at or under each bound (ms; the
+    server's buckets are in seconds)."""
+    return {bound: scraper.histogram_at_most(name, bound / 1000) for bound in bounds}
 
 
 def _since(after: dict[float, float], before: dict[float, float]) -> dict[str, float]:

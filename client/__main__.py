@@ -20,12 +20,23 @@ import sys
 from faultprint import __version__
 from faultprint.traffic.simulator import CONDITIONS, PROFILES
 
+# How every command reaches the server: TLS, a client certificate, a bearer token (client/channels.py).
+_SECURITY_FLAGS = (
+    ("--tls-ca", "FAULTPRINT_TLS_CA", "PEM file of the authorities that sign the server's certificate: TLS"),
+    ("--tls-cert", "FAULTPRINT_TLS_CERT", "PEM client certificate, for a server that asks for mutual TLS"),
+    ("--tls-key", "FAULTPRINT_TLS_KEY", "PEM key of --tls-cert"),
+    ("--tls-server-name", "FAULTPRINT_TLS_SERVER_NAME", "name to check the server's certificate against"),
+    ("--token-file", "FAULTPRINT_TOKEN_FILE", "file holding the bearer token sent on every call"),
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faultprint-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"faultprint-client {__version__}")
     parser.add_argument("--target", default=os.environ.get("FAULTPRINT_TARGET", "127.0.0.1:50051"))
+    for flag, variable, meaning in _SECURITY_FLAGS:
+        parser.add_argument(flag, help=f"{meaning} (variable {variable})")
     commands = parser.add_subparsers(dest="command", required=True)
     enrol = commands.add_parser("enrol", help="enrol reference cases from a row file, or simulated ones")
     probe = commands.add_parser("probe", help="simulate probe agents streaming windows")
@@ -79,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--windows-per-agent", type=int, default=10)
     probe.add_argument("--quiet", action="store_true", help="print only the confusion table")
     args = parser.parse_args(argv)
+    for flag, variable, _ in _SECURITY_FLAGS:  # every command's channels read these
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value:
+            os.environ[variable] = value
 
     if args.command == "info":
         from faultprint.client.client import FaultprintClient

@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from faultprint.client.channels import ChannelSecurity, aio_channel
 from faultprint.client.client import channel_options
 from faultprint.v1 import probe_service_pb2, probe_service_pb2_grpc
 
@@ -56,6 +57,8 @@ class AgentOptions:
     # First pause before reconnecting, doubled after each failure up to reconnect_max_s.
     reconnect_s: float = 0.2
     reconnect_max_s: float = 10.0
+    # TLS, client certificate and bearer token; None: from FAULTPRINT_TLS_* and FAULTPRINT_TOKEN.
+    security: ChannelSecurity | None = None
 
 
 @dataclass
@@ -160,7 +163,7 @@ class ProbeAgent:
     ) -> bool:
         """One connection: resend what is pending, then send from the source until it ends and
         every request is acknowledged (True)."""
-        async with grpc.aio.insecure_channel(address, options=channel_options(True)) as channel:
+        async with aio_channel(address, channel_options(True), self.options.security) as channel:
             call = probe_service_pb2_grpc.ProbeServiceStub(channel).StreamMinutes()
             reader = asyncio.create_task(self._read(call))
             try:

@@ -18,6 +18,7 @@ from typing import TypeAlias, cast
 import grpc
 import numpy as np
 
+from faultprint.client.channels import ChannelSecurity, aio_channel, channel
 from faultprint.client.throttle import (
     OVERLOAD_CODE_VALUES,
     THROTTLED_DETAILS,
@@ -149,6 +150,10 @@ def minutes_request(
     return request
 
 
+def _get_request(network: str, case_id: str) -> reference_case_service_pb2.GetReferenceCaseRequest:
+    return reference_case_service_pb2.GetReferenceCaseRequest(network=network, reference_case_id=case_id)
+
+
 def _delete_request(network: str, case_id: str) -> reference_case_service_pb2.DeleteReferenceCaseRequest:
     return reference_case_service_pb2.DeleteReferenceCaseRequest(network=network, reference_case_id=case_id)
 
@@ -178,8 +183,14 @@ class _Stubs:
 class FaultprintClient(_Stubs):
     """Blocking client. ``with FaultprintClient("127.0.0.1:50051") as fp: fp.classify(...)``."""
 
-    def __init__(self, target: str, timeout_s: float = 30.0, own_connection: bool = False) -> None:
-        super().__init__(grpc.insecure_channel(target, options=channel_options(own_connection)))
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float = 30.0,
+        own_connection: bool = False,
+        security: ChannelSecurity | None = None,
+    ) -> None:
+        super().__init__(channel(target, channel_options(own_connection), security))
         self.timeout_s = timeout_s
 
     def __enter__(self) -> FaultprintClient:
@@ -233,9 +244,7 @@ class FaultprintClient(_Stubs):
         raise AssertionError("unreachable")
 
     def get_reference_case(self, network: str, case_id: str) -> ReferenceCase:
-        request = reference_case_service_pb2.GetReferenceCaseRequest(
-            network=network, reference_case_id=case_id
-        )
+        request = _get_request(network, case_id)
         return self.references.GetReferenceCase(request, timeout=self.timeout_s).reference_case
 
     def list_reference_cases(self, network: str) -> list[ReferenceCase]:
@@ -371,8 +380,9 @@ class AsyncFaultprintClient(_Stubs):
         timeout_s: float = 30.0,
         throttle: ThrottleOptions | None = None,
         own_connection: bool = False,
+        security: ChannelSecurity | None = None,
     ) -> None:
-        super().__init__(grpc.aio.insecure_channel(target, options=channel_options(own_connection)))
+        super().__init__(aio_channel(target, channel_options(own_connection), security))
         self.timeout_s = timeout_s
         self.throttle = AdaptiveThrottle(throttle) if throttle is not None else None
 
@@ -444,6 +454,10 @@ class AsyncFaultprintClient(_Stubs):
                     raise
                 await asyncio.sleep(pause_s)
         raise AssertionError("unreachable")
+
+    async def get_reference_case(self, network: str, case_id: str) -> ReferenceCase:
+        request = _get_request(network, case_id)
+        return (await self.references.GetReferenceCase(request, timeout=self.timeout_s)).reference_case
 
     async def delete_reference_case(self, network: str, case_id: str) -> None:
         request = _delete_request(network, case_id)

@@ -35,6 +35,8 @@ METADATA_FILE = "metadata.json"
 KERAS_FILE = "encoder.keras"
 SAVED_MODEL_DIR = "saved_model"
 PROBES_FILE = "probes.npz"
+# What an artifact is packed from, in order (PROBES_FILE only where present).
+ARTIFACT_FILES = (METADATA_FILE, KERAS_FILE, SAVED_MODEL_DIR, PROBES_FILE)
 
 
 class ArtifactError(Exception):
@@ -210,7 +212,7 @@ def pack_artifact(artifact_dir: Path) -> bytes:
     read_metadata(artifact_dir)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in (METADATA_FILE, KERAS_FILE, SAVED_MODEL_DIR, PROBES_FILE):
+        for name in ARTIFACT_FILES:
             if name != PROBES_FILE or (Path(artifact_dir) / name).exists():
                 tar.add(Path(artifact_dir) / name, arcname=name)
     return buffer.getvalue()

@@ -19,7 +19,8 @@ Keys expose faultprint's resources, each under the deployment's prefix:
   {p}:incidents:onap                hash: the ONAP publisher's cursor, lease and dead-letter count
   {p}:incidents:onap:dead           stream of events the ONAP topic kept refusing
   {p}:model:{version}:artifact      the packed model artifact
-  {p}:model:{version}:meta          hash: metadata JSON, sha256, publish time, rollout state and reason
+  {p}:model:{version}:meta          hash: metadata JSON, sha256, signature and signing key id, publish
+                                    time, rollout state and reason
   {p}:model:{version}:shadow        hash: shadow agreement counts of a candidate (see server/model/shadow.py)
   {p}:models                        sorted set of published versions by publish time
   {p}:model:serving                 the promoted (stable) version

@@ -1,8 +1,8 @@
 """The model registry and rollout in Redis: versions, the stable and candidate pointers, rollback.
 
 Only the Redis connection is shared between trainer, operators and servers. A
-published version is its packed artifact, sha256 and metadata under the deployment's
-prefix. Rollout moves two pointers:
+published version is its packed artifact, sha256, the trainer's signature of that digest
+(registry/signing.py) and metadata under the deployment's prefix. Rollout moves two pointers:
 - the candidate, which every replica loads next to the stable version and runs in
   shadow on a sample of live windows (server/model/shadow.py);
 - the stable (serving) version, which every replica hot-swaps to on promotion.
@@ -10,23 +10,24 @@ Promotion pushes the replaced version onto a history list, so rollback restores 
 Each move is one Lua script: the pointer, the version's state and the change-stream
 event that tells the replicas change together, and two operators racing cannot
 leave the registry half-moved. A replica that cannot load or validate the version it
-was told to serve rolls the registry back itself (reject_version), so every replica
-returns to the last good version.
+was told to serve, or (holding trusted keys) verify its signature, rolls the registry back
+itself (reject_version), so every replica returns to the last good version.
 
 Version states: candidate -> stable -> retired (replaced) | rolled_back; rejected
-(failed to load or validate on a replica).
+(failed to load, validate or verify on a replica).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -41,6 +42,18 @@ from faultprint.encoder.artifact import (
     unpack_artifact,
 )
 from faultprint.registry.layout import EVENTS_MAX_LEN, RedisLayout
+from faultprint.registry.signing import (
+    KEY_ID_FIELD,
+    SIGNATURE_FIELD,
+    TrustedKeys,
+    sign,
+    stored_signature,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+log = logging.getLogger(__name__)
 
 # History entries kept for rollback.
 HISTORY_MAX_LEN = 100
@@ -135,14 +148,18 @@ def _keys(layout: RedisLayout) -> list[str]:
 
 
 def store_artifact(client: redis.Redis, layout: RedisLayout, artifact_dir: Path,
-                   annotations: dict[str, str] | None = None) -> ModelMetadata:  # fmt: skip
-    """Stores an artifact directory in the registry (not yet candidate or stable); its
-    metadata's version is checked against the id rule when it is read."""
+                   annotations: dict[str, str] | None = None,
+                   signing_key: Ed25519PrivateKey | None = None) -> ModelMetadata:  # fmt: skip
+    """Stores an artifact directory in the registry (not yet candidate or stable), signed with
+    signing_key if given; its metadata's version is checked against the id rule when it is read."""
     metadata = read_metadata(artifact_dir)
     blob = pack_artifact(artifact_dir)
+    digest = sha256_hex(blob)
+    signature = sign(signing_key, metadata.version, digest).fields() if signing_key else {}
     mapping: dict[Any, Any] = {
         "metadata": metadata.to_json(),
-        "sha256": sha256_hex(blob),
+        "sha256": digest,
+        **signature,
         "published_unix_s": time.time(),
         "state": "published",
         **(annotations or {}),
@@ -178,10 +195,11 @@ def set_candidate(client: redis.Redis, layout: RedisLayout, version: str, origin
 
 def publish_artifact(
     client: redis.Redis, layout: RedisLayout, artifact_dir: Path, promote_it: bool = True,
-    annotations: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None, signing_key: Ed25519PrivateKey | None = None,
 ) -> ModelMetadata:  # fmt: skip
-    """Stores an artifact and makes it the stable version (promote_it) or the candidate."""
-    metadata = store_artifact(client, layout, artifact_dir, annotations)
+    """Stores an artifact (signed with signing_key if given) and makes it the stable version
+    (promote_it) or the candidate."""
+    metadata = store_artifact(client, layout, artifact_dir, annotations, signing_key)
     if promote_it:
         promote(client, layout, metadata.version, origin="trainer")
     else:
@@ -242,13 +260,21 @@ async def candidate_version(client: aioredis.Redis, layout: RedisLayout) -> str 
     return None if raw is None else cast(bytes, raw).decode()
 
 
-async def fetch_artifact(client: aioredis.Redis, layout: RedisLayout, version: str, cache_dir: Path) -> Path:
-    """Downloads, verifies and unpacks a version into cache_dir/version; returns that directory."""
+async def fetch_artifact(client: aioredis.Redis, layout: RedisLayout, version: str, cache_dir: Path,
+                         trusted: TrustedKeys | None = None) -> Path:  # fmt: skip
+    """Downloads, verifies and unpacks a version into cache_dir/version; returns that directory.
+
+    With trusted keys, a version whose signature is missing or does not verify against one of
+    them is refused (SignatureError) before anything is unpacked; the blob is then checked
+    against the signed digest."""
     check_version(version)
     pipe = client.pipeline(transaction=False)
-    pipe.hget(layout.model_meta(version), "sha256")
+    pipe.hmget(layout.model_meta(version), ["sha256", SIGNATURE_FIELD, KEY_ID_FIELD])
     pipe.get(layout.model_artifact(version))
-    digest, blob = await pipe.execute()
+    (digest, signature, signer), blob = await pipe.execute()
+    if trusted is not None and digest is not None:
+        signed_by = trusted.verify(version, _text(digest), stored_signature(signature, signer))
+        log.info("model version %s is signed by trusted key %s", version, signed_by)
     # Unpacking tens of megabytes is file work: keep it off the event loop.
     return await asyncio.to_thread(install_artifact, version, blob, digest, cache_dir)
 
@@ -300,6 +326,8 @@ class VersionStatus:
     published_unix_s: float
     reason: str = ""
     replaces: str = ""
+    # The id of the key that signed it ('' unsigned).
+    signing_key_id: str = ""
     # Mean one-shot accuracy of the model and of the raw 1-NN baseline, if evaluated.
     one_shot_accuracy: float | None = None
     baseline_accuracy: float | None = None
@@ -344,7 +372,8 @@ def _maybe(value: Any) -> str | None:
 def _version_status(client: redis.Redis, layout: RedisLayout, version: str) -> VersionStatus:
     meta = {_text(k): _text(v) for k, v in client.hgetall(layout.model_meta(version)).items()}
     status = VersionStatus(version, meta.get("state", "published"), float(meta.get("published_unix_s", 0)),
-                           meta.get("reason", ""), meta.get("replaces", ""))  # fmt: skip
+                           meta.get("reason", ""), meta.get("replaces", ""),
+                           meta.get(KEY_ID_FIELD, ""))  # fmt: skip
     try:
         training = json.loads(meta["metadata"])["training"]
         status.one_shot_accuracy, status.baseline_accuracy = _headline(training)

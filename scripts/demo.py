@@ -4,7 +4,8 @@ Trains the transfer encoder on random simulated networks, each read against its 
 baseline, and prints the transfer protocol's figures (trainer/protocol.py) on simulated
 networks it never saw and, where the foreign traffic of an independent generator is at
 hand (FAULTPRINT_FOREIGN_TRAFFIC, default ../shared/foreign-traffic), on its operator
-networks, each beside the sceptic's strong baseline. Then it serves the model, enrols a
+networks, each beside the sceptic's strong baseline. Then it publishes the model signed with a
+key pair made for the run, serves it from a replica that trusts only that key, enrols a
 day of normal windows and ONE window per fault for a simulated network the model never
 saw, and lets simulated probe agents stream windows with injected faults. Last, the
 closed loop: the probe agent streams a node's minutes live, at 120 minutes a second, a
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -121,6 +123,7 @@ def main() -> int:
         "PYTHONUNBUFFERED": "1",
     }
     artifacts = ROOT / ".demo" / "artifacts"
+    keys = tempfile.TemporaryDirectory(prefix="faultprint-demo-keys-")
     try:
         foreign = sorted(str(p) for p in FOREIGN.glob("*.parquet")) if FOREIGN.is_dir() else []
         evaluate = ["--eval-rows", *foreign] if foreign else []
@@ -130,6 +133,10 @@ def main() -> int:
                   "--no-progress", *evaluate, env=env)  # fmt: skip
         artifact = out.strip().splitlines()[-1]
         print(transfer_table(Path(artifact)), flush=True)
+        # The trainer signs what it publishes; the replica serves only what that key signed.
+        run(PY, "-m", "faultprint.trainer", "keygen", "--out", keys.name, env=env)
+        env["FAULTPRINT_SIGNING_KEY"] = str(Path(keys.name) / "signing-key.pem")
+        env["FAULTPRINT_MODEL_TRUSTED_KEYS"] = str(Path(keys.name) / "signing-key.pub.pem")
         run(PY, "-m", "faultprint.trainer", "publish", artifact, "--promote", env=env)
         with (
             open(ROOT / ".demo" / "server.log", "w") as log,
@@ -144,6 +151,7 @@ def main() -> int:
             live_loop(target, env)
         return 0
     finally:
+        keys.cleanup()
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(f"{prefix}:*"))
         if keys:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ import redis.exceptions
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from faultprint.client.channels import CLIENT_PING_INTERVAL_MS
 from faultprint.registry.layout import RedisLayout
+from faultprint.registry.signing import SigningKeyError, TrustedKeys, verify_directory
 from faultprint.server import telemetry as telemetry_setup
 from faultprint.server.batching.scheduler import BatchScheduler
 from faultprint.server.batching.session import Encoder
@@ -30,7 +33,7 @@ from faultprint.server.incidents.feed import IncidentFeed
 from faultprint.server.incidents.onap import OnapPublisher
 from faultprint.server.loop_lag import LoopLagMonitor
 from faultprint.server.model.devices import configure_threads, resolve_devices
-from faultprint.server.model.host import ModelHost
+from faultprint.server.model.host import ModelHost, ServingState
 from faultprint.server.model.replica_sync import ReplicaSync
 from faultprint.server.model.shadow import Shadow
 from faultprint.server.monitoring.explanation import ReferenceProfiles
@@ -51,6 +54,8 @@ from faultprint.server.rpc.model_service import ModelServicer
 from faultprint.server.rpc.probe_service import ProbeServicer
 from faultprint.server.rpc.reference_case_service import ReferenceCaseServicer
 from faultprint.server.rpc.requests import add_service
+from faultprint.server.security.access import AccessInterceptor, PolicyError, PolicyFile
+from faultprint.server.security.transport import SecurityOptions, TransportError, server_credentials
 from faultprint.server.settings import ServerSettings, SettingsError
 from faultprint.server.supervisor import SupervisorLink
 from faultprint.server.telemetry import ServerTelemetry
@@ -124,6 +129,12 @@ class FaultprintServer:
 
 async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int]:
     """Builds and starts a replica; returns it and the port it is bound to."""
+    security = settings.security
+    interceptors = _access(security)
+    try:
+        credentials = server_credentials(security)
+    except TransportError as exc:
+        raise StartupError(f"{exc}; fix --tls-cert-file, --tls-key-file or --tls-client-ca-file") from exc
     telemetry_setup.configure(settings.telemetry_exporter, settings.metrics_address)
     telemetry = ServerTelemetry.create()
     layout = RedisLayout(settings.redis_prefix)
@@ -154,22 +165,32 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         encoder, writer, node_store, ReferenceProfiles(store), watching, settings.life_cycle
     )
     telemetry.observe_minute_streams(monitor.stats.outcomes, lambda: len(monitor.windows or ()))
+    telemetry.observe_incidents(monitor.open_incidents)
+    telemetry.observe_models(
+        lambda: {"serving": _version(host.current), "candidate": _version(host.candidate)}
+    )
 
+    trusted = _trusted_keys(settings)
     follow_registry = settings.model_source == "redis"
     if not follow_registry:
-        try:  # a bad artifact stops start-up here
+        try:  # a bad artifact, or one whose signature does not verify, stops start-up here
+            if trusted is not None:
+                signer = verify_directory(Path(settings.model_source), trusted)
+                log.info("model %s is signed by trusted key %s", settings.model_source, signer)
             encoder.serving(await host.load(Path(settings.model_source)))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StartupError(
-                f"cannot reach Redis at {settings.redis_url} ({exc}); start one "
+                f"cannot reach Redis at {_without_password(settings.redis_url)} ({exc}); start one "
                 "(scripts/with-redis.sh) or set REDIS_URL / --redis-url"
             ) from exc
 
     grpc_server = grpc.aio.server(
+        interceptors=[*telemetry_setup.rpc_span_interceptors(), *interceptors],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            *_connection_options(settings),
         ],
     )
     replica_health = ReplicaHealth()
@@ -183,11 +204,15 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         grpc_server, IncidentServicer(feed, telemetry, settings.life_cycle.of_last_minutes), INCIDENT_SERVICE
     )
     health_pb2_grpc.add_HealthServicer_to_server(replica_health.servicer, grpc_server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
-    )
+    if security.reflection:
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
+        )
     try:
-        port = grpc_server.add_insecure_port(settings.listen_address)
+        if credentials is None:
+            port = grpc_server.add_insecure_port(settings.listen_address)
+        else:
+            port = grpc_server.add_secure_port(settings.listen_address, credentials)
     except RuntimeError as exc:
         raise StartupError(
             f"cannot listen on {settings.listen_address}: the port is in use or the address is not "
@@ -196,9 +221,9 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     sync = ReplicaSync(
         client, layout, host, follow_registry, Path(settings.model_cache_dir), replica_health,
         encoder.serving, address=f"{settings.listen_address.rsplit(':', 1)[0]}:{port}",
-        worker=settings.worker_index,
+        worker=settings.worker_index, trusted_keys=trusted,
     )  # fmt: skip
-    loop_lag = LoopLagMonitor(telemetry.event_loop_lag_ms.record)
+    loop_lag = LoopLagMonitor(telemetry.event_loop_lag_s.record)
     server = FaultprintServer(
         settings, grpc_server, replica_health, probes, host, scheduler, writer, monitor, onap, sync, shadow,
         client, loop_lag,
@@ -212,8 +237,66 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     shadow.start()
     server.sync.start()
     loop_lag.start()
-    log.info("faultprint server listening on port %d (model source: %s)", port, settings.model_source)
+    log.info(
+        "faultprint server listening on port %d (%s; model source: %s)",
+        port, "mutual TLS" if security.tls_client_ca_file else "TLS" if security.tls else "plaintext",
+        settings.model_source,
+    )  # fmt: skip
     return server, port
+
+
+def _version(state: ServingState | None) -> str | None:
+    return None if state is None else state.version
+
+
+def _connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """HTTP/2 keepalive and connection age, as gRPC core's channel arguments (milliseconds)."""
+    options = [
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+    if settings.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)))
+    return options
+
+
+def _access(security: SecurityOptions) -> list[grpc.aio.ServerInterceptor]:
+    """The access interceptor when a policy is configured (none costs nothing per call)."""
+    if not security.access_policy_file:
+        log.warning("no access policy (--access-policy-file): every caller may call everything")
+        return []
+    try:
+        policy = PolicyFile(Path(security.access_policy_file))
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from exc
+    if not security.tls:
+        log.warning("an access policy without TLS: bearer tokens cross the network in plaintext")
+    return [AccessInterceptor(policy)]
+
+
+def _trusted_keys(settings: ServerSettings) -> TrustedKeys | None:
+    """The keys model versions must be signed with; None, with a warning, when none are configured."""
+    if not settings.model_trusted_keys:
+        log.warning("no trusted keys (--model-trusted-keys): model signatures are not checked, so whoever "
+                    "can write to Redis decides which model this replica serves")  # fmt: skip
+        return None
+    try:
+        return TrustedKeys.from_setting(settings.model_trusted_keys)
+    except SigningKeyError as exc:
+        raise StartupError(f"{exc}; fix --model-trusted-keys") from exc
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL fit for a message: its password, if any, replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    return parts._replace(netloc=f"{user}***@{parts.netloc.rsplit('@', 1)[1]}").geturl()
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -31,8 +31,8 @@ class LoopLagOptions:
 class LoopLagMonitor:
     """Records, every interval, how late the loop woke the monitor's timer (in ms)."""
 
-    def __init__(self, record_ms: Callable[[float], None], options: LoopLagOptions | None = None) -> None:
-        self._record_ms = record_ms
+    def __init__(self, record_s: Callable[[float], None], options: LoopLagOptions | None = None) -> None:
+        self._record_s = record_s
         self.options = options or LoopLagOptions()
         self._task: asyncio.Task[None] | None = None
 
@@ -46,7 +46,7 @@ class LoopLagMonitor:
             due = loop.time() + interval_s
             await asyncio.sleep(interval_s)
             lag_ms = max(0.0, (loop.time() - due) * 1000)
-            self._record_ms(lag_ms)
+            self._record_s(lag_ms / 1000)
             if lag_ms >= self.options.stall_log_ms:
                 log.warning("event loop stalled: a %.0f ms timer ran %.0f ms late", interval_s * 1000, lag_ms)
 

@@ -26,6 +26,7 @@ from faultprint.server.model.runner import RunnerOptions
 from faultprint.server.model.shadow import ShadowOptions
 from faultprint.server.monitoring.life_cycle import LifeCycleOptions
 from faultprint.server.monitoring.monitor import MonitorOptions
+from faultprint.server.security.transport import SecurityOptions
 
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus")
 
@@ -71,12 +72,29 @@ class ServerSettings:
     freeze_gc: bool = True
     # Largest gRPC message accepted, in bytes.
     max_message_bytes: int = 16 * 1024 * 1024
+    # Seconds of silence on a connection before the server pings the client to check it is
+    # still there (HTTP/2 keepalive). Clients may ping as often as every 10 s.
+    keepalive_time_s: float = 60.0
+    # Seconds the server waits for the answer to a keepalive ping before it closes the
+    # connection and ends its calls (a probe lost without a word).
+    keepalive_timeout_s: float = 20.0
+    # Seconds after which the server asks a client to reconnect (GOAWAY), so that long-lived
+    # probe streams spread over replicas added by a scale-out; 0: connections live forever.
+    max_connection_age_s: float = 0.0
+    # Seconds calls still running on a connection past its maximum age may go on, before they
+    # end with UNAVAILABLE (the probe agent reconnects and resends what was not acknowledged).
+    max_connection_age_grace_s: float = 30.0
     # Neighbours returned when a request asks for none.
     default_top_k: int = 3
     # How long a node's latest diagnosis is kept in Redis, in seconds.
     node_state_ttl_s: int = 24 * 3600
     # Where model artifacts fetched from the registry are unpacked.
     model_cache_dir: str = "/tmp/faultprint-models"
+    # Public keys (PEM files, comma-separated; `faultprint-trainer keygen` makes a pair) that
+    # a model must be signed with to be served: an unsigned, altered or otherwise-signed
+    # registry version is rejected and rolled back, and a model_source directory needs a
+    # valid signature.json. Empty: signatures are not checked (start-up warns).
+    model_trusted_keys: str = ""
     # Span and metric export: none, console, otlp (OTEL_EXPORTER_OTLP_ENDPOINT applies),
     # or prometheus (metrics only, served at metrics_address).
     telemetry_exporter: str = "none"
@@ -100,6 +118,7 @@ class ServerSettings:
     monitoring: MonitorOptions = field(default_factory=MonitorOptions)
     life_cycle: LifeCycleOptions = field(default_factory=LifeCycleOptions)
     onap: OnapOptions = field(default_factory=OnapOptions)
+    security: SecurityOptions = field(default_factory=SecurityOptions)
 
     def __post_init__(self) -> None:
         if self.telemetry_exporter not in TELEMETRY_EXPORTERS:
@@ -116,6 +135,10 @@ class ServerSettings:
             raise SettingsError(f"max_message_bytes must be at least 65536, got {self.max_message_bytes}")
         if self.default_top_k < 1:
             raise SettingsError(f"default_top_k must be at least 1, got {self.default_top_k}")
+        if min(self.keepalive_time_s, self.keepalive_timeout_s) <= 0:
+            raise SettingsError("keepalive_time_s and keepalive_timeout_s must be positive")
+        if min(self.max_connection_age_s, self.max_connection_age_grace_s) < 0:
+            raise SettingsError("max_connection_age_s and max_connection_age_grace_s must be >= 0")
         if self.intra_op_threads < 0:
             raise SettingsError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.cpu_devices < 1:
@@ -129,6 +152,11 @@ class ServerSettings:
             raise SettingsError(f"stream_max_unanswered must be at least 1, got {self.stream_max_unanswered}")
         if self.workers < 1:
             raise SettingsError(f"workers must be at least 1, got {self.workers}")
+        if self.model_trusted_keys and not all(p.strip() for p in self.model_trusted_keys.split(",")):
+            raise SettingsError(
+                f"model_trusted_keys {self.model_trusted_keys!r} has an empty entry: give PEM files, "
+                "separated by commas"
+            )
         if not -1 <= self.worker_index < self.workers:
             raise SettingsError(f"worker_index {self.worker_index} is not a worker of {self.workers}")
 
@@ -182,6 +210,7 @@ _COMPONENTS: dict[str, tuple[str, type]] = {
     "monitoring": ("", MonitorOptions),
     "life_cycle": ("incident_", LifeCycleOptions),
     "onap": ("onap_", OnapOptions),
+    "security": ("", SecurityOptions),
 }
 
 

@@ -13,6 +13,10 @@ publish   store an artifact in the Redis registry as the candidate (replicas sha
           the stable version on simulated traffic or on any registered evaluation set
           (--eval-rows registers one), unless --force
 eval-sets list or remove the registered evaluation sets
+keygen    make an Ed25519 key pair: the trainer signs what it publishes with the private
+          key (--signing-key, FAULTPRINT_SIGNING_KEY); replicas trust the public one
+          (--model-trusted-keys) and serve only versions it signed
+sign      sign an artifact directory (signature.json) for a replica that serves it as it is
 promote   make the candidate (or a named version) the stable one on every replica
 rollback  restore the version that served before the stable one
 withdraw  stop shadowing the candidate
@@ -37,12 +41,14 @@ from faultprint import __version__
 from faultprint.encoder.artifact import ArtifactError
 from faultprint.registry.eval_sets import EvalSetError
 from faultprint.registry.models import RolloutError
+from faultprint.registry.signing import SigningKeyError
 from faultprint.server.references.backup import BackupError
 from faultprint.server.rpc.errors import FaultprintError
 from faultprint.trainer.protocol import CASE_MATCHING
 
 if TYPE_CHECKING:
     import redis
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from faultprint.registry.layout import RedisLayout
     from faultprint.registry.models import RolloutStatus
@@ -263,25 +269,60 @@ def _registry(args: argparse.Namespace) -> tuple[redis.Redis, RedisLayout]:
     return redis.Redis.from_url(args.redis_url), RedisLayout(args.redis_prefix)
 
 
+def _signing_key(args: argparse.Namespace) -> Ed25519PrivateKey | None:
+    """The key --signing-key (or FAULTPRINT_SIGNING_KEY) names; None, with a warning, if none."""
+    from faultprint.registry.signing import load_private_key
+
+    if args.signing_key:
+        return load_private_key(Path(args.signing_key))
+    print("warning: no --signing-key (or FAULTPRINT_SIGNING_KEY): publishing unsigned; replicas with "
+          "trusted keys (--model-trusted-keys) will reject it", file=sys.stderr)  # fmt: skip
+    return None
+
+
 def _publish(args: argparse.Namespace) -> int:
     from faultprint.registry import eval_sets
+    from faultprint.registry.signing import key_id
     from faultprint.trainer.evaluation import EvaluationOptions
     from faultprint.trainer.publishing import PublishRefused, publish_gated
 
+    signing_key = _signing_key(args)
     client, layout = _registry(args)
     for path in args.eval_rows or []:
         entry = eval_sets.register(client, layout, Path(path))
         print(f"registered evaluation set {entry.path} (sha256 {entry.sha256[:12]})")
     try:
         comparison = publish_gated(client, layout, Path(args.artifact), args.promote, args.force,
-                                   EvaluationOptions(network=args.eval_network))  # fmt: skip
+                                   EvaluationOptions(network=args.eval_network), signing_key)  # fmt: skip
     except PublishRefused as exc:
         print(exc, file=sys.stderr)
         return 3
     state = "published and promoted" if args.promote else "published as candidate (replicas shadow it)"
     print(f"{state}: {comparison.candidate}; {comparison.summary()}" + (" (forced)" if args.force else ""))
+    print(f"signed by key {key_id(signing_key.public_key())}" if signing_key else "unsigned")
     if not args.promote and comparison.stable is None:
         print("no version is stable yet, so nothing serves: `promote` makes this one serve")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from faultprint.registry.signing import generate_key_pair
+
+    private, public, key = generate_key_pair(Path(args.out))
+    print(f"key id {key}")
+    print(f"  private, the trainer's --signing-key (FAULTPRINT_SIGNING_KEY); keep it secret: {private}")
+    print(f"  public, for the servers' --model-trusted-keys (FAULTPRINT_MODEL_TRUSTED_KEYS): {public}")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from faultprint.registry.signing import load_private_key, sign_directory
+
+    if not args.signing_key:
+        print("sign: name the key with --signing-key or FAULTPRINT_SIGNING_KEY", file=sys.stderr)
+        return 2
+    path = sign_directory(Path(args.artifact), load_private_key(Path(args.signing_key)))
+    print(f"wrote {path}")
     return 0
 
 
@@ -355,8 +396,9 @@ def format_status(status: RolloutStatus) -> str:
              f"history:   {', '.join(status.history) or '-'}", "", "versions (newest first):"]  # fmt: skip
     for v in status.versions:
         reason = f"  reason: {v.reason}" if v.reason else ""
+        signer = f"key {v.signing_key_id}" if v.signing_key_id else "unsigned"
         lines.append(f"  {v.version:<28} {v.state:<12} one-shot {figure(v.one_shot_accuracy)} "
-                     f"(raw 1-NN {figure(v.baseline_accuracy)}){reason}")  # fmt: skip
+                     f"(raw 1-NN {figure(v.baseline_accuracy)})  {signer}{reason}")  # fmt: skip
     if status.candidate:
         windows, same = status.shadow.get("windows", 0), status.shadow.get("same", 0)
         share = f"{same / windows:.3f}" if windows else "-"
@@ -462,7 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     registry.add_argument("--redis-prefix", default=os.environ.get("FAULTPRINT_REDIS_PREFIX", "faultprint"))
-    publish = commands.add_parser("publish", parents=[registry], help="publish an artifact to the registry")
+    signing = argparse.ArgumentParser(add_help=False)
+    signing.add_argument("--signing-key", default=os.environ.get("FAULTPRINT_SIGNING_KEY"),
+                         help="Ed25519 private key (PEM) to sign with (`keygen` makes one)")  # fmt: skip
+    publish = commands.add_parser(
+        "publish", parents=[registry, signing], help="publish an artifact to the registry"
+    )
     publish.add_argument("artifact", help="artifact directory written by `train`")
     publish.add_argument("--promote", action="store_true", help="make it the stable version at once")
     publish.add_argument("--force", action="store_true", help="publish even if it evaluates worse")
@@ -475,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     sets.add_argument("--remove", help="stop scoring new versions on this row file")
     sets.set_defaults(func=_eval_sets)
+    keygen = commands.add_parser("keygen", help="make an Ed25519 key pair to sign published models with")
+    keygen.add_argument("--out", required=True, help="directory for signing-key.pem and signing-key.pub.pem")
+    keygen.set_defaults(func=_keygen)
+    sign = commands.add_parser("sign", parents=[signing], help="sign an artifact directory served as it is")
+    sign.add_argument("artifact", help="artifact directory written by `train`")
+    sign.set_defaults(func=_sign)
     promote = commands.add_parser("promote", parents=[registry], help="make a version the stable one")
     promote.add_argument("version", nargs="?", help="default: the candidate")
     promote.set_defaults(func=_promote)
@@ -495,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (RolloutError, ArtifactError, BackupError, FaultprintError, EvalSetError) as exc:
+    except (RolloutError, ArtifactError, BackupError, FaultprintError, EvalSetError, SigningKeyError) as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -6,7 +6,9 @@ their own networks, registry/eval_sets.py), and refuses a model that does worse 
 them, unless forced; the comparison is recorded with the version. On simulated traffic two
 models that read raw windows compare by one-shot accuracy on the simulated split
 (trainer/evaluation.py); otherwise, and on every registered set, by the transfer protocol's
-balanced accuracy at k = 1 (trainer/protocol.py), averaged over the set's networks.
+balanced accuracy at k = 1 (trainer/protocol.py), averaged over the set's networks. Given
+a signing key, the artifact's digest is signed (registry/signing.py): replicas holding
+trusted keys serve only signed versions.
 
 Promotion first downloads the version from the registry, checks its digest, loads its
 encoder and checks its embeddings of probe windows as a server does
@@ -21,6 +23,7 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import redis
@@ -40,6 +43,9 @@ from faultprint.trainer.evaluation import (
 )
 from faultprint.trainer.networks import EVALUATION_NETWORKS, evaluation_networks, labelled_windows
 from faultprint.trainer.protocol import MODEL, ProtocolOptions, evaluate_networks, tower_method
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 # Mean faults per node and day of the simulated networks the gate scores on.
 FAULTS_PER_DAY = 7.0
@@ -153,8 +159,10 @@ def compare_with_stable(client: redis.Redis, layout: RedisLayout, artifact_dir: 
 
 
 def publish_gated(client: redis.Redis, layout: RedisLayout, artifact_dir: Path, promote_it: bool,
-                  force: bool, options: EvaluationOptions) -> Comparison:  # fmt: skip
-    """Publishes as candidate (or stable) unless it does worse than the stable version."""
+                  force: bool, options: EvaluationOptions,
+                  signing_key: Ed25519PrivateKey | None = None) -> Comparison:  # fmt: skip
+    """Publishes as candidate (or stable), signed with signing_key if given, unless it does
+    worse than the stable version."""
     try:
         comparison = compare_with_stable(client, layout, artifact_dir, options)
     except (ArtifactError, eval_sets.EvalSetError) as exc:
@@ -166,7 +174,8 @@ def publish_gated(client: redis.Redis, layout: RedisLayout, artifact_dir: Path, 
         raise PublishRefused(f"refused: worse than the stable version; {comparison.summary()} (--force)")
     comparison = replace(comparison, forced=force)
     publish_artifact(client, layout, artifact_dir, promote_it,
-                     annotations={"evaluation_gate": json.dumps(asdict(comparison))})  # fmt: skip
+                     annotations={"evaluation_gate": json.dumps(asdict(comparison))},
+                     signing_key=signing_key)  # fmt: skip
     return comparison
 
 

@@ -203,7 +203,8 @@ class BatchPolicy(Generic[T]):
                 "queue_full",
                 ResourceExhausted(
                     f"batch queue is full ({self.options.max_queue_size} requests waiting); "
-                    "retry with backoff"
+                    "retry with backoff",
+                    reason="QUEUE_FULL",
                 ),
             )
         if deadline is None or not self.cost.known:
@@ -218,7 +219,8 @@ class BatchPolicy(Generic[T]):
                 DeadlineExceeded(
                     f"deadline leaves {left_ms:.1f} ms, less than one encoder batch takes "
                     f"(about {alone_ms:.1f} ms) plus {self.options.answer_margin_ms:g} ms to deliver "
-                    "its answer; give the call a longer deadline"
+                    "its answer; give the call a longer deadline",
+                    reason="DEADLINE_TOO_SHORT",
                 ),
             )
         finish = self.estimated_finish(key, now)
@@ -469,7 +471,9 @@ class BatchScheduler(Generic[T, R]):
         Raises at once when the request is refused; cancelling the future withdraws it."""
         if self._closed:
             self._observer.rejected("shutting_down")
-            raise ResourceExhausted("server is shutting down; retry on another replica")
+            raise ResourceExhausted(
+                "server is shutting down; retry on another replica", reason="SHUTTING_DOWN"
+            )
         now = self._now()
         rejection = self._policy.check_admission(key, deadline, now)
         if rejection is not None:
@@ -552,7 +556,12 @@ class BatchScheduler(Generic[T, R]):
         """Stops taking requests, fails those still queued, and lets running batches finish."""
         self._closed = True
         for request in self._policy.drain():
-            _fail(request, ResourceExhausted("server is shutting down; retry on another replica"))
+            _fail(
+                request,
+                ResourceExhausted(
+                    "server is shutting down; retry on another replica", reason="SHUTTING_DOWN"
+                ),
+            )
         if self._dispatcher:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry.trace import SpanContext
 
 from faultprint.server.batching.assembly import BatchBuffers, assemble, split
 from faultprint.server.batching.scheduler import Batch, BatchRun, BatchScheduler, BatchSchedulerOptions
@@ -23,7 +24,7 @@ from faultprint.server.model.shadow import Shadow
 from faultprint.server.references.index import Match, NetworkIndex
 from faultprint.server.rpc.errors import FailedPrecondition, NotFound
 from faultprint.server.rpc.windows import decode_window
-from faultprint.server.telemetry import ServerTelemetry
+from faultprint.server.telemetry import ServerTelemetry, links, traced_call
 from faultprint.traffic.baseline import normalise
 from faultprint.v1 import diagnosis_pb2, window_pb2
 
@@ -46,6 +47,8 @@ class EncodeRequest:
     # Match the embedding against the network's cases (False: the network only names the
     # baseline the window is read against, for EmbedWindow).
     match: bool = True
+    # The span of the call that asked, if it is traced: the batch span links to it.
+    trace: SpanContext | None = field(default_factory=traced_call)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +116,12 @@ class Encoder:
         runner = state.runners[batch.device]
         buffers = self._buffers[batch.device]
         loop = asyncio.get_running_loop()
-        with self.telemetry.tracer.start_as_current_span("faultprint.batch") as span:
+        requests = batch.payloads
+        with self.telemetry.tracer.start_as_current_span("faultprint.batch", links=links(requests)) as span:
             span.set_attribute("batch.size", len(batch.payloads))
             span.set_attribute("batch.padded_size", batch.padded_size)
             span.set_attribute("batch.device", runner.device)
             span.set_attribute("model.version", state.version)
-            requests = batch.payloads
             buffer = buffers.acquire(requests[0].values.shape)
             try:
                 inputs = assemble([r.values for r in requests], batch.padded_size, out=buffer)
@@ -131,7 +134,7 @@ class Encoder:
                 )
             finally:
                 buffers.release(buffer)
-        self.telemetry.batch_compute_ms.record(compute_s * 1000, self._device_attributes[batch.device])
+        self.telemetry.batch_compute_s.record(compute_s, self._device_attributes[batch.device])
         if self.shadow is not None:
             self.shadow.offer(requests, matches)
         rows = split(outputs, len(requests))
@@ -216,12 +219,16 @@ def require_network(state: ServingState, network: str) -> NetworkIndex:
         raise FailedPrecondition(
             f"network {network!r} has reference cases but none labelled normal: model {state.version} reads "
             "each window against its network's normal traffic; enrol a normal case (an hour to a day of "
-            "windows)"
+            "windows)",
+            field="network",
+            reason="NO_NORMAL_CASE",
         )
     index = state.index.get(network)
     if index is None:
         raise NotFound(
             f"network {network!r} has no reference cases; enrol some with "
-            "ReferenceCaseService.CreateReferenceCase"
+            "ReferenceCaseService.CreateReferenceCase",
+            field="network",
+            reason="UNKNOWN_NETWORK",
         )
     return index

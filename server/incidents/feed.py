@@ -59,13 +59,18 @@ class IncidentFeed:
         if cursor == "0":
             return "0-0"
         if not _CURSOR.match(cursor):
-            raise InvalidArgument(f"cursor {cursor!r} is not an event cursor: pass an IncidentEvent.cursor, "
-                                  "'' (from now on) or '0' (from the oldest kept)")  # fmt: skip
+            raise InvalidArgument(
+                f"cursor {cursor!r} is not an event cursor: pass an IncidentEvent.cursor, "
+                "'' (from now on) or '0' (from the oldest kept)",
+                field="cursor",
+            )
         oldest = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._redis.xrange(stream, count=1))
         if oldest and _id(oldest[0][0]) > _id(cursor) and await self._trimmed_after(cursor):
             raise OutOfRange(
                 f"events after cursor {cursor} are no longer kept (the stream keeps the newest "
-                "incident_stream_max_events); resume from '0' and reconcile with ListOpenIncidents"
+                "incident_stream_max_events); resume from '0' and reconcile with ListOpenIncidents",
+                field="cursor",
+                reason="CURSOR_TRIMMED",
             )
         return cursor
 

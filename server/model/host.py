@@ -123,7 +123,9 @@ class ModelHost:
     def require(self) -> ServingState:
         state = self.current
         if state is None:
-            raise Unavailable("no model is loaded yet; publish one with `faultprint-trainer publish`")
+            raise Unavailable(
+                "no model is loaded yet; publish one with `faultprint-trainer publish`", reason="NO_MODEL"
+            )
         return state
 
     async def embed(
@@ -443,7 +445,9 @@ class ModelHost:
 
     def _require_store(self) -> None:
         if self.store_lost is not None:
-            raise FailedPrecondition(f"reference cases cannot change now: {self.store_lost}")
+            raise FailedPrecondition(
+                f"reference cases cannot change now: {self.store_lost}", reason="STORE_LOST"
+            )
 
     def indexes(self, network: str, case_id: str) -> bool:
         """Whether the serving index holds this case."""

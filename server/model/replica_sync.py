@@ -6,7 +6,8 @@ deletions from other replicas enter the index; a ``model_serving`` event makes a
 replica that follows the registry fetch, warm and swap to that version, and a
 ``model_candidate`` event makes it load (or drop) the candidate it shadows.
 
-A version this replica cannot fetch, load or validate is rejected in the registry
+A version this replica cannot fetch, load or validate, or (given trusted keys) whose
+signature does not verify (registry/signing.py), is rejected in the registry
 (registry/models.py: the stable version rolls back, a candidate is withdrawn),
 so every replica returns to the last good version. Each replica also reports what it
 serves and shadows, with a heartbeat, for ``faultprint-trainer status``.
@@ -40,6 +41,7 @@ import redis.exceptions
 
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import candidate_version, fetch_artifact, reject_version, serving_version
+from faultprint.registry.signing import TrustedKeys
 from faultprint.server.model.host import ModelHost, ServingState
 from faultprint.server.rpc.health import ReplicaHealth
 
@@ -68,14 +70,17 @@ class ReplicaSync:
         on_serving: Callable[[ServingState], None],
         address: str = "",
         worker: int = -1,
+        trusted_keys: TrustedKeys | None = None,
     ) -> None:
         """on_serving is told of each version this replica starts to serve; address is where
-        clients reach it, and worker which process it is, for the status report."""
+        clients reach it, and worker which process it is, for the status report. With
+        trusted_keys, a version not signed by one of them is rejected like a corrupt one."""
         self._redis = client
         self._layout = layout
         self._host = host
         self._follow_registry = follow_registry
         self._cache_dir = model_cache_dir
+        self._trusted = trusted_keys
         self._health = health
         # The store identity this replica last synced with (None before its first sync), and
         # the last change-stream event it applied.
@@ -246,13 +251,17 @@ class ReplicaSync:
         if current is not None and current.version == version:
             return
         try:
-            artifact_dir = await fetch_artifact(self._redis, self._layout, version, self._cache_dir)
+            artifact_dir = await self._fetch(version)
             self._on_serving(await self._host.load(artifact_dir))
             await self._health.update(model_loaded=True)
         except _REDIS_LOST:
             raise  # not the version's fault: the sync loop reconnects and tries again
         except Exception as exc:
             await self._reject(version, current.version if current else None, exc)
+
+    async def _fetch(self, version: str) -> Path:
+        """The version's artifact directory in the cache, its signature checked if keys are trusted."""
+        return await fetch_artifact(self._redis, self._layout, version, self._cache_dir, self._trusted)
 
     async def _shadow(self, version: str) -> None:
         """Loads the candidate to shadow the serving version ('' or the serving one: none)."""
@@ -264,7 +273,7 @@ class ReplicaSync:
             return
         self._host.drop_candidate()
         try:
-            artifact_dir = await fetch_artifact(self._redis, self._layout, version, self._cache_dir)
+            artifact_dir = await self._fetch(version)
             await self._host.load_candidate(artifact_dir)
         except _REDIS_LOST:
             raise  # not the version's fault: the sync loop reconnects and tries again

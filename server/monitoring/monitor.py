@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
 
 from faultprint.registry.ids import is_valid_id
@@ -55,6 +56,7 @@ from faultprint.server.monitoring.node_store import EventWrite, NodeStore, NodeW
 from faultprint.server.monitoring.node_windows import Arrival, NodeKey, NodeWindows, clean_rows
 from faultprint.server.references.node_state import NodeStateWriter
 from faultprint.server.rpc.errors import Unavailable
+from faultprint.server.security.access import CALLER
 from faultprint.v1 import diagnosis_pb2, incident_service_pb2, probe_service_pb2
 
 log = logging.getLogger(__name__)
@@ -216,6 +218,10 @@ class NodeMonitor:
         self._closing = False
         self._last_expiry = time.monotonic()
 
+    def open_incidents(self) -> dict[str, int]:
+        """Open incidents among the nodes followed, by label (one pass over them: for telemetry)."""
+        return dict(Counter(c.incident.label for c in self.conditions.values() if c.incident is not None))
+
     # -- taking minutes -------------------------------------------------------------------
 
     async def take(self, request: probe_service_pb2.StreamMinutesRequest, receipt: Receipt) -> None:
@@ -231,6 +237,7 @@ class NodeMonitor:
         expected = windows.features * 4
         taken: list[tuple[int, probe_service_pb2.NodeMinute]] = []
         too_many = len(request.minutes) > self.options.max_minutes_per_request
+        caller = CALLER.get()
         for index, minute in enumerate(request.minutes):
             problem = (
                 _problem(minute, expected)
@@ -240,8 +247,11 @@ class NodeMonitor:
                     f"{self.options.max_minutes_per_request} per request"
                 )
             )
+            code = _INVALID_ARGUMENT
+            if not problem and caller is not None and (denied := caller.refusal(minute.network)):
+                code, problem = denied.code.value[0], str(denied)
             if problem:
-                response.refused.add(index=index, code=3, message=problem)
+                response.refused.add(index=index, code=code, message=problem)
                 self.stats.refused += 1
             else:
                 taken.append((index, minute))
@@ -592,6 +602,9 @@ class NodeMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+
+
+_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
 def _problem(minute: probe_service_pb2.NodeMinute, expected_bytes: int) -> str:

@@ -116,7 +116,9 @@ LoadedCase = tuple[StoredCase, np.ndarray | None, np.ndarray | None]
 def check_id(kind: str, value: str, optional: bool = False) -> str:
     """value, if it is a valid id (or, when optional, empty); else InvalidArgument."""
     if not (optional and not value) and not is_valid_id(value):
-        raise InvalidArgument(f"{kind} {quote(value)} is not a valid id: use {ID_RULE}")
+        raise InvalidArgument(
+            f"{kind} {quote(value)} is not a valid id: use {ID_RULE}", field=kind, reason="INVALID_ID"
+        )
     return value
 
 
@@ -237,7 +239,10 @@ class ReferenceStore:
         if outcome == 2:
             return "replayed", stored_id.decode()
         if outcome == 0:
-            raise AlreadyExists(f"reference case {case.case_id!r} already exists in network {case.network!r}")
+            raise AlreadyExists(
+                f"reference case {case.case_id!r} already exists in network {case.network!r}",
+                field="reference_case_id",
+            )
         return "created", case.case_id
 
     def _create_keys(self, network: str, version: str, request_id: str) -> list[str]:
@@ -304,12 +309,12 @@ class ReferenceStore:
             args=[case_id, network, EVENTS_MAX_LEN, self.origin, lay.prefix],
         )
         if not deleted:
-            raise NotFound(f"no reference case {case_id!r} in network {network!r}")
+            raise NotFound(f"no reference case {case_id!r} in network {network!r}", reason="UNKNOWN_CASE")
 
     async def get(self, network: str, case_id: str) -> StoredCase:
         raw = await self._redis.hget(self._layout.cases(network), case_id)
         if raw is None:
-            raise NotFound(f"no reference case {case_id!r} in network {network!r}")
+            raise NotFound(f"no reference case {case_id!r} in network {network!r}", reason="UNKNOWN_CASE")
         return StoredCase.from_json(raw)
 
     async def get_windows(self, case: StoredCase) -> np.ndarray:

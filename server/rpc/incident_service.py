@@ -7,9 +7,10 @@ import grpc
 from faultprint.server.incidents.feed import IncidentFeed
 from faultprint.server.monitoring.node_store import NODE_HISTORY
 from faultprint.server.references.store import check_id
-from faultprint.server.rpc.errors import InvalidArgument, status_for
+from faultprint.server.rpc.errors import InvalidArgument
+from faultprint.server.rpc.health import INCIDENT_SERVICE
 from faultprint.server.rpc.requests import Undecodable
-from faultprint.server.rpc.unary import log_error, unary_rpc
+from faultprint.server.rpc.unary import refuse, unary_rpc
 from faultprint.server.telemetry import ServerTelemetry
 from faultprint.v1 import incident_service_pb2, incident_service_pb2_grpc
 
@@ -19,6 +20,8 @@ MAX_PAGE = NODE_HISTORY
 
 
 class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
+    service_name = INCIDENT_SERVICE.full_name
+
     def __init__(self, feed: IncidentFeed, telemetry: ServerTelemetry, of_last_minutes: int) -> None:
         self.feed = feed
         self.telemetry = telemetry
@@ -35,14 +38,12 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
             check_id("network", request.network, optional=True)
             check_id("node", request.node, optional=True)
             if request.node and not request.network:
-                raise InvalidArgument("a node filter needs its network")
+                raise InvalidArgument("a node filter needs its network", field="network")
             events = self.feed.watch(request.network, request.node, request.label, request.cursor)
             async for event in events:
                 await context.write(event)
         except Exception as exc:
-            code, message = status_for(exc)
-            log_error("WatchIncidents", code, message, exc)
-            await context.abort(code, message)
+            await refuse("WatchIncidents", context, exc)
 
     @unary_rpc("ListOpenIncidents")
     async def ListOpenIncidents(
@@ -61,7 +62,8 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
         check_id("node", request.node)
         if request.page_size > MAX_PAGE:
             raise InvalidArgument(
-                f"page_size is {request.page_size}; a node keeps its last {MAX_PAGE} incidents"
+                f"page_size is {request.page_size}; a node keeps its last {MAX_PAGE} incidents",
+                field="page_size",
             )
         incidents = await self.feed.node_incidents(
             request.network, request.node, request.page_size or DEFAULT_PAGE
@@ -74,9 +76,11 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
     ) -> incident_service_pb2.AcknowledgeIncidentResponse:
         check_id("network", request.network)
         if not 1 <= len(request.operator) <= 128:
-            raise InvalidArgument("operator must name who takes the incident in hand (1-128 characters)")
+            raise InvalidArgument(
+                "operator must name who takes the incident in hand (1-128 characters)", field="operator"
+            )
         if len(request.note) > 4096:
-            raise InvalidArgument(f"note is {len(request.note)} characters; at most 4096")
+            raise InvalidArgument(f"note is {len(request.note)} characters; at most 4096", field="note")
         incident = await self.feed.acknowledge(
             request.network, request.incident_id, request.operator, request.note
         )

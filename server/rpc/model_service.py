@@ -8,12 +8,15 @@ from faultprint.server.model.host import ModelHost
 from faultprint.server.references.node_state import NodeStateWriter
 from faultprint.server.references.store import check_id
 from faultprint.server.rpc.errors import NotFound
+from faultprint.server.rpc.health import MODEL_SERVICE
 from faultprint.server.rpc.unary import unary_rpc
 from faultprint.server.telemetry import ServerTelemetry
 from faultprint.v1 import model_service_pb2, model_service_pb2_grpc
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    service_name = MODEL_SERVICE.full_name
+
     def __init__(self, host: ModelHost, node_states: NodeStateWriter, telemetry: ServerTelemetry) -> None:
         self.host = host
         self.node_states = node_states

@@ -21,8 +21,10 @@ from faultprint.server.monitoring.monitor import NodeMonitor, Receipt
 from faultprint.server.references.node_state import NodeStateWriter
 from faultprint.server.references.store import check_id
 from faultprint.server.rpc.errors import InvalidArgument, status_for
+from faultprint.server.rpc.health import PROBE_SERVICE
 from faultprint.server.rpc.requests import Undecodable
-from faultprint.server.rpc.unary import log_error, unary_rpc
+from faultprint.server.rpc.unary import log_error, refuse, unary_rpc
+from faultprint.server.security.access import refusal
 from faultprint.v1 import diagnosis_pb2, probe_service_pb2, probe_service_pb2_grpc
 
 # Most neighbours a request may ask for.
@@ -35,6 +37,8 @@ ClassifyRequest: TypeAlias = (
 
 
 class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
+    service_name = PROBE_SERVICE.full_name
+
     def __init__(
         self,
         encoder: Encoder,
@@ -64,7 +68,8 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
             if network is None:
                 raise InvalidArgument(
                     f"model {state.version} reads each window against its network's baseline: "
-                    "name the network"
+                    "name the network",
+                    field="network",
                 )
             require_network(state, network)
         embedded = await self.encoder.enqueue(
@@ -87,8 +92,12 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
         """Checks a classify request and queues its window; the future resolves to its embedding."""
         check_id("network", request.network)
         check_id("node", request.node)
+        if (denied := refusal(request.network)) is not None:
+            raise denied
         if request.top_k > MAX_TOP_K:
-            raise InvalidArgument(f"top_k is {request.top_k}, at most {MAX_TOP_K} neighbours can be returned")
+            raise InvalidArgument(
+                f"top_k is {request.top_k}, at most {MAX_TOP_K} neighbours can be returned", field="top_k"
+            )
         values = self.encoder.decode(request.window)
         require_network(self.encoder.host.require(), request.network)
         return self.encoder.enqueue(
@@ -167,24 +176,21 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                 answers.put_nowait(None)
 
         reader = asyncio.create_task(read_all())
-        with self.telemetry.tracer.start_as_current_span("faultprint.v1/StreamClassifyWindows"):
-            try:
-                while (response := await answers.get()) is not None:
-                    await context.write(response)
+        try:
+            while (response := await answers.get()) is not None:
+                await context.write(response)
+                self._release(slots)
+        finally:
+            reader.cancel()
+            for future in list(pending):
+                future.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            while not answers.empty():  # answers the caller will never read
+                if answers.get_nowait() is not None:
                     self._release(slots)
-            finally:
-                reader.cancel()
-                for future in list(pending):
-                    future.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
-                while not answers.empty():  # answers the caller will never read
-                    if answers.get_nowait() is not None:
-                        self._release(slots)
-            if refusal:
-                code, message = status_for(refusal[0])
-                log_error("StreamClassifyWindows", code, message, refusal[0])
-                await context.abort(code, message)
+        if refusal:
+            await refuse("StreamClassifyWindows", context, refusal[0])
 
     async def StreamMinutes(
         self,
@@ -242,20 +248,17 @@ class ProbeServicer(probe_service_pb2_grpc.ProbeServiceServicer):
                 acks.put_nowait(None)
 
         reader = asyncio.create_task(read_all())
-        with self.telemetry.tracer.start_as_current_span("faultprint.v1/StreamMinutes"):
-            try:
-                while (done := await acks.get()) is not None:
-                    await context.write(done.response)
-                    held[0] -= done.size
-                    room.set()
-            finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
-            if failure:
-                code, message = status_for(failure[0])
-                log_error("StreamMinutes", code, message, failure[0])
-                await context.abort(code, message)
+        try:
+            while (done := await acks.get()) is not None:
+                await context.write(done.response)
+                held[0] -= done.size
+                room.set()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if failure:
+            await refuse("StreamMinutes", context, failure[0])
 
     def _release(self, slots: asyncio.Semaphore) -> None:
         """A window's answer is written, or will never be: its slot is free."""
@@ -271,7 +274,9 @@ def _window_deadline(
         return stream_deadline
     timeout_s = request.timeout.seconds + request.timeout.nanos * 1e-9
     if timeout_s < 0:
-        raise InvalidArgument(f"timeout is {timeout_s:.3f} s; a window's timeout cannot be negative")
+        raise InvalidArgument(
+            f"timeout is {timeout_s:.3f} s; a window's timeout cannot be negative", field="timeout"
+        )
     own = asyncio.get_running_loop().time() + timeout_s
     return own if stream_deadline is None else min(own, stream_deadline)
 

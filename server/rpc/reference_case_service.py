@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from faultprint.server.batching.session import Encoder
 from faultprint.server.references.store import StoredCase, check_id
 from faultprint.server.rpc.errors import InvalidArgument, NotFound
+from faultprint.server.rpc.health import REFERENCE_CASE_SERVICE
 from faultprint.server.rpc.unary import unary_rpc
 from faultprint.v1 import reference_case_service_pb2, reference_case_service_pb2_grpc, window_pb2
 
@@ -38,6 +39,8 @@ def _case_proto(case: StoredCase) -> reference_case_service_pb2.ReferenceCase:
 
 
 class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseServiceServicer):
+    service_name = REFERENCE_CASE_SERVICE.full_name
+
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.host = encoder.host
@@ -48,12 +51,21 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
         unless there are least to MAX_WINDOWS_PER_CASE of them."""
         if not least <= len(windows) <= MAX_WINDOWS_PER_CASE:
             raise InvalidArgument(
-                f"{what} {least} to {MAX_WINDOWS_PER_CASE} example windows, got {len(windows)}"
+                f"{what} {least} to {MAX_WINDOWS_PER_CASE} example windows, got {len(windows)}",
+                field="windows",
             )
         if not windows:
             meta = self.host.require().runner.metadata
             return np.zeros((0, meta.steps, meta.features), np.float32)
-        return np.stack([self.encoder.decode(w) for w in windows])
+        return np.stack([self._decode(i, w) for i, w in enumerate(windows)])
+
+    def _decode(self, position: int, window: window_pb2.Window) -> np.ndarray:
+        """One of a request's windows; a refusal names it by position (windows[3].packed_values)."""
+        try:
+            return self.encoder.decode(window)
+        except InvalidArgument as exc:
+            exc.field = f"windows[{position}]{exc.field.removeprefix('window')}"
+            raise
 
     @unary_rpc("CreateReferenceCase")
     async def CreateReferenceCase(
@@ -67,7 +79,8 @@ class ReferenceCaseServicer(reference_case_service_pb2_grpc.ReferenceCaseService
         check_id("request_id", request.request_id, optional=True)
         if len(request.description) > MAX_DESCRIPTION_CHARS:
             raise InvalidArgument(
-                f"description has {len(request.description)} characters, at most {MAX_DESCRIPTION_CHARS}"
+                f"description has {len(request.description)} characters, at most {MAX_DESCRIPTION_CHARS}",
+                field="description",
             )
         windows = self._decode_windows(request.windows, 1, "a reference case needs")
         case = await self.host.enrol(

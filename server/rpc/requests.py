@@ -9,7 +9,9 @@ with INVALID_ARGUMENT and a stream handler answers after the windows read before
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,8 @@ class Undecodable:
 
     def error(self) -> InvalidArgument:
         return InvalidArgument(
-            f"request is not a valid {self.message_type} ({self.size_bytes} bytes): {self.reason}"
+            f"request is not a valid {self.message_type} ({self.size_bytes} bytes): {self.reason}",
+            reason="UNDECODABLE_REQUEST",
         )
 
 
@@ -47,12 +50,31 @@ def tolerant_decoder(message_class: type[message.Message]) -> Callable[[bytes], 
     return decode
 
 
-_HANDLER_FACTORIES = {
+# The method handler factory for each (request streaming, response streaming).
+HANDLER_FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,
     (True, True): grpc.stream_stream_rpc_method_handler,
 }
+
+
+def as_response_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    """A response-streaming handler that writes with context.write, as an async generator.
+
+    grpc.aio runs either form; interceptors that wrap every call (OpenTelemetry's spans,
+    the access check) iterate the handler, so each handler takes the generator form here.
+    """
+    if not inspect.iscoroutinefunction(behaviour):
+        return behaviour
+
+    @functools.wraps(behaviour)
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await behaviour(request, context)
+        return
+        yield  # unreachable: makes this function an async generator
+
+    return stream
 
 
 def add_service(server: grpc.aio.Server, servicer: object, service: descriptor.ServiceDescriptor) -> None:
@@ -61,9 +83,10 @@ def add_service(server: grpc.aio.Server, servicer: object, service: descriptor.S
     for method in service.methods:
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
-        factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
+        factory = HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
+        behaviour = getattr(servicer, method.name)
         handlers[method.name] = factory(
-            getattr(servicer, method.name),
+            as_response_stream(behaviour) if method.server_streaming else behaviour,
             request_deserializer=tolerant_decoder(request_class),
             response_serializer=response_class.SerializeToString,
         )

@@ -6,11 +6,11 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from faultprint.server.rpc.errors import status_for
+from faultprint.server.rpc.errors import rich_status, status_for
 from faultprint.server.rpc.requests import Undecodable
 from faultprint.server.telemetry import ServerTelemetry
 
@@ -22,9 +22,19 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 
 def unary_rpc(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
-    """Wraps a servicer method; domain errors become the status errors.status_for gives."""
+    """Wraps a servicer method (of a servicer with a service_name): deadline metrics, its
+    duration by status, and domain errors as the status errors.rich_status gives."""
 
-    method = {"rpc.method": name}
+    by_code: dict[grpc.StatusCode, dict[str, str | int]] = {}
+
+    def labels(service: str, code: grpc.StatusCode) -> dict[str, str | int]:
+        found = by_code.get(code)
+        if found is None:
+            found = by_code[code] = {
+                "rpc.system": "grpc", "rpc.service": service, "rpc.method": name,
+                "rpc.grpc.status_code": code.value[0],
+            }  # fmt: skip
+        return found
 
     def wrap(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(handler)
@@ -34,27 +44,22 @@ def unary_rpc(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
             code = grpc.StatusCode.OK
             arrival_left_s = context.time_remaining()
             if arrival_left_s is not None:
-                telemetry.rpc_deadline_on_arrival_ms.record(arrival_left_s * 1000, method)
-            with telemetry.tracer.start_as_current_span(f"faultprint.v1/{name}") as span:
-                try:
-                    if isinstance(request, Undecodable):
-                        raise request.error()
-                    response = await handler(self, request, context)
-                    left_s = context.time_remaining()
-                    if left_s is not None:
-                        telemetry.rpc_deadline_left_ms.record(left_s * 1000, method)
-                    return response
-                except Exception as exc:
-                    code, message = status_for(exc)
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    log_error(name, code, message, exc)
-                    await context.abort(code, message)
-                    raise  # unreachable: abort raises
-                finally:
-                    telemetry.rpc_latency_ms.record(
-                        (time.perf_counter() - started) * 1000,
-                        {"rpc.method": name, "rpc.grpc.status": code.name},
-                    )
+                telemetry.rpc_deadline_on_arrival_s.record(arrival_left_s, labels(self.service_name, code))
+            try:
+                if isinstance(request, Undecodable):
+                    raise request.error()
+                response = await handler(self, request, context)
+                left_s = context.time_remaining()
+                if left_s is not None:
+                    telemetry.rpc_deadline_left_s.record(left_s, labels(self.service_name, code))
+                return response
+            except Exception as exc:
+                code, _ = status_for(exc)
+                await refuse(name, context, exc)
+            finally:
+                telemetry.rpc_duration_s.record(
+                    time.perf_counter() - started, labels(self.service_name, code)
+                )
 
         return wrapper
 
@@ -88,6 +93,17 @@ class LogThrottle:
 
 
 _throttle = LogThrottle()
+
+
+async def refuse(
+    name: str, context: grpc.aio.ServicerContext, exc: BaseException, note: str = ""
+) -> NoReturn:
+    """Ends the call with exc's status and its details, and logs it (with note appended)."""
+    status = rich_status(exc)
+    log_error(name, status.code, status.details + note, exc)
+    # abort with the details' trailer is abort_with_status, in the form span instrumentation sees.
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("unreachable: abort raises")
 
 
 def log_error(name: str, code: grpc.StatusCode, message: str, exc: BaseException) -> None:

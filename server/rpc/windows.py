@@ -30,30 +30,37 @@ def decode_window(window: window_pb2.Window, steps: int, features: int) -> np.nd
     if window.steps != steps or window.features != features:
         raise InvalidArgument(
             f"window shape is ({window.steps} steps, {window.features} features), "
-            f"model expects ({steps} steps, {features} features)"
+            f"model expects ({steps} steps, {features} features)",
+            field="window",
+            reason="WINDOW_SHAPE",
         )
     expected = steps * features
     # Each read of a bytes field builds a new bytes object: read it once.
     packed = window.packed_values
     if packed and len(window.values):
         raise InvalidArgument(
-            "window sets both packed_values and values; set exactly one (packed_values is the fast path)"
+            "window sets both packed_values and values; set exactly one (packed_values is the fast path)",
+            field="window.values",
         )
     if packed:
         if len(packed) != expected * 4:
             raise InvalidArgument(
                 f"packed_values has {len(packed)} bytes, expected {expected * 4} "
-                f"({steps} x {features} little-endian float32)"
+                f"({steps} x {features} little-endian float32)",
+                field="window.packed_values",
+                reason="WINDOW_SHAPE",
             )
         values = np.frombuffer(packed, dtype=_LE_FLOAT32)
     elif len(window.values):
         if len(window.values) != expected:
             raise InvalidArgument(
-                f"values has {len(window.values)} floats, expected {expected} ({steps} x {features})"
+                f"values has {len(window.values)} floats, expected {expected} ({steps} x {features})",
+                field="window.values",
+                reason="WINDOW_SHAPE",
             )
         values = np.asarray(window.values, dtype=np.float32)
     else:
-        raise InvalidArgument("window is empty: set packed_values (or values)")
+        raise InvalidArgument("window is empty: set packed_values (or values)", field="window")
     if features != NUM_FEATURES:
         # A model of another catalogue: the contract does not describe its columns.
         if not np.isfinite(values).all():
@@ -94,7 +101,9 @@ def _refuse_non_finite(values: np.ndarray, features: int) -> None:
     bad = int(np.flatnonzero(~finite)[0])
     raise InvalidArgument(
         f"window has a non-finite value (NaN or Inf) at step {bad // features}, "
-        f"feature {bad % features}; every value must be finite"
+        f"feature {bad % features}; every value must be finite",
+        field="window.packed_values",
+        reason="NOT_FINITE",
     )
 
 
@@ -122,5 +131,7 @@ def _check_contract(window: np.ndarray) -> None:
             f"{statistic.range_text()}, and out of range in {int(counts[worst])} of {steps} minutes; "
             f"{total} values in {in_columns} are out of contract (a window is refused when one "
             f"column is out of range in more than {WINDOW_RULE.max_minutes_per_column} minutes, "
-            f"or over {WINDOW_RULE.max_share:.0%} of its values are)"
+            f"or over {WINDOW_RULE.max_share:.0%} of its values are)",
+            field="window.packed_values",
+            reason="OUT_OF_CONTRACT",
         )

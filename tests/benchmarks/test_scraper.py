@@ -13,11 +13,11 @@ from benchmarks.suite import MetricsScraper
 
 def _text(count: int, under_50: int) -> str:
     return (
-        "# TYPE faultprint_event_loop_lag_milliseconds histogram\n"
-        f'faultprint_event_loop_lag_milliseconds_bucket{{le="50.0"}} {under_50}\n'
-        f'faultprint_event_loop_lag_milliseconds_bucket{{le="+Inf"}} {count}\n'
-        f"faultprint_event_loop_lag_milliseconds_count {count}\n"
-        f"faultprint_event_loop_lag_milliseconds_sum {count * 2.0}\n"
+        "# TYPE faultprint_event_loop_lag_seconds histogram\n"
+        f'faultprint_event_loop_lag_seconds_bucket{{le="0.05"}} {under_50}\n'
+        f'faultprint_event_loop_lag_seconds_bucket{{le="+Inf"}} {count}\n'
+        f"faultprint_event_loop_lag_seconds_count {count}\n"
+        f"faultprint_event_loop_lag_seconds_sum {count * 2.0}\n"
     )
 
 
@@ -26,7 +26,7 @@ def _scrape(count: int, under_50: int) -> list[Any]:
 
 
 class GrowingScraper(MetricsScraper):
-    """Each scrape sees one more sample under 50 ms than the one before, as a live server would."""
+    """Each scrape sees one more sample under 0.05 s than the one before, as a live server would."""
 
     def __init__(self) -> None:
         super().__init__("127.0.0.1:0")
@@ -39,7 +39,7 @@ class GrowingScraper(MetricsScraper):
 
 def test_samples_above_a_bound_take_count_and_bucket_from_one_scrape() -> None:
     scraper = GrowingScraper()
-    assert scraper.histogram_above("faultprint_event_loop_lag", 50.0) == 3
+    assert scraper.histogram_above("faultprint_event_loop_lag", 0.05) == 3
     assert scraper.scrapes == 1
 
 
@@ -70,7 +70,7 @@ def test_a_server_with_workers_is_read_as_the_sum_of_their_endpoints() -> None:
     try:
         scraper = MetricsScraper(*(f"127.0.0.1:{s.server_address[1]}" for s in servers))
         assert scraper.histogram_totals("faultprint_event_loop_lag") == (30.0, 15.0)
-        assert scraper.histogram_above("faultprint_event_loop_lag", 50.0) == 4
+        assert scraper.histogram_above("faultprint_event_loop_lag", 0.05) == 4
     finally:
         for server in servers:
             server.shutdown()

@@ -13,11 +13,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
-from faultprint.client.client import AsyncFaultprintClient
+from faultprint.client.client import AsyncFaultprintClient, StreamItem, encode_window
 from faultprint.encoder.artifact import SAVED_MODEL_DIR, load_tower, read_metadata
 from faultprint.server.batching.assembly import aligned_zeros
 from faultprint.server.model.runner import ModelRunner, RunnerOptions, rebuilt_tower, time_graphs, warm_alike
+from faultprint.v1 import probe_service_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -49,19 +51,41 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
         pytest.skip("another test already installed global OpenTelemetry providers in this process")
 
     _, target = await start_server(model_source=str(artifact))
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     async with AsyncFaultprintClient(target) as client:
         await client.create_reference_case("net-t", "normal", [windows("normal", 1)[0]])
-        await client.classify("net-t", "pcscf-1", windows("normal", 1, seed=1)[0], timeout_s=5)
+        request = probe_service_pb2.ClassifyWindowRequest(
+            network="net-t", node="pcscf-1", window=encode_window(windows("normal", 1, seed=1)[0])
+        )
+        traceparent = f"00-{caller_trace}-{caller_span}-01"
+        await client.probe.ClassifyWindow(request, timeout=5, metadata=[("traceparent", traceparent)])
+        answers = [a async for a in client.classify_stream(_one_item(windows("normal", 1, seed=2)[0]))]
+        assert answers[0].diagnosis.label == "normal"
     await asyncio.sleep(0.25)  # the loop-lag monitor probes every 100 ms
-    names = {s.name: s for s in spans.get_finished_spans()}
-    assert {"faultprint.v1/CreateReferenceCase", "faultprint.v1/ClassifyWindow", "faultprint.batch"} <= set(
-        names
-    )
-    assert names["faultprint.batch"].attributes["batch.size"] == 1
+    finished = spans.get_finished_spans()
+    names = {s.name: s for s in finished}
+    classify = names["/faultprint.v1.ProbeService/ClassifyWindow"]
+    assert classify.kind == SpanKind.SERVER
+    assert classify.attributes["rpc.system"] == "grpc"
+    assert classify.attributes["rpc.service"] == "faultprint.v1.ProbeService"
+    assert classify.attributes["rpc.method"] == "ClassifyWindow"
+    assert format(classify.context.trace_id, "032x") == caller_trace  # the caller's trace goes on
+    assert format(classify.parent.span_id, "016x") == caller_span
+    assert "/faultprint.v1.ReferenceCaseService/CreateReferenceCase" in names
+    assert "/faultprint.v1.ProbeService/StreamClassifyWindows" in names
+    assert not any("grpc.health" in name for name in names)
+    batches = [s for s in finished if s.name == "faultprint.batch"]
+    linked = {link.context.span_id for batch in batches for link in batch.links}
+    assert classify.context.span_id in linked  # each batch links the calls it served
+    assert names["/faultprint.v1.ProbeService/StreamClassifyWindows"].context.span_id in linked
+    assert all(batch.attributes["batch.size"] == 1 for batch in batches)
+
     exported = reader.get_metrics_data()
-    instruments = {m.name for rm in exported.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    instruments = {
+        m.name: m for rm in exported.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
     assert {
-        "faultprint.rpc.latency",
+        "rpc.server.duration",
         "faultprint.batch.size",
         "faultprint.batch.rows",
         "faultprint.batch.compute",
@@ -71,28 +95,50 @@ async def test_rpcs_and_batches_produce_spans_and_metrics(start_server, artifact
         "faultprint.event_loop.lag",
         "faultprint.rpc.deadline_left",
         "faultprint.rpc.deadline_on_arrival",
-    } <= instruments
+        "faultprint.model.loaded",
+        "faultprint.incidents.open",
+        "faultprint.minutes",
+    } <= set(instruments)
+    durations = [name for name, m in instruments.items() if m.unit == "s"]
+    assert {"rpc.server.duration", "faultprint.queue.wait", "faultprint.batch.compute"} <= set(durations)
+    # Counters exist from start, before their first event: a rate() over them sees the first one.
+    rejected = {
+        p.attributes["reason"]: p.value for p in instruments["faultprint.requests.rejected"].data.data_points
+    }
+    assert rejected == dict.fromkeys(("queue_full", "overloaded", "deadline_too_short", "shutting_down"), 0)
+    assert [p.value for p in instruments["faultprint.requests.late"].data.data_points] == [0]
+    # Servers of earlier tests in this process report too: one of them is this one.
+    loaded = instruments["faultprint.model.loaded"].data.data_points
+    assert ("serving", read_metadata(artifact).version) in {
+        (p.attributes["role"], p.attributes["version"]) for p in loaded
+    }
     # The classification arrived and was answered well inside its 5 s deadline. gRPC sends
     # the timeout rounded to its wire format's precision, so the server's deadline may lie a
     # few ms past the client's.
-    arrival, ready = (classify_point(exported, name) for name in ("deadline_on_arrival", "deadline_left"))
+    arrival, ready = (classify_point(exported, name) for name in ("faultprint.rpc.deadline_on_arrival",
+                                                                  "faultprint.rpc.deadline_left"))  # fmt: skip
     assert arrival.count == ready.count == 1
-    assert 4000 < ready.sum <= arrival.sum < 5100
-    # Latencies resolve below OpenTelemetry's default first bucket of 5 ms, where the small
+    assert 4.0 < ready.sum <= arrival.sum < 5.1
+    # Durations resolve below OpenTelemetry's default first bucket of 5 ms, where the small
     # encoder's calls, batch-1 compute and idle queue waits all fall.
-    latency = classify_point(exported, "latency")
-    assert latency.count == 1 and latency.explicit_bounds[:3] == (0.25, 0.5, 1.0)
-    assert sum(1 for bound in latency.explicit_bounds if bound < 5) == 5
+    duration = classify_point(exported, "rpc.server.duration")
+    assert duration.count == 1 and duration.explicit_bounds[:3] == (0.00025, 0.0005, 0.001)
+    assert duration.attributes["rpc.grpc.status_code"] == 0
+    assert sum(1 for bound in duration.explicit_bounds if bound < 0.005) == 5
+
+
+async def _one_item(window):  # type: ignore[no-untyped-def]
+    yield StreamItem("net-t", "pcscf-2", window, sequence=1)
 
 
 def classify_point(exported, name: str):  # type: ignore[no-untyped-def]
-    """The one ClassifyWindow data point of faultprint.rpc.<name>."""
+    """The one ClassifyWindow data point of the histogram name."""
     (point,) = [
         point
         for rm in exported.resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
-        if m.name == f"faultprint.rpc.{name}"
+        if m.name == name
         for point in m.data.data_points
         if point.attributes["rpc.method"] == "ClassifyWindow"
     ]

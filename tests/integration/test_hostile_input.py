@@ -9,7 +9,8 @@ import grpc
 import pytest
 import redis
 
-from faultprint.client.client import AsyncFaultprintClient, encode_window
+from faultprint.client import ErrorDetails, details
+from faultprint.client.client import AsyncFaultprintClient, FaultprintClient, encode_window
 from faultprint.registry.ids import is_valid_id
 from faultprint.v1 import (
     model_service_pb2,
@@ -103,6 +104,36 @@ async def test_both_packed_values_and_values_is_refused(served, windows) -> None
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "set exactly one" in error.details()
 
 
+async def test_refusals_name_the_field_and_reason_in_their_status_details(served, windows) -> None:  # type: ignore[no-untyped-def]
+    _, target, client = served
+    good = windows("normal", 2)
+    short = encode_window(good[1][:30])
+    request = reference_case_service_pb2.CreateReferenceCaseRequest(
+        network=NET, label="normal", windows=[encode_window(good[0]), short], request_id="r1"
+    )
+    error = await _refused(client.references.CreateReferenceCase(request))
+    found = details(error)
+    assert (found.reason, found.field) == ("WINDOW_SHAPE", "windows[1]")
+    assert found.violations == (("windows[1]", error.details()),)
+    error = await _refused(client.classify("bad net!", "n", good[0]))
+    assert details(error) == ErrorDetails("INVALID_ID", "network", (("network", error.details()),))
+    error = await _refused(client.classify(NET, "n", good[0], top_k=10_000))
+    assert details(error).field == "top_k"
+    error = await _refused(client.delete_reference_case(NET, "no-such-case"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert details(error) == ErrorDetails("UNKNOWN_CASE")  # no field violation outside INVALID_ARGUMENT
+
+    def sync_side() -> ErrorDetails:  # the blocking client's errors carry the same details
+        with FaultprintClient(target) as blocking:
+            try:
+                blocking.classify("other-net", "n", good[0])
+            except grpc.RpcError as refused:
+                return details(refused)
+        raise AssertionError("not refused")
+
+    assert await asyncio.to_thread(sync_side) == ErrorDetails("UNKNOWN_NETWORK", "network")
+
+
 async def test_undecodable_bytes_are_invalid_argument(served) -> None:  # type: ignore[no-untyped-def]
     _, target, _ = served
     async with grpc.aio.insecure_channel(target) as channel:
@@ -115,6 +146,7 @@ async def test_undecodable_bytes_are_invalid_argument(served) -> None:  # type: 
             error = await _refused(call(GARBAGE, timeout=10))
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, method
             assert "is not a valid faultprint.v1." in error.details()
+            assert details(error).reason == "UNDECODABLE_REQUEST"
 
 
 async def test_an_undecodable_stream_message_ends_the_stream_after_the_answers_due(served, windows) -> None:  # type: ignore[no-untyped-def]

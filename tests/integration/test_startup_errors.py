@@ -40,6 +40,15 @@ def test_an_unreachable_redis_is_one_line(artifact: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_an_unreachable_redis_is_named_without_its_password(artifact: Path) -> None:
+    port = free_port()
+    unreachable = f"redis://faultprint-server:s3cret@127.0.0.1:{port}/0"
+    done = _start("--listen-address", "127.0.0.1:0", "--model-source", str(artifact), redis_url=unreachable)
+    assert done.returncode == 2
+    assert f"cannot reach Redis at redis://faultprint-server:***@127.0.0.1:{port}/0" in done.stderr
+    assert "s3cret" not in done.stderr
+
+
 def test_a_bad_setting_is_one_line(redis_url: str) -> None:
     done = _start("--max-batch-size", "lots", redis_url=redis_url)
     assert done.returncode == 2

@@ -43,6 +43,7 @@ def test_the_arrival_gap_is_automatic_unless_set() -> None:
         (["--answer-margin-ms", "-5"], "answer_margin_ms must be >= 0"),
         (["--arrival-gap-ms", "soon"], "arrival_gap_ms='soon' .* use a number or auto"),
         (["--arrival-gap-ms", "-1"], "arrival_gap_ms must be >= 0"),
+        (["--model-trusted-keys", "a.pem,,b.pem"], "model_trusted_keys 'a.pem,,b.pem' has an empty entry"),
     ],
 )
 def test_bad_values_fail_at_start_up_naming_the_setting(argv: list[str], message: str) -> None:
