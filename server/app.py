@@ -88,6 +88,9 @@ class FaultprintServer:
     shadow: Shadow
     redis: aioredis.Redis
     loop_lag: LoopLagMonitor
+    # The plaintext health-only port and its number, if one is configured.
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Waits until the first full sync with Redis is done (tests and the demo use this)."""
@@ -109,6 +112,8 @@ class FaultprintServer:
         except TimeoutError:
             log.error("shutdown: the node monitor did not quiesce in %.0f s; going on", _PART_STOP_S)
         await self.grpc_server.stop(self.settings.shutdown_grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         parts: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
             ("batcher", self.scheduler.close),
             ("node monitor", self.monitor.close),
@@ -228,6 +233,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         settings, grpc_server, replica_health, probes, host, scheduler, writer, monitor, onap, sync, shadow,
         client, loop_lag,
     )  # fmt: skip
+    server.health_server, server.health_port = await _health_port(settings, replica_health)
     await replica_health.update(model_loaded=False)
     await grpc_server.start()
     scheduler.start()
@@ -243,6 +249,26 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
         settings.model_source,
     )  # fmt: skip
     return server, port
+
+
+async def _health_port(
+    settings: ServerSettings, replica_health: ReplicaHealth
+) -> tuple[grpc.aio.Server | None, int]:
+    """The plaintext port serving only the health service, started, and its number (None, 0: none)."""
+    if not settings.health_listen_address:
+        return None, 0
+    health_server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(replica_health.servicer, health_server)
+    try:
+        port = health_server.add_insecure_port(settings.health_listen_address)
+    except RuntimeError as exc:
+        raise StartupError(
+            f"cannot listen on {settings.health_listen_address} for health checks: the port is in use or "
+            "the address is not this machine's; choose another --health-listen-address"
+        ) from exc
+    await health_server.start()
+    log.info("health checks also served in plaintext on port %d", port)
+    return health_server, port
 
 
 def _version(state: ServingState | None) -> str | None:

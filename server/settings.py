@@ -41,6 +41,10 @@ class ServerSettings:
 
     # host:port to listen on; port 0 picks a free port.
     listen_address: str = "127.0.0.1:50051"
+    # host:port of a second, plaintext port that serves only the gRPC health service, for
+    # orchestrators' probes that cannot speak TLS (Kubernetes' grpc probes); empty: none. It
+    # reports what the main port's health service reports, drain included.
+    health_listen_address: str = ""
     # Server processes sharing listen_address (SO_REUSEPORT), each a full replica with its
     # own event loop, model replica and Redis connections (server/supervisor.py). One
     # process runs its Python on one core at a time; more workers use more cores.
@@ -129,6 +133,8 @@ class ServerSettings:
             raise SettingsError(
                 f"redis_url {self.redis_url!r} must start with redis://, rediss:// or unix://"
             )
+        if self.health_listen_address and ":" not in self.health_listen_address:
+            raise SettingsError(f"health_listen_address {self.health_listen_address!r} must be host:port")
         if ":" not in self.listen_address:
             raise SettingsError(f"listen_address {self.listen_address!r} must be host:port")
         if self.max_message_bytes < 64 * 1024:

@@ -104,6 +104,31 @@ async def test_mutual_tls_needs_a_certificate_from_the_configured_authority(
         assert _code(refused.value) == grpc.StatusCode.UNAVAILABLE
 
 
+async def test_orchestrators_check_health_in_plaintext_on_a_port_of_its_own(
+    start_server, artifact, authority
+) -> None:  # type: ignore[no-untyped-def]
+    issued = authority.server()
+    server, _ = await start_server(
+        model_source=str(artifact), tls_cert_file=str(issued.cert), tls_key_file=str(issued.key),
+        tls_client_ca_file=str(authority.ca), health_listen_address="127.0.0.1:0",
+    )  # fmt: skip
+    async with aio_channel(f"127.0.0.1:{server.health_port}", [], ChannelSecurity()) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "faultprint.v1.ProbeService"):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as refused:  # nothing but health on that port
+            await AsyncFaultprintClient(
+                f"127.0.0.1:{server.health_port}", security=ChannelSecurity()
+            ).model_info()
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        stopping = asyncio.create_task(server.stop(drain_s=1.0))
+        await asyncio.sleep(0.3)
+        answer = await health.Check(health_pb2.HealthCheckRequest(service="faultprint.v1.ProbeService"))
+        assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING  # the drain shows there too
+        await stopping
+
+
 async def test_a_replaced_server_certificate_serves_new_connections_without_a_restart(
     start_server, artifact, authority, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]

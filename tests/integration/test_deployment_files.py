@@ -106,8 +106,7 @@ def _external_redis_with_tls() -> Path:
 
 # Server overlays, and the Kubernetes versions each is validated against.
 SERVER_RENDERS = {name: (OLDEST_KUBERNETES, NEWEST_KUBERNETES) for name in OVERLAYS} | {
-    # grpc.mode (TLS probes) exists from Kubernetes 1.37 only.
-    "external-redis+tls": (NEWEST_KUBERNETES,)
+    "external-redis+tls": (OLDEST_KUBERNETES, NEWEST_KUBERNETES)
 }
 ALL_RENDERS = SERVER_RENDERS | {"trainer": (OLDEST_KUBERNETES, NEWEST_KUBERNETES)}
 
@@ -423,9 +422,13 @@ def test_ports_agree_from_the_listen_address_to_the_probes_and_services(name: st
     server = container(deployment, "server")
     settings = settings_of(objects)
     grpc_port, metrics_port = port_of(settings.listen_address), port_of(settings.metrics_address)
+    health_port = port_of(settings.health_listen_address)
     assert named_port(deployment, "server", "grpc") == grpc_port
     assert named_port(deployment, "server", "metrics") == metrics_port
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    assert named_port(deployment, "server", "health") == health_port
+    # Readiness asks the plaintext health-only port, which TLS on the main port leaves alone.
+    assert server["readinessProbe"]["grpc"]["port"] == health_port
+    for probe in ("livenessProbe", "startupProbe"):
         action = server[probe].get("grpc") or server[probe]["tcpSocket"]
         assert action["port"] in (grpc_port, "grpc"), f"{probe} checks port {action['port']}"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
