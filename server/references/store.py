@@ -20,12 +20,15 @@ import redis.asyncio as aioredis
 from faultprint.registry.ids import ID_RULE, is_valid_id, quote
 from faultprint.registry.layout import EVENTS_MAX_LEN, RedisLayout
 from faultprint.server.references.index import NORMAL_LABEL
-from faultprint.server.rpc.errors import AlreadyExists, InvalidArgument, NotFound
+from faultprint.server.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from faultprint.traffic.baseline import NetworkBaseline
 
 # How long a CreateReferenceCase request id is remembered, in seconds: a client's
 # retries of one enrolment fall well within a day.
 REQUEST_ID_TTL_S = 24 * 3600
+# Reads of a network's embedding versions a deletion makes before it gives up: one more per
+# model version that embeds the network while the deletion runs.
+_DELETE_ATTEMPTS = 3
 
 # KEYS: cases, windows, networks, events, embeddings, embedding versions, request
 # ARGV: case id, metadata, windows, network, embeddings, version, max events, origin,
@@ -49,13 +52,22 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'case_created',
            'network', ARGV[4], 'case_id', ARGV[1], 'origin', ARGV[8])
 return {1, ARGV[1]}
 """
-# KEYS: cases, windows, networks, events, embedding versions; ARGV: case id, network, max, origin, prefix
+# KEYS: cases, windows, networks, events, embedding versions, then the embeddings hash of each
+# version the caller read from the embedding versions set. ARGV: case id, network, max events,
+# origin, then those versions. Every key a script touches comes in KEYS, as Redis asks; the
+# versions are checked against the set here, so a version added since the caller read it
+# (-1: read again) cannot keep an embedding of the deleted case. Returns 1 deleted, 0 no such case.
 _DELETE = """
+local passed = {}
+for k = 5, #ARGV do passed[ARGV[k]] = true end
+local versions = redis.call('SMEMBERS', KEYS[5])
+if #versions ~= #ARGV - 4 then return -1 end
+for _, version in ipairs(versions) do
+  if not passed[version] then return -1 end
+end
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-for _, version in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-  redis.call('HDEL', ARGV[5] .. ':emb:' .. version .. ':' .. ARGV[2], ARGV[1])
-end
+for k = 6, #KEYS do redis.call('HDEL', KEYS[k], ARGV[1]) end
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'case_deleted',
            'network', ARGV[2], 'case_id', ARGV[1], 'origin', ARGV[4])
@@ -298,16 +310,31 @@ class ReferenceStore:
 
     async def delete(self, network: str, case_id: str) -> None:
         lay = self._layout
-        deleted = await self._delete(
-            keys=[
-                lay.cases(network),
-                lay.windows(network),
-                lay.networks,
-                lay.events,
-                self.embedding_versions_key(network),
-            ],
-            args=[case_id, network, EVENTS_MAX_LEN, self.origin, lay.prefix],
-        )
+        versions_key = self.embedding_versions_key(network)
+        deleted = -1
+        for _ in range(_DELETE_ATTEMPTS):  # again only if a model version embedded the network meanwhile
+            members = await self._redis.smembers(versions_key)
+            versions = sorted(v.decode() if isinstance(v, bytes) else v for v in members)
+            embeddings = [lay.embeddings(version, network) for version in versions]
+            deleted = await self._delete(
+                keys=[
+                    lay.cases(network),
+                    lay.windows(network),
+                    lay.networks,
+                    lay.events,
+                    versions_key,
+                    *embeddings,
+                ],
+                args=[case_id, network, EVENTS_MAX_LEN, self.origin, *versions],
+            )
+            if deleted != -1:
+                break
+        if deleted == -1:
+            raise Unavailable(
+                f"reference case {case_id!r} was not deleted: model versions kept embedding network "
+                f"{network!r} meanwhile; retry",
+                reason="CONCURRENT_CHANGE",
+            )
         if not deleted:
             raise NotFound(f"no reference case {case_id!r} in network {network!r}", reason="UNKNOWN_CASE")
 
