@@ -36,6 +36,14 @@ _RECONNECT_ON = frozenset({
 })  # fmt: skip
 
 
+def _ended() -> grpc.aio.AioRpcError:
+    """A stream the server ended without a status error: reconnect, as after UNAVAILABLE."""
+    metadata = grpc.aio.Metadata()
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, metadata, metadata, "the server ended the stream"
+    )
+
+
 @dataclass(frozen=True)
 class AgentOptions:
     """What the probe agent reads and where it sends it."""
@@ -168,7 +176,7 @@ class ProbeAgent:
             reader = asyncio.create_task(self._read(call))
             try:
                 for request in list(self._pending.values()):
-                    await call.write(request)
+                    await self._write(call, request, reader)
                 while True:
                     # Room first: a request taken from the source is pending at once, so a
                     # stream that fails from here on loses none.
@@ -180,7 +188,7 @@ class ProbeAgent:
                         break
                     self._pending[request.sequence] = request
                     self.tally.minutes += len(request.minutes)
-                    await call.write(request)
+                    await self._write(call, request, reader)
                 while self._pending:
                     await self._wait(self._acked, reader)
                 await call.done_writing()
@@ -191,6 +199,19 @@ class ProbeAgent:
                 await asyncio.gather(reader, return_exceptions=True)
 
     @staticmethod
+    async def _write(
+        call: grpc.aio.StreamStreamCall,
+        request: probe_service_pb2.StreamMinutesRequest,
+        reader: asyncio.Task[None],
+    ) -> None:
+        """Sends a request; a call the server has already ended raises its status (from the reader)."""
+        try:
+            await call.write(request)
+        except asyncio.InvalidStateError:  # ended between two writes: its status says why
+            await asyncio.gather(reader, return_exceptions=False)
+            raise _ended() from None
+
+    @staticmethod
     async def _wait(event: asyncio.Event, reader: asyncio.Task[None]) -> None:
         """Waits for event, or re-raises the reader's failure (the stream ended)."""
         event.clear()
@@ -199,8 +220,7 @@ class ProbeAgent:
         waiter.cancel()
         if reader in done:
             reader.result()
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                       "the server ended the stream")  # fmt: skip
+            raise _ended()
 
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
         async for ack in call:
