@@ -30,7 +30,29 @@ _SECURITY_FLAGS = (
 )
 
 
+# What to check when a call fails with these codes.
+_HINTS = {
+    "UNAVAILABLE": "is a server listening at --target (FAULTPRINT_TARGET), and do TLS settings match it?",
+    "UNAUTHENTICATED": "give --token-file or a client certificate (--tls-cert, --tls-key) the server knows",
+    "PERMISSION_DENIED": "the server's access policy does not give this caller that method or network",
+    "DEADLINE_EXCEEDED": "the server is overloaded or far away; retry",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command; a call the server refuses ends in one line: its status, message and a hint."""
+    import grpc
+
+    try:
+        return _run(argv)
+    except grpc.RpcError as exc:
+        code = exc.code().name
+        hint = f" ({_HINTS[code]})" if code in _HINTS else ""
+        print(f"faultprint-client: {code}: {exc.details()}{hint}", file=sys.stderr)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="faultprint-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"faultprint-client {__version__}")

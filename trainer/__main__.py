@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import redis.exceptions
 
 from faultprint import __version__
 from faultprint.encoder.artifact import ArtifactError
@@ -550,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (RolloutError, ArtifactError, BackupError, FaultprintError, EvalSetError, SigningKeyError) as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        print(f"{args.command}: cannot reach Redis ({exc}); start one (scripts/with-redis.sh) or set "
+              "REDIS_URL / --redis-url", file=sys.stderr)  # fmt: skip
         return 2
 
 

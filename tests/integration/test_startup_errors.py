@@ -56,3 +56,21 @@ def test_a_bad_setting_is_one_line(redis_url: str) -> None:
         "faultprint-server: bad setting: max_batch_size='lots' is not a valid int: "
         "invalid literal for int() with base 10: 'lots'"
     )
+
+
+def test_the_client_and_the_trainer_say_in_one_line_what_they_cannot_reach() -> None:
+    unreachable = f"127.0.0.1:{free_port()}"
+    client = subprocess.run([sys.executable, "-m", "faultprint.client", "--target", unreachable, "info"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert client.returncode == 1
+    assert (
+        client.stderr.startswith("faultprint-client: UNAVAILABLE: ")
+        and "is a server listening" in client.stderr
+    )
+    assert "Traceback" not in client.stderr
+    env = {**os.environ, "REDIS_URL": f"redis://{unreachable}/0"}
+    trainer = subprocess.run([sys.executable, "-m", "faultprint.trainer", "status"],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert trainer.returncode == 2
+    assert trainer.stderr.strip().splitlines()[-1].startswith("status: cannot reach Redis (")
+    assert "Traceback" not in trainer.stderr
