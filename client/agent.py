@@ -208,7 +208,7 @@ class ProbeAgent:
         try:
             await call.write(request)
         except asyncio.InvalidStateError:  # ended between two writes: its status says why
-            await asyncio.gather(reader, return_exceptions=False)
+            await reader
             raise _ended() from None
 
     @staticmethod
