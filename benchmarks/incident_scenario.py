@@ -34,12 +34,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-import redis
 
 from benchmarks.incident_truth import START, FleetOptions, Found, Network, Truth, score, simulate_networks
 from benchmarks.launcher import ROOT, ServerProcess
 from faultprint.client.agent import AgentOptions, ProbeAgent
 from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.connection import SyncRedis, connect, delete_deployment
 from faultprint.registry.layout import RedisLayout
 from faultprint.traffic.catalogue import WINDOW_STEPS
 from faultprint.traffic.rows import Rows, write_rows
@@ -98,7 +98,7 @@ async def stream(source: Path, minutes: int, targets: tuple[str, str], first: Se
             "agent": {k: v for k, v in vars(tally).items() if k != "refusals"}}  # fmt: skip
 
 
-def found_in_stream(client: redis.Redis, prefix: str) -> tuple[list[Found], int]:
+def found_in_stream(client: SyncRedis, prefix: str) -> tuple[list[Found], int]:
     """The incidents the stream holds, and how many of its entries repeat a (kind, incident)."""
     events: dict[str, dict[str, incident_service_pb2.IncidentEvent]] = {}
     entries: Counter[tuple[str, str]] = Counter()
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     prefix = f"bench-scenario-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "REDIS_URL": redis_url, "FAULTPRINT_REDIS_PREFIX": prefix}
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     options = FleetOptions(args.networks, args.nodes_per_network, args.days, args.faulty_share,
                            args.faults_per_day, args.seed)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,8 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 time.sleep(2)  # the last flush
                 found, duplicated = found_in_stream(client, prefix)
         finally:
-            for key in client.scan_iter(f"{prefix}:*"):
-                client.delete(key)
+            delete_deployment(client, RedisLayout(prefix))
     node_days = len(fault_free) * args.days
     return {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "artifact": Path(args.artifact).name, "networks": args.networks,

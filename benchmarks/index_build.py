@@ -29,8 +29,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-import redis.asyncio as aioredis
 
+from faultprint.registry.connection import connect, connect_async, delete_deployment
 from faultprint.registry.layout import RedisLayout
 from faultprint.server.model.host import ModelHost, ServingState
 from faultprint.server.model.runner import ModelRunner
@@ -103,7 +103,7 @@ async def measure(redis_url: str, sizes: list[int], per_case_max: int) -> list[d
     with tempfile.TemporaryDirectory() as tmp:
         runner = ModelRunner(_artifact(Path(tmp)))
         for cases in sizes:
-            client = aioredis.from_url(redis_url)
+            client = await connect_async(redis_url)
             layout = RedisLayout(f"fpbench-{uuid.uuid4().hex[:8]}")
             store = ReferenceStore(client, layout, origin="bench")
             try:
@@ -122,9 +122,8 @@ async def measure(redis_url: str, sizes: list[int], per_case_max: int) -> list[d
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             finally:
-                keys = [k async for k in client.scan_iter(f"{layout.prefix}:*", count=1000)]
-                for i in range(0, len(keys), 1000):
-                    await client.delete(*keys[i : i + 1000])
+                with connect(redis_url) as cleaner:
+                    delete_deployment(cleaner, layout)
                 await client.aclose()
     return rows
 

@@ -18,6 +18,8 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from faultprint.registry.layout import RedisLayout
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -101,12 +103,12 @@ class ServerProcess:
     def _wait_workers(self, workers: int, timeout_s: float = 120) -> None:
         """Health answers once one worker serves; a benchmark wants them all: waits until each
         of this supervisor's workers has registered as a replica in Redis."""
-        import redis
+        from faultprint.registry.connection import connect
 
         prefix = str(self.flags.get("redis-prefix") or self.env.get("FAULTPRINT_REDIS_PREFIX", "faultprint"))
         url = str(self.flags.get("redis-url") or self.env.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
         deadline = time.monotonic() + timeout_s
-        with redis.Redis.from_url(url) as client:
+        with connect(url) as client:
             while time.monotonic() < deadline:
                 registered = set().union(*registered_workers(client, prefix).values())
                 if len(registered & set(self.worker_pids())) >= workers:
@@ -148,7 +150,7 @@ def registered_workers(client: Any, prefix: str) -> dict[int, set[int]]:
     """Worker index -> pids of the worker processes registered as replicas under prefix
     (client: a redis.Redis); replicas that are not workers are left out."""
     found: dict[int, set[int]] = {}
-    for raw in client.hvals(f"{prefix}:replicas"):
+    for raw in client.hvals(RedisLayout(prefix).replicas):
         report = json.loads(raw)
         if report.get("worker") is not None:
             found.setdefault(report["worker"], set()).add(report["pid"])

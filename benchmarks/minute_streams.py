@@ -51,6 +51,8 @@ import redis
 
 from benchmarks.launcher import ROOT, ServerProcess, free_port
 from faultprint.client.client import AsyncFaultprintClient, encode_window, minutes_request
+from faultprint.registry.connection import delete_deployment
+from faultprint.registry.layout import RedisLayout
 from faultprint.traffic.catalogue import NUM_FEATURES, WINDOW_STEPS
 from faultprint.traffic.simulator import PROFILES, Episode, simulate_timeline
 from faultprint.v1 import probe_service_pb2
@@ -252,8 +254,7 @@ def cost(args: argparse.Namespace) -> dict[str, object]:
         finally:
             bare.terminate()
             bare.wait(10)
-            for key in r.scan_iter(f"{prefix}:*"):
-                r.delete(key)
+            delete_deployment(r, RedisLayout(prefix))
         windows = np.stack([traffic[i % len(traffic), :WINDOW_STEPS] for i in range(2048)])
         encoder_s = encoder_cpu_per_window_s(artifact, windows, args.server_batch, traffic[:, :WINDOW_STEPS])
     per_minute = float(np.median([x["server_cpu_s"] / max(x["diagnosed"], 1) for x in rows]))
@@ -276,7 +277,6 @@ def cost(args: argparse.Namespace) -> dict[str, object]:
 
 def backfill(client: redis.Redis, prefix: str, nodes: int, traffic: np.ndarray) -> None:
     """Writes each node's first hour straight into Redis as the ring the server restores."""
-    from faultprint.registry.layout import RedisLayout
     from faultprint.server.monitoring.node_windows import row_dtype
 
     layout = RedisLayout(prefix)
@@ -342,8 +342,7 @@ def scale(args: argparse.Namespace) -> dict[str, object]:
                 rss = server.rss_bytes()
                 redis_after = redis_memory(r)
         finally:
-            for key in r.scan_iter(f"{prefix}:*", count=10_000):
-                r.delete(key)
+            delete_deployment(r, RedisLayout(prefix))
     steady = rows[1:] or rows
     return {
         "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "nodes": args.nodes,

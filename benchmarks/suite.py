@@ -514,13 +514,11 @@ def plan_server(plan: ModelPlan, label: str) -> Iterator[Any]:
 
 
 def _delete_keys(prefix: str) -> None:
-    import redis
+    from faultprint.registry.connection import connect, delete_deployment
+    from faultprint.registry.layout import RedisLayout
 
-    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with connect(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")) as client:
+        delete_deployment(client, RedisLayout(prefix))
 
 
 def add_load_point_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import redis
-
+from faultprint.registry.connection import SyncRedis
 from faultprint.registry.layout import RedisLayout
 
 
@@ -51,7 +50,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def register(client: redis.Redis, layout: RedisLayout, path: Path) -> EvalSet:
+def register(client: SyncRedis, layout: RedisLayout, path: Path) -> EvalSet:
     """Registers (or re-registers) a row file as an evaluation set."""
     resolved = path.resolve()
     if not resolved.is_file():
@@ -61,11 +60,11 @@ def register(client: redis.Redis, layout: RedisLayout, path: Path) -> EvalSet:
     return entry
 
 
-def registered(client: redis.Redis, layout: RedisLayout) -> list[EvalSet]:
+def registered(client: SyncRedis, layout: RedisLayout) -> list[EvalSet]:
     """Every registered evaluation set, by path."""
     raw = client.hgetall(layout.eval_sets)
     return sorted((EvalSet(**json.loads(v)) for v in raw.values()), key=lambda e: e.path)
 
 
-def unregister(client: redis.Redis, layout: RedisLayout, path: Path) -> bool:
+def unregister(client: SyncRedis, layout: RedisLayout, path: Path) -> bool:
     return bool(client.hdel(layout.eval_sets, str(path.resolve())))

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
-import redis.asyncio as aioredis
 
 from faultprint.encoder.artifact import (
     ArtifactError,
@@ -41,6 +40,7 @@ from faultprint.encoder.artifact import (
     sha256_hex,
     unpack_artifact,
 )
+from faultprint.registry.connection import AsyncRedis, SyncRedis
 from faultprint.registry.layout import EVENTS_MAX_LEN, RedisLayout
 from faultprint.registry.signing import (
     KEY_ID_FIELD,
@@ -65,9 +65,25 @@ class RolloutError(Exception):
     """A rollout command that cannot be carried out (unknown version, nothing to roll back to)."""
 
 
-_LUA_META = "local function meta(v) return ARGV[1] .. ':model:' .. v .. ':meta' end\n"
+# Every script below takes KEYS serving, candidate, history, events, then the metadata key
+# of each version named in ARGV[1] (space-separated): the ones the caller read as serving,
+# candidate and last in history, and the one it moves. A pointer that moved since the read
+# names a version without its key there: the script changes nothing and answers 'retry'.
+_LUA_META = """
+local metas, i = {}, 5
+for v in string.gmatch(ARGV[1], '%S+') do metas[v] = KEYS[i]; i = i + 1 end
+local function known(v) return (not v) or metas[v] ~= nil end
+if not (known(redis.call('GET', KEYS[1])) and known(redis.call('GET', KEYS[2]))
+        and known(redis.call('LINDEX', KEYS[3], 0))) then
+  return {'retry', ''}
+end
+local function meta(v) return metas[v] end
+"""
+# Reads of the pointers a rollout move makes before it gives up: another only when a
+# concurrent move changed them meanwhile.
+_MOVE_ATTEMPTS = 5
 
-# KEYS: serving, candidate, history, events. ARGV: prefix, version, origin, now, events max length.
+# ARGV: versions, version, origin, now, events max length, history max length.
 _PROMOTE = (
     _LUA_META
     + """
@@ -91,8 +107,7 @@ return {'promoted', serving or ''}
 """
 )
 
-# KEYS: serving, candidate, history, events.
-# ARGV: prefix, version that must be serving ('' for any), new state, reason, origin, now, max length.
+# ARGV: versions, version that must be serving ('' for any), new state, reason, origin, now, max length.
 _ROLL_BACK = (
     _LUA_META
     + """
@@ -113,8 +128,7 @@ return {'rolled_back', previous}
 """
 )
 
-# KEYS: serving, candidate, history, events.
-# ARGV: prefix, version ('' clears), origin, max length, state for a cleared candidate, reason, now.
+# ARGV: versions, version ('' clears), origin, max length, state for a cleared candidate, reason, now.
 _SET_CANDIDATE = (
     _LUA_META
     + """
@@ -147,7 +161,38 @@ def _keys(layout: RedisLayout) -> list[str]:
     return [layout.serving_version, layout.candidate_version, layout.history, layout.events]
 
 
-def store_artifact(client: redis.Redis, layout: RedisLayout, artifact_dir: Path,
+def _pointer_reads(layout: RedisLayout) -> tuple[tuple[str, str], ...]:
+    """The commands that read what a rollout move's metadata keys depend on."""
+    return (("GET", layout.serving_version), ("GET", layout.candidate_version), ("LINDEX", layout.history))
+
+
+def _move_input(layout: RedisLayout, pointed: list[Any], version: str, args: tuple[str | float, ...]
+                ) -> tuple[list[str], list[str | float]]:  # fmt: skip
+    """KEYS and ARGV of a rollout move, given the versions the pointers named when read."""
+    versions = list(dict.fromkeys(v for v in (*map(_text_or_empty, pointed), version) if v))
+    keys = [*_keys(layout), *(layout.model_meta(v) for v in versions)]
+    return keys, [" ".join(versions), version, *args]
+
+
+def _text_or_empty(value: object) -> str:
+    return "" if value is None else _text(value)
+
+
+def _read_pointers(client: SyncRedis, layout: RedisLayout) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for command, key in _pointer_reads(layout):
+        pipe.execute_command(command, key, *((0,) if command == "LINDEX" else ()))
+    return pipe.execute()
+
+
+async def _read_pointers_async(client: AsyncRedis, layout: RedisLayout) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for command, key in _pointer_reads(layout):
+        pipe.execute_command(command, key, *((0,) if command == "LINDEX" else ()))
+    return await pipe.execute()
+
+
+def store_artifact(client: SyncRedis, layout: RedisLayout, artifact_dir: Path,
                    annotations: dict[str, str] | None = None,
                    signing_key: Ed25519PrivateKey | None = None) -> ModelMetadata:  # fmt: skip
     """Stores an artifact directory in the registry (not yet candidate or stable), signed with
@@ -172,19 +217,19 @@ def store_artifact(client: redis.Redis, layout: RedisLayout, artifact_dir: Path,
     return metadata
 
 
-def promote(client: redis.Redis, layout: RedisLayout, version: str, origin: str = "operator") -> str:
+def promote(client: SyncRedis, layout: RedisLayout, version: str, origin: str = "operator") -> str:
     """Makes version the stable one everywhere; returns the version it replaced ('' if none)."""
     _check_rollout_version(version)
     outcome = _run(client, _PROMOTE, layout, version, origin, time.time(), EVENTS_MAX_LEN, HISTORY_MAX_LEN)
     return outcome[1]
 
 
-def roll_back(client: redis.Redis, layout: RedisLayout, reason: str, origin: str = "operator") -> str:
+def roll_back(client: SyncRedis, layout: RedisLayout, reason: str, origin: str = "operator") -> str:
     """Restores the version that served before the stable one; returns it."""
     return _run(client, _ROLL_BACK, layout, "", "rolled_back", reason, origin, time.time(), EVENTS_MAX_LEN)[1]
 
 
-def set_candidate(client: redis.Redis, layout: RedisLayout, version: str, origin: str = "operator",
+def set_candidate(client: SyncRedis, layout: RedisLayout, version: str, origin: str = "operator",
                   reason: str = "withdrawn by the operator") -> str:  # fmt: skip
     """Makes version the candidate that replicas shadow ('' withdraws it); returns the previous one."""
     if version:
@@ -194,7 +239,7 @@ def set_candidate(client: redis.Redis, layout: RedisLayout, version: str, origin
 
 
 def publish_artifact(
-    client: redis.Redis, layout: RedisLayout, artifact_dir: Path, promote_it: bool = True,
+    client: SyncRedis, layout: RedisLayout, artifact_dir: Path, promote_it: bool = True,
     annotations: dict[str, str] | None = None, signing_key: Ed25519PrivateKey | None = None,
 ) -> ModelMetadata:  # fmt: skip
     """Stores an artifact (signed with signing_key if given) and makes it the stable version
@@ -214,16 +259,34 @@ def _check_rollout_version(version: str) -> None:
         raise RolloutError(str(exc)) from exc
 
 
-def _run(client: redis.Redis, script: str, layout: RedisLayout, *args: str | float) -> list[str]:
-    try:
-        reply = client.register_script(script)(keys=_keys(layout), args=[layout.prefix, *args])
-    except redis.exceptions.ResponseError as exc:
-        raise RolloutError(str(exc)) from exc
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+def _run(client: SyncRedis, script: str, layout: RedisLayout, version: str,
+         *args: str | float) -> list[str]:  # fmt: skip
+    """Runs a rollout move of version; reads the pointers again while a concurrent move changes them."""
+    run = client.register_script(script)
+    for _ in range(_MOVE_ATTEMPTS):
+        keys, argv = _move_input(layout, _read_pointers(client, layout), version, args)
+        try:
+            reply = [_text(v) for v in run(keys=keys, args=argv)]
+        except redis.exceptions.ResponseError as exc:
+            raise RolloutError(str(exc)) from exc
+        if reply[0] != "retry":
+            return reply
+    raise RolloutError("the rollout pointers kept changing under concurrent moves; try again")
+
+
+async def _run_async(client: AsyncRedis, script: str, layout: RedisLayout, version: str,
+                     *args: str | float) -> list[str]:  # fmt: skip
+    run = client.register_script(script)
+    for _ in range(_MOVE_ATTEMPTS):
+        keys, argv = _move_input(layout, await _read_pointers_async(client, layout), version, args)
+        reply = [_text(v) for v in await run(keys=keys, args=argv)]
+        if reply[0] != "retry":
+            return reply
+    raise RolloutError("the rollout pointers kept changing under concurrent moves; try again")
 
 
 async def reject_version(
-    client: aioredis.Redis, layout: RedisLayout, version: str, reason: str, origin: str
+    client: AsyncRedis, layout: RedisLayout, version: str, reason: str, origin: str
 ) -> str:
     """A replica could not load or validate version: takes it out of rollout everywhere.
 
@@ -231,17 +294,14 @@ async def reject_version(
     stable one); as the candidate it is withdrawn. Returns what happened, for the log.
     """
     now = time.time()
-    keys = _keys(layout)
     serving = await client.get(layout.serving_version)
     if serving is not None and cast(bytes, serving).decode() == version:
-        script = client.register_script(_ROLL_BACK)
-        args: list[str | float] = [layout.prefix, version, "rejected", reason, origin, now, EVENTS_MAX_LEN]
-        outcome = [_text(v) for v in await script(keys=keys, args=args)]
+        outcome = await _run_async(client, _ROLL_BACK, layout, version, "rejected", reason, origin, now,
+                                   EVENTS_MAX_LEN)  # fmt: skip
         return f"rolled back to {outcome[1] or 'nothing'}" if outcome[0] != "unchanged" else "unchanged"
     candidate = await client.get(layout.candidate_version)
     if candidate is not None and cast(bytes, candidate).decode() == version:
-        script = client.register_script(_SET_CANDIDATE)
-        await script(keys=keys, args=[layout.prefix, "", origin, EVENTS_MAX_LEN, "rejected", reason, now])
+        await _run_async(client, _SET_CANDIDATE, layout, "", origin, EVENTS_MAX_LEN, "rejected", reason, now)
         return "candidate withdrawn"
     return "no longer in rollout"
 
@@ -250,17 +310,17 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def serving_version(client: aioredis.Redis, layout: RedisLayout) -> str | None:
+async def serving_version(client: AsyncRedis, layout: RedisLayout) -> str | None:
     raw = await client.get(layout.serving_version)
     return None if raw is None else cast(bytes, raw).decode()
 
 
-async def candidate_version(client: aioredis.Redis, layout: RedisLayout) -> str | None:
+async def candidate_version(client: AsyncRedis, layout: RedisLayout) -> str | None:
     raw = await client.get(layout.candidate_version)
     return None if raw is None else cast(bytes, raw).decode()
 
 
-async def fetch_artifact(client: aioredis.Redis, layout: RedisLayout, version: str, cache_dir: Path,
+async def fetch_artifact(client: AsyncRedis, layout: RedisLayout, version: str, cache_dir: Path,
                          trusted: TrustedKeys | None = None) -> Path:  # fmt: skip
     """Downloads, verifies and unpacks a version into cache_dir/version; returns that directory.
 
@@ -279,7 +339,7 @@ async def fetch_artifact(client: aioredis.Redis, layout: RedisLayout, version: s
     return await asyncio.to_thread(install_artifact, version, blob, digest, cache_dir)
 
 
-def download_artifact(client: redis.Redis, layout: RedisLayout, version: str, cache_dir: Path) -> Path:
+def download_artifact(client: SyncRedis, layout: RedisLayout, version: str, cache_dir: Path) -> Path:
     """fetch_artifact for the trainer's synchronous commands."""
     check_version(version)
     digest, blob = (
@@ -349,7 +409,7 @@ class RolloutStatus:
         return asdict(self)
 
 
-def rollout_status(client: redis.Redis, layout: RedisLayout) -> RolloutStatus:
+def rollout_status(client: SyncRedis, layout: RedisLayout) -> RolloutStatus:
     stable, candidate = (_maybe(client.get(k)) for k in (layout.serving_version, layout.candidate_version))
     history = [_text(v) for v in client.lrange(layout.history, 0, 9)]
     versions = [_version_status(client, layout, _text(v)) for v in client.zrevrange(layout.models, 0, 19)]
@@ -369,7 +429,7 @@ def _maybe(value: Any) -> str | None:
     return None if value is None else _text(value)
 
 
-def _version_status(client: redis.Redis, layout: RedisLayout, version: str) -> VersionStatus:
+def _version_status(client: SyncRedis, layout: RedisLayout, version: str) -> VersionStatus:
     meta = {_text(k): _text(v) for k, v in client.hgetall(layout.model_meta(version)).items()}
     status = VersionStatus(version, meta.get("state", "published"), float(meta.get("published_unix_s", 0)),
                            meta.get("reason", ""), meta.get("replaces", ""),

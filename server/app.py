@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import redis.asyncio as aioredis
 import redis.exceptions
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from faultprint.client.channels import CLIENT_PING_INTERVAL_MS
+from faultprint.registry.connection import AsyncRedis, connect_async
 from faultprint.registry.layout import RedisLayout
+from faultprint.registry.migration import legacy_markers
+from faultprint.registry.outbox import OutboxSweep
 from faultprint.registry.signing import SigningKeyError, TrustedKeys, verify_directory
 from faultprint.server import telemetry as telemetry_setup
 from faultprint.server.batching.scheduler import BatchScheduler
@@ -86,8 +88,9 @@ class FaultprintServer:
     onap: OnapPublisher
     sync: ReplicaSync
     shadow: Shadow
-    redis: aioredis.Redis
+    redis: AsyncRedis
     loop_lag: LoopLagMonitor
+    outbox_sweep: OutboxSweep
     # The plaintext health-only port and its number, if one is configured.
     health_server: grpc.aio.Server | None = None
     health_port: int = 0
@@ -121,6 +124,7 @@ class FaultprintServer:
             ("node-state writer", self.writer.close),
             ("shadow", self.shadow.close),
             ("replica sync", self.sync.stop),
+            ("outbox sweep", self.outbox_sweep.close),
             ("loop-lag monitor", self.loop_lag.close),
         )
         for name, close in parts:
@@ -143,7 +147,8 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     telemetry_setup.configure(settings.telemetry_exporter, settings.metrics_address)
     telemetry = ServerTelemetry.create()
     layout = RedisLayout(settings.redis_prefix)
-    client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    client = await _redis_client(settings)
+    await _warn_of_legacy_keys(client, settings.redis_prefix)
     origin = uuid.uuid4().hex
     store = ReferenceStore(client, layout, origin)
     options = settings.batching
@@ -163,7 +168,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     writer = NodeStateWriter(client, layout, settings.node_state_ttl_s)
     watching = settings.monitoring
     node_store = NodeStore(
-        client, layout, watching.node_idle_expiry_s, watching.incident_history_ttl_s,
+        client, layout, store.outbox, watching.node_idle_expiry_s, watching.incident_history_ttl_s,
         watching.incident_stream_max_events,
     )  # fmt: skip
     monitor = NodeMonitor(
@@ -203,7 +208,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     add_service(grpc_server, probes, PROBE_SERVICE)
     add_service(grpc_server, ReferenceCaseServicer(encoder), REFERENCE_CASE_SERVICE)
     add_service(grpc_server, ModelServicer(host, writer, telemetry), MODEL_SERVICE)
-    feed = IncidentFeed(client, layout)
+    feed = IncidentFeed(client, layout, store.outbox, watching.incident_stream_max_events)
     onap = OnapPublisher(client, layout, settings.onap, origin)
     add_service(
         grpc_server, IncidentServicer(feed, telemetry, settings.life_cycle.of_last_minutes), INCIDENT_SERVICE
@@ -231,7 +236,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     loop_lag = LoopLagMonitor(telemetry.event_loop_lag_s.record)
     server = FaultprintServer(
         settings, grpc_server, replica_health, probes, host, scheduler, writer, monitor, onap, sync, shadow,
-        client, loop_lag,
+        client, loop_lag, OutboxSweep(store.outbox, settings.outbox_sweep_interval_s),
     )  # fmt: skip
     server.health_server, server.health_port = await _health_port(settings, replica_health)
     await replica_health.update(model_loaded=False)
@@ -243,6 +248,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     shadow.start()
     server.sync.start()
     loop_lag.start()
+    server.outbox_sweep.start()
     log.info(
         "faultprint server listening on port %d (%s; model source: %s)",
         port, "mutual TLS" if security.tls_client_ca_file else "TLS" if security.tls else "plaintext",
@@ -314,6 +320,40 @@ def _trusted_keys(settings: ServerSettings) -> TrustedKeys | None:
         return TrustedKeys.from_setting(settings.model_trusted_keys)
     except SigningKeyError as exc:
         raise StartupError(f"{exc}; fix --model-trusted-keys") from exc
+
+
+async def _redis_client(settings: ServerSettings) -> AsyncRedis:
+    """The client of the deployment's Redis or Redis Cluster (settings.redis_cluster)."""
+    cluster = {"yes": True, "no": False}.get(settings.redis_cluster)
+    url = settings.redis_url
+    try:
+        return await connect_async(url, cluster, socket_timeout=5, socket_connect_timeout=2)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning(
+            "cannot reach Redis at %s to ask whether it is a cluster (%s); taking it for a single server "
+            "(set --redis-cluster yes for a cluster)", _without_password(url), exc,
+        )  # fmt: skip
+        return await connect_async(url, False, socket_timeout=5, socket_connect_timeout=2)
+    except redis.exceptions.NoPermissionError as exc:
+        raise StartupError(
+            f"the Redis user of {_without_password(url)} may not run CLUSTER INFO ({exc}); grant it, or "
+            "set --redis-cluster yes or no"
+        ) from exc
+
+
+async def _warn_of_legacy_keys(client: AsyncRedis, prefix: str) -> None:
+    """Logs an error when Redis holds the deployment's keys without hash tags: they look like no
+    data to this release until faultprint-trainer migrate-keys renames them."""
+    try:
+        found = [key for key in legacy_markers(prefix) if await client.exists(key)]
+    except (redis.exceptions.RedisError, OSError):
+        return  # Redis unreachable: replica sync reports it
+    if found:
+        log.error(
+            "Redis holds this deployment's keys in the layout before hash tags (%s): this replica does not "
+            "see them. Stop the replicas and run `faultprint-trainer migrate-keys` (docs/operations.md)",
+            ", ".join(found),
+        )
 
 
 def _without_password(url: str) -> str:

@@ -54,8 +54,14 @@ class ServerSettings:
     worker_index: int = -1
     # Redis shared by all replicas.
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Prefix of every Redis key this deployment owns.
+    # Prefix of every Redis key this deployment owns (no '{' or '}': keys carry it in hash tags).
     redis_prefix: str = "faultprint"
+    # How often this replica relays events that writers left in network outboxes (a writer
+    # relays its own at once; these are the leftovers of a replica that died meanwhile).
+    outbox_sweep_interval_s: float = 2.0
+    # Whether redis_url names a Redis Cluster node: "auto" asks that node at start-up
+    # (CLUSTER INFO; an unreachable Redis is taken for a single server), "yes" or "no".
+    redis_cluster: str = "auto"
     # An artifact directory to serve, or "redis" to serve the registry's promoted version
     # and follow every later promotion.
     model_source: str = "redis"
@@ -139,6 +145,16 @@ class ServerSettings:
             raise SettingsError(f"listen_address {self.listen_address!r} must be host:port")
         if self.max_message_bytes < 64 * 1024:
             raise SettingsError(f"max_message_bytes must be at least 65536, got {self.max_message_bytes}")
+        if self.outbox_sweep_interval_s <= 0:
+            raise SettingsError(
+                f"outbox_sweep_interval_s must be positive, got {self.outbox_sweep_interval_s}"
+            )
+        if self.redis_cluster not in ("auto", "yes", "no"):
+            raise SettingsError(f"redis_cluster must be auto, yes or no, got {self.redis_cluster!r}")
+        if not self.redis_prefix or "{" in self.redis_prefix or "}" in self.redis_prefix:
+            raise SettingsError(
+                f"redis_prefix {self.redis_prefix!r} must be non-empty and hold no '{{' or '}}'"
+            )
         if self.default_top_k < 1:
             raise SettingsError(f"default_top_k must be at least 1, got {self.default_top_k}")
         if min(self.keepalive_time_s, self.keepalive_timeout_s) <= 0:

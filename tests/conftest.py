@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -27,8 +28,30 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     resolve_devices("cpu", cpu_devices=2)
 
 
+# The Redis kinds every Redis test runs against: a single server (REDIS_URL) and a Redis
+# Cluster of three masters started on loopback; FAULTPRINT_TEST_REDIS=single runs one.
+REDIS_KINDS = os.environ.get("FAULTPRINT_TEST_REDIS", "single,cluster").split(",")
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a three-master Redis Cluster on loopback ports, for the whole session."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("the Redis Cluster tests need redis-server (run them with `make test`)")
+    from tests.integration.support import LoopbackCluster
+
+    cluster = LoopbackCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session", params=REDIS_KINDS)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "cluster":
+        return cast(str, request.getfixturevalue("redis_cluster_url"))
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.exceptions.ConnectionError as exc:
@@ -41,13 +64,13 @@ def redis_url() -> str:
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix no other test uses; every key under it is removed afterwards."""
+    from faultprint.registry.connection import connect, delete_deployment
+    from faultprint.registry.layout import RedisLayout
+
     prefix = f"fptest-{uuid.uuid4().hex[:10]}"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with connect(redis_url) as client:
+        delete_deployment(client, RedisLayout(prefix))
 
 
 def make_artifact(

@@ -23,6 +23,8 @@ withdraw  stop shadowing the candidate
 status    the stable and candidate versions, the shadow agreement, what each replica serves
 cases     export a deployment's reference cases (windows included) to a Parquet file, or
           import such a file: the way back from a Redis that lost its data
+migrate-keys  rename the keys of a deployment from before hash tags to the Redis Cluster
+          layout, replicas stopped (--dry-run lists them)
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ from faultprint.server.rpc.errors import FaultprintError
 from faultprint.trainer.protocol import CASE_MATCHING
 
 if TYPE_CHECKING:
-    import redis
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from faultprint.registry.connection import SyncRedis
     from faultprint.registry.layout import RedisLayout
     from faultprint.registry.models import RolloutStatus
     from faultprint.traffic.windowing import WindowSet
@@ -262,12 +264,11 @@ def _evaluate_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry(args: argparse.Namespace) -> tuple[redis.Redis, RedisLayout]:
-    import redis
-
+def _registry(args: argparse.Namespace) -> tuple[SyncRedis, RedisLayout]:
+    from faultprint.registry.connection import connect
     from faultprint.registry.layout import RedisLayout
 
-    return redis.Redis.from_url(args.redis_url), RedisLayout(args.redis_prefix)
+    return connect(args.redis_url), RedisLayout(args.redis_prefix)
 
 
 def _signing_key(args: argparse.Namespace) -> Ed25519PrivateKey | None:
@@ -389,6 +390,19 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate_keys(args: argparse.Namespace) -> int:
+    from faultprint.registry.migration import MigrationError, migrate, report_lines
+
+    client, layout = _registry(args)
+    try:
+        result = migrate(client, layout.prefix, dry_run=args.dry_run)
+    except MigrationError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(report_lines(result)))
+    return 1 if result.conflicts else 0
+
+
 def format_status(status: RolloutStatus) -> str:
     def figure(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
@@ -421,14 +435,13 @@ def format_status(status: RolloutStatus) -> str:
 def _cases(args: argparse.Namespace) -> int:
     import asyncio
 
-    import redis.asyncio as aioredis
-
+    from faultprint.registry.connection import connect_async
     from faultprint.registry.layout import RedisLayout
     from faultprint.server.references.backup import export_cases, import_cases
     from faultprint.server.references.store import ReferenceStore
 
     async def run() -> str:
-        client = aioredis.from_url(args.redis_url)
+        client = await connect_async(args.redis_url)
         store = ReferenceStore(client, RedisLayout(args.redis_prefix), origin="operator")
         try:
             if args.action == "export":
@@ -541,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", parents=[registry], help="rollout status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+    migrate = commands.add_parser(
+        "migrate-keys", parents=[registry], help="rename an older release's keys to the Redis Cluster layout"
+    )
+    migrate.add_argument("--dry-run", action="store_true", help="list what it would rename; change nothing")
+    migrate.set_defaults(func=_migrate_keys)
     cases = commands.add_parser("cases", parents=[registry], help="export or import reference cases")
     cases.add_argument("action", choices=("export", "import"))
     cases.add_argument("file", help="Parquet file to write (export) or read (import)")

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import redis
 
 from faultprint.encoder.artifact import ArtifactError, load_tower, read_metadata
 from faultprint.registry import eval_sets
+from faultprint.registry.connection import SyncRedis
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import download_artifact, promote, publish_artifact
 from faultprint.server.model.runner import ModelRunner, RunnerOptions
@@ -138,7 +138,7 @@ def _simulated_figures(candidate_dir: Path, stable_dir: Path | None, options: Ev
     )
 
 
-def compare_with_stable(client: redis.Redis, layout: RedisLayout, artifact_dir: Path,
+def compare_with_stable(client: SyncRedis, layout: RedisLayout, artifact_dir: Path,
                         options: EvaluationOptions) -> Comparison:  # fmt: skip
     """Scores the artifact and the registry's stable version on simulated traffic and on every
     registered evaluation set (EvalSetError when one cannot be read as registered)."""
@@ -158,7 +158,7 @@ def compare_with_stable(client: redis.Redis, layout: RedisLayout, artifact_dir: 
     return Comparison(metadata.version, candidate, stable, stable_figure, network, eval_sets=tuple(figures))
 
 
-def publish_gated(client: redis.Redis, layout: RedisLayout, artifact_dir: Path, promote_it: bool,
+def publish_gated(client: SyncRedis, layout: RedisLayout, artifact_dir: Path, promote_it: bool,
                   force: bool, options: EvaluationOptions,
                   signing_key: Ed25519PrivateKey | None = None) -> Comparison:  # fmt: skip
     """Publishes as candidate (or stable), signed with signing_key if given, unless it does
@@ -179,7 +179,7 @@ def publish_gated(client: redis.Redis, layout: RedisLayout, artifact_dir: Path, 
     return comparison
 
 
-def validate_and_promote(client: redis.Redis, layout: RedisLayout, version: str) -> str:
+def validate_and_promote(client: SyncRedis, layout: RedisLayout, version: str) -> str:
     """Downloads, verifies, loads and checks version before promoting it; returns the version it
     replaced."""
     with tempfile.TemporaryDirectory(prefix="faultprint-promote-") as tmp:

@@ -14,9 +14,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
+from faultprint.registry.connection import AsyncRedis
 from faultprint.registry.layout import RedisLayout
+from faultprint.registry.outbox import Outbox, outbox_address
 from faultprint.server.monitoring.life_cycle import NodeLifeCycle
 from faultprint.server.monitoring.node_store import NODE_HISTORY
 from faultprint.server.rpc.errors import InvalidArgument, NotFound, OutOfRange
@@ -29,9 +29,13 @@ BLOCK_MS = 1000
 
 
 class IncidentFeed:
-    def __init__(self, client: aioredis.Redis, layout: RedisLayout) -> None:
+    def __init__(
+        self, client: AsyncRedis, layout: RedisLayout, outbox: Outbox, stream_max_events: int
+    ) -> None:
         self._redis = client
         self._layout = layout
+        self._outbox = outbox
+        self._stream_max = stream_max_events
 
     async def watch(
         self, network: str = "", node: str = "", label: str = "", cursor: str = ""
@@ -101,17 +105,23 @@ class IncidentFeed:
         """Records the acknowledgement and appends an ACKNOWLEDGED event; NotFound if unknown."""
         incident = await self._find(network, incident_id)
         acknowledgement = {"by": operator, "time_ns": time.time_ns(), "note": note}
-        await self._redis.hset(self._layout.incident_acks(network), incident_id, json.dumps(acknowledgement))
         _apply_ack(incident, acknowledgement)
         event = incident_service_pb2.IncidentEvent(
             type=incident_service_pb2.INCIDENT_EVENT_TYPE_ACKNOWLEDGED, incident=incident
         )
         event.event_time.FromNanoseconds(acknowledgement["time_ns"])
-        await self._redis.xadd(
-            self._layout.incidents,
-            {"kind": "ACKNOWLEDGED", "network": network, "node": incident.node, "label": incident.label,
-             "id": incident_id, "event": event.SerializeToString()},
-        )  # fmt: skip
+        fields: dict[Any, Any] = {
+            "kind": "ACKNOWLEDGED", "network": network, "node": incident.node, "label": incident.label,
+            "id": incident_id, "event": event.SerializeToString(),
+        }  # fmt: skip
+        await self._outbox.announce([network])
+        async with self._redis.pipeline(transaction=True) as pipe:  # one slot: the network's
+            pipe.hset(self._layout.incident_acks(network), incident_id, json.dumps(acknowledgement))
+            pipe.xadd(
+                self._layout.outbox(network), {**outbox_address("incidents", self._stream_max), **fields}
+            )
+            await pipe.execute()
+        await self._outbox.relay(network)
         return incident
 
     async def _find(self, network: str, incident_id: str) -> incident_service_pb2.Incident:

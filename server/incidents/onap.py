@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
-import redis.asyncio as aioredis
 
+from faultprint.registry.connection import AsyncRedis
 from faultprint.registry.layout import RedisLayout
 from faultprint.v1 import incident_service_pb2
 
@@ -130,9 +130,7 @@ def _why(incident: incident_service_pb2.Incident) -> dict[str, str]:
 class OnapPublisher:
     """Publishes the incident stream to the topic while this replica holds the lease."""
 
-    def __init__(
-        self, client: aioredis.Redis, layout: RedisLayout, options: OnapOptions, replica: str
-    ) -> None:
+    def __init__(self, client: AsyncRedis, layout: RedisLayout, options: OnapOptions, replica: str) -> None:
         self._redis = client
         self._layout = layout
         self.options = options

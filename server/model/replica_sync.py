@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
+from faultprint.registry.connection import AsyncRedis
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import candidate_version, fetch_artifact, reject_version, serving_version
 from faultprint.registry.signing import TrustedKeys
@@ -61,7 +61,7 @@ _READ_COUNT = 1000
 class ReplicaSync:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         layout: RedisLayout,
         host: ModelHost,
         follow_registry: bool,

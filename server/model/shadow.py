@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import redis.asyncio as aioredis
 import redis.exceptions
 
+from faultprint.registry.connection import AsyncRedis
 from faultprint.registry.layout import RedisLayout
 from faultprint.server.model.host import ModelHost, ServingState
 from faultprint.server.references.index import Match
@@ -96,7 +96,7 @@ class _Sample:
 class Shadow:
     """Samples classified windows and classifies them again with the host's candidate."""
 
-    def __init__(self, host: ModelHost, client: aioredis.Redis, layout: RedisLayout,
+    def __init__(self, host: ModelHost, client: AsyncRedis, layout: RedisLayout,
                  options: ShadowOptions, seed: int | None = None) -> None:  # fmt: skip
         self._host = host
         self._redis = client

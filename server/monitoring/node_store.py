@@ -1,10 +1,11 @@
 """Streaming nodes' windows, conditions and incidents in Redis: written behind, restored by any replica.
 
 What a replica has taken from a minute stream is written in one script call per few
-hundred nodes, at each flush: the ring rows that changed, the node's life-cycle state,
-and the incident events its diagnoses caused, appended to the incident stream in the
-same call, so that the stream never holds an event whose state was lost nor a state
-whose event was. A probe's minutes are acknowledged only after the flush that holds
+hundred nodes of a network, at each flush: the ring rows that changed, the node's
+life-cycle state, and the incident events its diagnoses caused, appended to the
+network's outbox in the same call (and relayed from there to the incident stream,
+registry/outbox.py), so that the stream never misses an event whose state was written
+nor holds one whose state was lost. A probe's minutes are acknowledged only after the flush that holds
 them; a probe that reconnects to another replica resends the rest, and that replica
 resumes from Redis.
 
@@ -21,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
+from faultprint.registry.connection import AsyncRedis
 from faultprint.registry.layout import RedisLayout
+from faultprint.registry.outbox import LUA_OUTBOX, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,20 @@ MAX_NODES_PER_WRITE = 256
 # Incidents kept per node (its history).
 NODE_HISTORY = 200
 
-# KEYS: the incident stream, then per node its window, condition, network's open
-# incidents and history. ARGV: window TTL ms, history TTL ms, stream length, then per
-# node: minute, state, frontier, rows, (offset, bytes) per row, events, (kind, id, incident,
-# event, network, node, label) per event. History entries are "id\n" .. incident.
-_WRITE_NODES = """
+# Runs within one network's slot. KEYS: the network's outbox and open incidents, then per
+# node its window, condition and history. ARGV: window TTL ms, history TTL ms, stream
+# length, then per node: minute, state, frontier, rows, (offset, bytes) per row, events,
+# (kind, id, incident, event, network, node, label) per event. History entries are
+# "id\n" .. incident. Events go to the outbox, for the deployment's incident stream.
+_WRITE_NODES = (
+    LUA_OUTBOX
+    + """
 local ttl, history_ttl, max_len = ARGV[1], ARGV[2], ARGV[3]
+local open = KEYS[2]
 local a = 4
 local written, fenced = 0, 0
-for k = 2, #KEYS, 4 do
-    local window, condition, open, history = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+for k = 3, #KEYS, 3 do
+    local window, condition, history = KEYS[k], KEYS[k + 1], KEYS[k + 2]
     local minute = tonumber(ARGV[a])
     local state = ARGV[a + 1]
     local frontier = ARGV[a + 2]
@@ -79,14 +84,15 @@ for k = 2, #KEYS, 4 do
                 end
             end
             redis.call('PEXPIRE', history, history_ttl)
-            redis.call('XADD', KEYS[1], 'MAXLEN', '~', max_len, '*', 'kind', kind, 'network', ARGV[a + 4],
-                       'node', ARGV[a + 5], 'label', ARGV[a + 6], 'id', id, 'event', ARGV[a + 3])
+            outbox(KEYS[1], 'incidents', max_len, 'kind', kind, 'network', ARGV[a + 4], 'node', ARGV[a + 5],
+                   'label', ARGV[a + 6], 'id', id, 'event', ARGV[a + 3])
         end
         a = a + 7
     end
 end
 return {written, fenced}
 """.replace("{history}", str(NODE_HISTORY))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +134,13 @@ class Restored:
 
 class NodeStore:
     def __init__(
-        self, client: aioredis.Redis, layout: RedisLayout, ttl_s: float, history_ttl_s: float,
+        self, client: AsyncRedis, layout: RedisLayout, outbox: Outbox, ttl_s: float, history_ttl_s: float,
         stream_max_events: int,
     ) -> None:  # fmt: skip
         self._redis = client
         self._layout = layout
         self._write_nodes = client.register_script(_WRITE_NODES)
+        self.outbox = outbox
         self._ttl_ms = int(ttl_s * 1000)
         self._history_ttl_ms = int(history_ttl_s * 1000)
         self._stream_max = stream_max_events
@@ -141,28 +148,37 @@ class NodeStore:
         self.fenced = 0
 
     async def write(self, nodes: Sequence[NodeWrite]) -> None:
-        """Writes nodes in script calls of MAX_NODES_PER_WRITE; raises if Redis fails (the
-        caller keeps what was not acknowledged and writes it again)."""
-        for start in range(0, len(nodes), MAX_NODES_PER_WRITE):
-            keys, args = self._script_input(nodes[start : start + MAX_NODES_PER_WRITE])
-            _written, fenced = await self._write_nodes(keys=keys, args=args)
-            if fenced:
-                self.fenced += int(fenced)
-                log.warning("%d node writes skipped: Redis holds newer minutes (another replica)", fenced)
+        """Writes nodes network by network, in script calls of MAX_NODES_PER_WRITE, then relays
+        their events; raises if Redis fails (the caller keeps what was not acknowledged and
+        writes it again)."""
+        by_network: dict[str, list[NodeWrite]] = {}
+        for n in nodes:
+            by_network.setdefault(n.network, []).append(n)
+        eventful = [network for network, group in by_network.items() if any(n.events for n in group)]
+        await self.outbox.announce(eventful)
+        for network, group in by_network.items():
+            for start in range(0, len(group), MAX_NODES_PER_WRITE):
+                keys, args = self._script_input(network, group[start : start + MAX_NODES_PER_WRITE])
+                _written, fenced = await self._write_nodes(keys=keys, args=args)
+                if fenced:
+                    self.fenced += int(fenced)
+                    log.warning("%d node writes skipped: Redis holds newer minutes (another replica)", fenced)
+        for network in eventful:
+            await self.outbox.relay(network)
 
-    def _script_input(self, nodes: Sequence[NodeWrite]) -> tuple[list[str], list[Any]]:
+    def _script_input(self, network: str, nodes: Sequence[NodeWrite]) -> tuple[list[str], list[Any]]:
         layout = self._layout
-        keys: list[str] = [layout.incidents]
+        keys: list[str] = [layout.outbox(network), layout.open_incidents(network)]
         args: list[Any] = [self._ttl_ms, self._history_ttl_ms, self._stream_max]
         for n in nodes:
-            keys += [layout.node_window(n.network, n.node), layout.node_condition(n.network, n.node),
-                     layout.open_incidents(n.network), layout.node_incidents(n.network, n.node)]  # fmt: skip
+            keys += [layout.node_window(network, n.node), layout.node_condition(network, n.node),
+                     layout.node_incidents(network, n.node)]  # fmt: skip
             args += [n.minute, json.dumps(n.state, separators=(",", ":")), n.frontier, len(n.rows)]
             for offset, row in n.rows:
                 args += [offset, row]
             args.append(len(n.events))
             for e in n.events:
-                args += [e.kind, e.incident_id, e.incident, e.event, n.network, n.node, e.label]
+                args += [e.kind, e.incident_id, e.incident, e.event, network, n.node, e.label]
         return keys, args
 
     async def load(self, nodes: Sequence[tuple[str, str]]) -> list[Restored]:

@@ -1,7 +1,8 @@
 """Reference cases in Redis: example windows are the source of truth, embeddings are kept per model version.
 
-Writes that must be atomic (create, delete) run as Lua scripts, and each appends an
-event to the change stream that every replica follows.
+Writes that must be atomic (create, delete) run as Lua scripts within the network's slot;
+each appends its event to the network's outbox, relayed to the change stream that every
+replica follows (registry/outbox.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
-import redis.asyncio as aioredis
 
+from faultprint.registry.connection import AsyncRedis
 from faultprint.registry.ids import ID_RULE, is_valid_id, quote
 from faultprint.registry.layout import EVENTS_MAX_LEN, RedisLayout
+from faultprint.registry.outbox import LUA_OUTBOX, Outbox
 from faultprint.server.references.index import NORMAL_LABEL
 from faultprint.server.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from faultprint.traffic.baseline import NetworkBaseline
@@ -30,64 +32,70 @@ REQUEST_ID_TTL_S = 24 * 3600
 # model version that embeds the network while the deletion runs.
 _DELETE_ATTEMPTS = 3
 
-# KEYS: cases, windows, networks, events, embeddings, embedding versions, request
+# KEYS: cases, windows, outbox, embeddings, embedding versions, request
 # ARGV: case id, metadata, windows, network, embeddings, version, max events, origin,
-#       seconds the request id is remembered ('0': no request id; then KEYS[7] is not used)
+#       seconds the request id is remembered ('0': no request id; then KEYS[6] is not used)
 # Returns {outcome, case id}: 1 created, 0 the case id is taken, 2 the request id was
 # seen before and created the case returned.
-_CREATE = """
+_CREATE = (
+    LUA_OUTBOX
+    + """
 if ARGV[9] ~= '0' then
-  local earlier = redis.call('GET', KEYS[7])
+  local earlier = redis.call('GET', KEYS[6])
   if earlier then return {2, earlier} end
 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, ARGV[1]} end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
 if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
-  redis.call('SADD', KEYS[6], ARGV[6])
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+  redis.call('SADD', KEYS[5], ARGV[6])
 end
-if ARGV[9] ~= '0' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[9]) end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'case_created',
-           'network', ARGV[4], 'case_id', ARGV[1], 'origin', ARGV[8])
+if ARGV[9] ~= '0' then redis.call('SET', KEYS[6], ARGV[1], 'EX', ARGV[9]) end
+outbox(KEYS[3], 'events', ARGV[7], 'kind', 'case_created', 'network', ARGV[4], 'case_id', ARGV[1],
+       'origin', ARGV[8])
 return {1, ARGV[1]}
 """
-# KEYS: cases, windows, networks, events, embedding versions, then the embeddings hash of each
-# version the caller read from the embedding versions set. ARGV: case id, network, max events,
-# origin, then those versions. Every key a script touches comes in KEYS, as Redis asks; the
-# versions are checked against the set here, so a version added since the caller read it
-# (-1: read again) cannot keep an embedding of the deleted case. Returns 1 deleted, 0 no such case.
-_DELETE = """
+)
+# KEYS: cases, windows, outbox, embedding versions, then the embeddings hash of each version
+# the caller read from the embedding versions set. ARGV: case id, network, max events, origin,
+# then those versions. Every key a script touches comes in KEYS, as Redis asks; the versions
+# are checked against the set here, so a version added since the caller read it (-1: read
+# again) cannot keep an embedding of the deleted case. Returns 1 deleted, 0 no such case.
+_DELETE = (
+    LUA_OUTBOX
+    + """
 local passed = {}
 for k = 5, #ARGV do passed[ARGV[k]] = true end
-local versions = redis.call('SMEMBERS', KEYS[5])
+local versions = redis.call('SMEMBERS', KEYS[4])
 if #versions ~= #ARGV - 4 then return -1 end
 for _, version in ipairs(versions) do
   if not passed[version] then return -1 end
 end
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-for k = 6, #KEYS do redis.call('HDEL', KEYS[k], ARGV[1]) end
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'case_deleted',
-           'network', ARGV[2], 'case_id', ARGV[1], 'origin', ARGV[4])
+for k = 5, #KEYS do redis.call('HDEL', KEYS[k], ARGV[1]) end
+outbox(KEYS[3], 'events', ARGV[3], 'kind', 'case_deleted', 'network', ARGV[2], 'case_id', ARGV[1],
+       'origin', ARGV[4])
 return 1
 """
+)
 
 
-# KEYS: traffic, events; ARGV: network, batch id, packed windows ('' with replace: clear only),
+# KEYS: traffic, outbox; ARGV: network, batch id, packed windows ('' with replace: clear only),
 #       replace ('1': drop earlier batches first), most batches kept, max events, origin
 # Batch ids sort by time, so dropping the smallest keeps the newest traffic.
-_ADD_TRAFFIC = """
+_ADD_TRAFFIC = (
+    LUA_OUTBOX
+    + """
 if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
 local ids = redis.call('HKEYS', KEYS[1])
 table.sort(ids)
 for i = 1, #ids - tonumber(ARGV[5]) do redis.call('HDEL', KEYS[1], ids[i]) end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'kind', 'baseline_traffic',
-           'network', ARGV[1], 'origin', ARGV[7])
+outbox(KEYS[2], 'events', ARGV[6], 'kind', 'baseline_traffic', 'network', ARGV[1], 'origin', ARGV[7])
 return redis.call('HLEN', KEYS[1])
 """
+)
 
 # KEYS: store, events; ARGV: identity, now, max events, origin
 _SET_IDENTITY = """
@@ -181,17 +189,15 @@ def embedding_space(version: str, baseline: NetworkBaseline | None) -> str:
 class ReferenceStore:
     """Reads and writes reference cases for every network of one deployment."""
 
-    def __init__(self, client: aioredis.Redis, layout: RedisLayout, origin: str) -> None:
+    def __init__(self, client: AsyncRedis, layout: RedisLayout, origin: str) -> None:
         self._redis = client
         self._layout = layout
         self.origin = origin
+        self.outbox = Outbox(client, layout, origin)
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
         self._set_identity = client.register_script(_SET_IDENTITY)
         self._add_traffic = client.register_script(_ADD_TRAFFIC)
-
-    def embedding_versions_key(self, network: str) -> str:
-        return f"{self._layout.prefix}:net:{network}:embedding_versions"
 
     async def create(
         self,
@@ -229,25 +235,38 @@ class ReferenceStore:
         """Stores exported cases as they were, without embeddings (replicas embed them under
         their version when the events reach them), in one pipelined round trip; a case whose
         id is taken is left as it is. Returns how many were stored."""
+        networks = sorted({case.network for case, _ in cases})
+        await self._will_write(networks)
         pipe = self._redis.pipeline(transaction=False)
         for case, windows in cases:
             keys, args = (
                 self._create_keys(case.network, "", ""),
                 self._create_args(case, windows, "", None, ""),
             )
-            await self._create(keys=keys, args=args, client=pipe)
+            await self._create(keys=keys, args=args, client=cast(Any, pipe))  # a pipeline queues the call
         replies = await pipe.execute()
+        for network in networks:
+            await self.outbox.relay(network)
         return sum(1 for outcome, _ in replies if outcome == 1)
+
+    async def _will_write(self, networks: Sequence[str]) -> None:
+        """Lists networks about to be written among the deployment's networks and outboxes (both
+        sets only grow: a network that loses its last case is listed with none)."""
+        if networks:
+            await self._redis.sadd(self._layout.networks, *networks)
+            await self.outbox.announce(networks)
 
     async def _store(
         self, case: StoredCase, windows: np.ndarray, version: str, embeddings: np.ndarray | None,
         request_id: str,
     ) -> tuple[str, str]:  # fmt: skip
         """Runs the create script: 'created' or 'replayed', and the stored case's id."""
+        await self._will_write([case.network])
         outcome, stored_id = await self._create(
             keys=self._create_keys(case.network, version, request_id),
             args=self._create_args(case, windows, version, embeddings, request_id),
         )
+        await self.outbox.relay(case.network)
         if outcome == 2:
             return "replayed", stored_id.decode()
         if outcome == 0:
@@ -262,10 +281,9 @@ class ReferenceStore:
         return [
             lay.cases(network),
             lay.windows(network),
-            lay.networks,
-            lay.events,
+            lay.outbox(network),
             lay.embeddings(version, network),
-            self.embedding_versions_key(network),
+            self._layout.embedding_versions(network),
             lay.request(network, request_id or "-"),
         ]
 
@@ -310,8 +328,9 @@ class ReferenceStore:
 
     async def delete(self, network: str, case_id: str) -> None:
         lay = self._layout
-        versions_key = self.embedding_versions_key(network)
+        versions_key = self._layout.embedding_versions(network)
         deleted = -1
+        await self.outbox.announce([network])
         for _ in range(_DELETE_ATTEMPTS):  # again only if a model version embedded the network meanwhile
             members = await self._redis.smembers(versions_key)
             versions = sorted(v.decode() if isinstance(v, bytes) else v for v in members)
@@ -320,8 +339,7 @@ class ReferenceStore:
                 keys=[
                     lay.cases(network),
                     lay.windows(network),
-                    lay.networks,
-                    lay.events,
+                    lay.outbox(network),
                     versions_key,
                     *embeddings,
                 ],
@@ -329,6 +347,7 @@ class ReferenceStore:
             )
             if deleted != -1:
                 break
+        await self.outbox.relay(network)
         if deleted == -1:
             raise Unavailable(
                 f"reference case {case_id!r} was not deleted: model versions kept embedding network "
@@ -417,20 +436,14 @@ class ReferenceStore:
         TRAFFIC_MAX_BATCHES, and tells every replica; returns the batches kept."""
         batch = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
         packed = b"" if not len(windows) else _pack_traffic(windows)
-        return int(
-            await self._add_traffic(
-                keys=[self._layout.traffic(network), self._layout.events],
-                args=[
-                    network,
-                    batch,
-                    packed,
-                    "1" if replace else "0",
-                    TRAFFIC_MAX_BATCHES,
-                    EVENTS_MAX_LEN,
-                    self.origin,
-                ],
-            )
-        )
+        await self.outbox.announce([network])
+        kept = await self._add_traffic(
+            keys=[self._layout.traffic(network), self._layout.outbox(network)],
+            args=[network, batch, packed, "1" if replace else "0", TRAFFIC_MAX_BATCHES, EVENTS_MAX_LEN,
+                  self.origin],
+        )  # fmt: skip
+        await self.outbox.relay(network)
+        return int(kept)
 
     async def traffic_windows(self, network: str) -> np.ndarray | None:
         """Every stored window of the network's unlabelled traffic, stacked; None without any."""
@@ -471,7 +484,7 @@ class ReferenceStore:
         """Forgets the network's embeddings in a space no replica reads any more."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(self._layout.embeddings(space, network))
-        pipe.srem(self.embedding_versions_key(network), space)
+        pipe.srem(self._layout.embedding_versions(network), space)
         await pipe.execute()
 
     async def store_embeddings(self, network: str, version: str, embeddings: dict[str, np.ndarray]) -> None:
@@ -482,5 +495,5 @@ class ReferenceStore:
             self._layout.embeddings(version, network),
             mapping={k: v.astype("<f4").tobytes() for k, v in embeddings.items()},
         )
-        pipe.sadd(self.embedding_versions_key(network), version)
+        pipe.sadd(self._layout.embedding_versions(network), version)
         await pipe.execute()

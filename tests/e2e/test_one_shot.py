@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from faultprint.client.client import AsyncFaultprintClient
 from faultprint.client.probe import ProbeOptions, enrol_one_per_condition, run_probes
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import publish_artifact
 from faultprint.traffic.simulator import PROFILES, simulate_windows
@@ -41,7 +41,7 @@ async def test_one_shot_diagnosis_on_an_unseen_network_is_at_least_95_percent(  
     assert report.headline() >= 0.95
     assert report.headline() > report.headline(BASELINE) + 0.1, report_markdown(report, "tiny")
     artifact = export(result, config, tmp_path / "artifacts", evaluation=report.to_dict())
-    publish_artifact(redis.Redis.from_url(redis_url), RedisLayout(redis_prefix), artifact)
+    publish_artifact(connect(redis_url), RedisLayout(redis_prefix), artifact)
 
     server, target = await start_server(model_source="redis", xla="auto")
     assert server.host.current.version == artifact.name

@@ -4,7 +4,9 @@ restart, or start with ACL users or TLS."""
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -98,3 +100,88 @@ class PrivateRedis:
             self._process.kill()
             self._process.wait(10)
             self._process = None
+
+
+class LoopbackCluster:
+    """A Redis Cluster of three masters (no replicas) on free loopback ports, each redis-server in
+    a directory of its own; slots are split evenly and the nodes meet with CLUSTER commands
+    (no redis-cli needed). url names the first node; a cluster client finds the others."""
+
+    MASTERS = 3
+
+    def __init__(self, directory: Path) -> None:
+        self.ports = _cluster_ports(self.MASTERS)
+        self._directory = directory
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        for port in self.ports:
+            node_dir = self._directory / str(port)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self._processes.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", str(node_dir)],
+                stdout=subprocess.DEVNULL,
+            ))  # fmt: skip
+        nodes = [self._wait_for(port, timeout_s) for port in self.ports]
+        share = 16384 // self.MASTERS
+        for i, node in enumerate(nodes):
+            last = 16383 if i == self.MASTERS - 1 else (i + 1) * share - 1
+            node.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+        for node in nodes[1:]:
+            node.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0])
+        deadline = time.monotonic() + timeout_s
+        while not all(_cluster_ok(node) for node in nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the loopback Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+        for node in nodes:
+            node.close()
+
+    @staticmethod
+    def _wait_for(port: int, timeout_s: float) -> redis.Redis:
+        node = redis.Redis(port=port, host="127.0.0.1", socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                node.ping()
+                return node
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            process.wait(10)
+        self._processes.clear()
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free loopback ports whose cluster bus ports (each plus 10000) are free too, so below 55536."""
+    ports: list[int] = []
+    candidates = random.Random().sample(range(20_000, 45_000), 200)
+    for port in candidates:
+        if len(ports) == count:
+            break
+        if all(_free(p) for p in (port, port + 10_000)):
+            ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_ok(node: redis.Redis) -> bool:
+    info = node.execute_command("CLUSTER", "INFO")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return "cluster_state:ok" in text and "cluster_known_nodes:3" in text

@@ -11,7 +11,9 @@ import redis
 
 from faultprint.client import ErrorDetails, details
 from faultprint.client.client import AsyncFaultprintClient, FaultprintClient, encode_window
+from faultprint.registry.connection import connect
 from faultprint.registry.ids import is_valid_id
+from faultprint.registry.layout import RedisLayout
 from faultprint.v1 import (
     model_service_pb2,
     probe_service_pb2,
@@ -37,10 +39,10 @@ async def served(start_server, artifact, windows):  # type: ignore[no-untyped-de
 
 def _key_ids(redis_url: str, prefix: str) -> list[str]:
     """Every id-like part of every key the deployment wrote."""
-    client = redis.Redis.from_url(redis_url)
-    keys = [k.decode() for k in client.scan_iter(f"{prefix}:*")]
+    client = connect(redis_url)
+    keys = [k.decode() for pattern in RedisLayout(prefix).patterns() for k in client.scan_iter(pattern)]
     client.close()
-    return [part for key in keys for part in key.split(":")[1:]]
+    return [part for key in keys for part in key.replace("{", "").replace("}", "").split(":")[1:]]
 
 
 async def _refused(call: object) -> grpc.aio.AioRpcError:

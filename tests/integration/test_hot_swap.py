@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 import pytest
-import redis
 
 from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import publish_artifact
 from tests.integration.support import eventually
@@ -32,7 +32,7 @@ async def test_a_swap_under_load_fails_no_request_and_never_mixes_versions(  # t
     start_server, artifact_factory, redis_url, redis_prefix, windows
 ) -> None:
     layout = RedisLayout(redis_prefix)
-    sync_redis = redis.Redis.from_url(redis_url)
+    sync_redis = connect(redis_url)
     v1 = publish_artifact(sync_redis, layout, artifact_factory(seed=41)).version
     server, target = await start_server(model_source="redis")
     batch_versions: list[set[str]] = []

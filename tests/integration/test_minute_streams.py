@@ -8,9 +8,9 @@ import asyncio
 import grpc
 import numpy as np
 import pytest
-import redis
 
 from faultprint.client.client import AsyncFaultprintClient, minutes_request
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.traffic.contract import IS_COUNT
 from faultprint.traffic.simulator import PROFILES, Episode, simulate_timeline
@@ -75,7 +75,7 @@ async def test_a_node_streamed_minute_by_minute_is_diagnosed_each_minute_once_it
         diagnosis = await client.node_diagnosis(NET, "pcscf-1")
     assert diagnosis.label in ("normal", FAULT, "unknown") and diagnosis.model_version
     layout = RedisLayout(redis_prefix)
-    ring = redis.Redis.from_url(redis_url).get(layout.node_window(NET, "pcscf-1"))
+    ring = connect(redis_url).get(layout.node_window(NET, "pcscf-1"))
     assert ring is not None and len(ring) == 60 * (8 + 4 * rows.shape[1])
     minutes = np.frombuffer(ring, [("minute", "<i8"), ("values", "<f4", (rows.shape[1],))])["minute"]
     assert sorted(minutes) == list(range(START + 10, START + 70)), "the ring holds the last hour"
@@ -213,7 +213,7 @@ async def test_a_watcher_resumes_from_its_cursor_without_losing_an_event(
     start_server, baseline_artifact, redis_url, redis_prefix
 ) -> None:  # type: ignore[no-untyped-def]
     _server, target = await start_server(model_source=str(baseline_artifact))
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     stream = RedisLayout(redis_prefix).incidents
     for i in range(5):
         event = incident_service_pb2.IncidentEvent(type=incident_service_pb2.INCIDENT_EVENT_TYPE_ONSET)
@@ -274,7 +274,7 @@ async def test_a_node_nobody_sends_to_expires_from_memory_and_redis(
         await _send(call, 1, "pcscf-6", list(range(START, START + 61)), rows[:61])
         await call.done_writing()
     key, layout = (NET, "pcscf-6"), RedisLayout(redis_prefix)
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     assert server.monitor.windows.slot(key) is not None and r.exists(layout.node_window(*key))
     await eventually(lambda: server.monitor.windows.slot(key) is None, timeout_s=5)
     assert key not in server.monitor.conditions and server.monitor.stats.expired_nodes == 1

@@ -17,6 +17,7 @@ import redis
 
 from faultprint.client.client import AsyncFaultprintClient
 from faultprint.encoder.artifact import ArtifactError, load_tower, read_metadata, sha256_hex
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import RolloutError, promote, publish_artifact, set_candidate, store_artifact
 from faultprint.server.model.runner import ModelRunner, RunnerOptions
@@ -125,7 +126,7 @@ async def test_a_promoted_version_with_nan_weights_is_rejected_and_serving_goes_
     start_server, artifact_factory, artifact, redis_url, redis_prefix, windows, tmp_path: Path
 ) -> None:
     layout = RedisLayout(redis_prefix)
-    sync_redis = redis.Redis.from_url(redis_url)
+    sync_redis = connect(redis_url)
     v1 = publish_artifact(sync_redis, layout, artifact_factory(seed=65)).version
     server, target = await start_server(model_source="redis")
     nan = with_broken_weights(artifact, tmp_path / "nan", "lstm_1", np.nan)
@@ -144,7 +145,7 @@ async def test_a_served_version_named_dot_dot_deletes_nothing_and_is_rolled_back
     start_server, artifact, redis_url, redis_prefix, windows, tmp_path: Path
 ) -> None:
     layout = RedisLayout(redis_prefix)
-    sync_redis = redis.Redis.from_url(redis_url)
+    sync_redis = connect(redis_url)
     v1 = publish_artifact(sync_redis, layout, artifact).version
     server, target = await start_server(model_source="redis")
     cache_dir = tmp_path / "models-0"  # start_server's cache for its first server
@@ -174,7 +175,7 @@ def test_trainer_promote_refuses_a_version_that_is_not_an_id(
     (scratch / "sentinel").write_text("keep")
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     layout = RedisLayout(redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     store_by_hand(client, layout, artifact, "..")
 
     argv = ["promote", "..", "--redis-url", redis_url, "--redis-prefix", redis_prefix]
@@ -193,7 +194,7 @@ def test_trainer_promote_refuses_a_version_with_nan_weights(
     artifact: Path, redis_url: str, redis_prefix: str, tmp_path: Path, capsys
 ) -> None:
     layout = RedisLayout(redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     nan = with_broken_weights(artifact, tmp_path / "nan", "lstm_1", np.nan)
     version = store_artifact(client, layout, nan).version
     argv = ["promote", version, "--redis-url", redis_url, "--redis-prefix", redis_prefix]
@@ -207,7 +208,7 @@ async def test_a_version_whose_encoder_file_is_corrupt_is_rejected_as_corrupt(  
     start_server, artifact_factory, redis_url, redis_prefix, tmp_path: Path
 ) -> None:
     layout = RedisLayout(redis_prefix)
-    sync_redis = redis.Redis.from_url(redis_url)
+    sync_redis = connect(redis_url)
     v1 = publish_artifact(sync_redis, layout, artifact_factory(seed=71)).version
     server, _ = await start_server(model_source="redis")
     corrupt = shutil.copytree(artifact_factory(seed=72), tmp_path / "corrupt")

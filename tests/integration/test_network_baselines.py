@@ -8,10 +8,10 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-import redis
 
 from faultprint.client.client import AsyncFaultprintClient
 from faultprint.encoder.artifact import load_tower, read_metadata
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.traffic.baseline import NetworkBaseline
 from faultprint.traffic.catalogue import FEATURE_NAMES
@@ -87,7 +87,7 @@ async def test_normal_cases_teach_the_baseline_every_window_of_the_network_is_re
     assert [s.name for s in shown.statistics] == list(FEATURE_NAMES)
     assert np.allclose([s.centre for s in shown.statistics], learned.centre, atol=1e-5)
     assert np.allclose([s.scale for s in shown.statistics], learned.scale, atol=1e-5)
-    stored = redis.Redis.from_url(redis_url).hgetall(RedisLayout(redis_prefix).baseline(version, NET))
+    stored = connect(redis_url).hgetall(RedisLayout(redis_prefix).baseline(version, NET))
     assert NetworkBaseline.from_bytes(stored[b"packed"], 1440).centre.tobytes() == learned.centre.tobytes()
 
 
@@ -96,7 +96,7 @@ async def test_a_new_normal_case_re_learns_the_baseline_and_re_embeds_the_networ
 ) -> None:  # type: ignore[no-untyped-def]
     server, target = await start_server(model_source=str(baseline_artifact))
     host, layout = server.host, RedisLayout(redis_prefix)
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     first, second = _day("metro-eu", 12, 8), _day("metro-eu", 12, 9)
     fault = _day("metro-eu", 1, 10, "dns_failure")[0]
     async with AsyncFaultprintClient(target) as client:
@@ -142,7 +142,7 @@ async def test_other_replicas_and_a_model_swap_learn_the_same_baseline(
     state = await first.host.load(newer)
     _, space = state.index.baselines[NET]
     assert space.startswith(state.version + "~") and state.index.case_count(NET) == 2
-    assert redis.Redis.from_url(redis_url).exists(RedisLayout(redis_prefix).baseline(state.version, NET))
+    assert connect(redis_url).exists(RedisLayout(redis_prefix).baseline(state.version, NET))
     async with AsyncFaultprintClient(target) as client:
         on_new, version = await client.embed(fault, network=NET)
     assert version == state.version

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import redis
-import redis.asyncio as aioredis
 
+from faultprint.registry.connection import connect, connect_async
 from faultprint.registry.layout import RedisLayout
+from faultprint.registry.outbox import Outbox
 from faultprint.server.monitoring.node_store import EventWrite, NodeStore, NodeWrite
 from faultprint.v1 import incident_service_pb2
 from tests.integration.support import eventually
@@ -76,8 +76,9 @@ def topic_factory():  # type: ignore[no-untyped-def]
 
 async def _emit(redis_url: str, prefix: str, events: list[tuple[int, str, int]]) -> None:
     """Writes (type, node, onset minute) events through the node store, as the node monitor does."""
-    client = aioredis.from_url(redis_url)
-    store = NodeStore(client, RedisLayout(prefix), 3600, 3600, 1000)
+    client = await connect_async(redis_url)
+    layout = RedisLayout(prefix)
+    store = NodeStore(client, layout, Outbox(client, layout, "test"), 3600, 3600, 1000)
     for minute, (kind, node, onset) in enumerate(events):
         incident = incident_service_pb2.Incident(
             incident_id=f"{NET}/{node}/hss_unreachable@{onset}", network=NET, node=node, label="hss_unreachable",
@@ -139,7 +140,7 @@ async def test_an_event_the_topic_keeps_refusing_is_set_aside_and_the_rest_go_on
         redis_url, redis_prefix, [(ONSET, "pcscf-1", 5), (ONSET, "pcscf-bad", 6), (ABATED, "pcscf-1", 5)]
     )
     await eventually(lambda: len(topic.bodies) == 2)
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     layout = RedisLayout(redis_prefix)
     await eventually(lambda: r.hget(layout.onap_publisher, "dead_letters") == b"1")
     dead = r.xrange(layout.onap_dead_letters)

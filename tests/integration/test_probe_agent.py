@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from faultprint.client.agent import AgentOptions, ProbeAgent
 from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.traffic.rows import Rows, write_rows
 from faultprint.traffic.simulator import PROFILES, simulate_timeline
@@ -43,7 +43,7 @@ async def _enrol_normal(target: str) -> None:
 
 
 def _ring_minutes(redis_url: str, prefix: str, node: str) -> list[int]:
-    ring = redis.Redis.from_url(redis_url).get(RedisLayout(prefix).node_window(NET, node))
+    ring = connect(redis_url).get(RedisLayout(prefix).node_window(NET, node))
     assert ring is not None
     return sorted(np.frombuffer(ring, [("minute", "<i8"), ("values", "<f4", (129,))])["minute"].tolist())
 

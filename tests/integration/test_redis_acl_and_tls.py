@@ -29,7 +29,7 @@ def documented_users(prefix: str, passwords: dict[str, str]) -> str:
     section = (ROOT / "docs" / "security.md").read_text().split("## Redis: ACL users and TLS", 1)[1]
     lines = [line for line in section.split("```", 2)[1].splitlines() if line.startswith("user ")]
     assert [line.split()[1] for line in lines] == ["default", SERVER, TRAINER]
-    text = "\n".join(lines).replace("~faultprint:*", f"~{prefix}:*")
+    text = "\n".join(lines).replace("~{faultprint", "~{" + prefix)
     for user, password in passwords.items():
         text = text.replace(f">{user.removeprefix('faultprint-').upper()}_PASSWORD", f">{password}")
     return text + "\n"

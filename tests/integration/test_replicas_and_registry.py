@@ -7,11 +7,11 @@ import time
 
 import grpc
 import pytest
-import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import promote, publish_artifact, store_artifact
 from tests.integration.support import eventually
@@ -67,7 +67,7 @@ async def test_a_published_model_is_picked_up_and_references_are_re_embedded(  #
     start_server, artifact_factory, redis_url, redis_prefix, windows
 ) -> None:
     layout = RedisLayout(redis_prefix)
-    sync_redis = redis.Redis.from_url(redis_url)
+    sync_redis = connect(redis_url)
     first, second = artifact_factory(seed=11), artifact_factory(seed=12)
     v1 = publish_artifact(sync_redis, layout, first).version
     server_a, target_a = await start_server(model_source="redis")

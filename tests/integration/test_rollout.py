@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 
 from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import rollout_status
 from faultprint.trainer.__main__ import main as trainer_main
@@ -42,7 +42,7 @@ async def test_candidate_shadow_promote_and_rollback_reach_both_replicas(  # typ
     start_server, artifact_factory, redis_url, redis_prefix, windows, capsys
 ) -> None:
     layout = RedisLayout(redis_prefix)
-    sync_redis = redis.Redis.from_url(redis_url)
+    sync_redis = connect(redis_url)
     cli = registry_cli(redis_url, redis_prefix)
     first, second = artifact_factory(seed=21), artifact_factory(seed=22)
     v1, v2 = first.name, second.name
@@ -106,7 +106,7 @@ def test_publishing_refuses_a_model_that_evaluates_worse_unless_forced(  # type:
     artifact_factory, redis_url: str, redis_prefix: str
 ) -> None:
     layout = RedisLayout(redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     options = EvaluationOptions(trials=2, test_windows_per_condition=10)
     candidates = [artifact_factory(seed=31), artifact_factory(seed=32)]
     scores = {a: evaluate_artifact(a, options).headline() for a in candidates}
@@ -133,7 +133,7 @@ def test_promotion_validates_the_stored_artifact_first(  # type: ignore[no-untyp
     from faultprint.registry.models import store_artifact
 
     layout = RedisLayout(redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     version = store_artifact(client, layout, artifact_factory(seed=33)).version
     blob = client.get(layout.model_artifact(version))
     client.set(layout.model_artifact(version), blob[:-100])
@@ -149,7 +149,7 @@ async def test_a_candidate_no_replica_can_load_is_withdrawn_and_serving_goes_on(
     from faultprint.registry.models import publish_artifact
 
     layout = RedisLayout(redis_prefix)
-    sync_redis = redis.Redis.from_url(redis_url)
+    sync_redis = connect(redis_url)
     v1 = publish_artifact(sync_redis, layout, artifact_factory(seed=51)).version
     server, target = await start_server(model_source="redis", shadow_sample_rate=1.0)
     narrow = publish_artifact(sync_redis, layout, artifact_factory(seed=52, features=100), promote_it=False)
@@ -172,7 +172,7 @@ def test_publishing_scores_every_registered_evaluation_set_and_refuses_a_changed
     from faultprint.trainer.publishing import transfer_figure
 
     layout = RedisLayout(redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     rows = tmp_path / "operator.parquet"
     assert trainer_main(["simulate", "--out", str(rows), "--networks", "island-apac", "--nodes", "2",
                          "--days", "2", "--faults-per-day", "10"]) == 0  # fmt: skip

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
 from benchmarks.launcher import ROOT
 from faultprint.client.client import AsyncFaultprintClient
 from faultprint.encoder.artifact import METADATA_FILE, pack_artifact, read_metadata, sha256_hex
+from faultprint.registry.connection import connect
 from faultprint.registry.layout import RedisLayout
 from faultprint.registry.models import promote, publish_artifact, store_artifact
 from faultprint.registry.signing import (
@@ -58,7 +58,7 @@ async def test_a_signed_version_serves_and_unsigned_or_untrusted_ones_are_reject
 ) -> None:
     caplog.set_level(logging.INFO)
     layout = RedisLayout(redis_prefix)
-    sync_redis = redis.Redis.from_url(redis_url)
+    sync_redis = connect(redis_url)
     signing_key = load_private_key(keys.private)
     v1 = publish_artifact(sync_redis, layout, artifact_factory(seed=31), signing_key=signing_key).version
     server, target = await start_server(model_source="redis", model_trusted_keys=str(keys.public))
@@ -104,12 +104,12 @@ async def test_versions_an_attacker_writes_with_a_bare_redis_client_are_refused(
 ) -> None:
     layout = RedisLayout(redis_prefix)
     signing_key = load_private_key(keys.private)
-    trainer = redis.Redis.from_url(redis_url)
+    trainer = connect(redis_url)
     v1 = publish_artifact(trainer, layout, artifact_factory(seed=41), signing_key=signing_key).version
     signed = store_artifact(trainer, layout, artifact_factory(seed=42), signing_key=signing_key).version
     trainer.close()
     server, target = await start_server(model_source="redis", model_trusted_keys=str(keys.public))
-    attacker = redis.Redis.from_url(redis_url)
+    attacker = connect(redis_url)
     async with AsyncFaultprintClient(target) as client:
         await client.create_reference_case(NET, "normal", [windows("normal", 1)[0]])
         # Another model packed under a signed version's name, its sha256 rewritten to match.
@@ -156,7 +156,7 @@ async def test_without_trusted_keys_nothing_is_checked_and_start_up_warns_once( 
     start_server, artifact_factory, redis_url, redis_prefix, caplog
 ) -> None:
     caplog.set_level(logging.WARNING)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     unsigned = publish_artifact(client, RedisLayout(redis_prefix), artifact_factory(seed=51)).version
     client.close()
     server, _ = await start_server(model_source="redis")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from benchmarks.launcher import ROOT, ServerProcess, registered_workers
 from faultprint.client import FaultprintClient
+from faultprint.registry.connection import connect
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def _classify_over_own_connections(target: str, window: np.ndarray, probes: int)
 def test_workers_share_one_port_and_a_killed_worker_is_replaced(
     artifact: Path, redis_url: str, redis_prefix: str, windows: Callable[..., np.ndarray], tmp_path: Path
 ) -> None:
-    store = redis.Redis.from_url(redis_url)
+    store = connect(redis_url)
     flags = {"model-source": artifact, "workers": 2, **_FAST_START}
     with (
         (tmp_path / "server.log").open("w") as log,
