@@ -137,7 +137,17 @@ class FaultprintServer:
 
 
 async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int]:
-    """Builds and starts a replica; returns it and the port it is bound to."""
+    """Builds and starts a replica; returns it and the port it is bound to. A replica that cannot
+    start leaves no Redis connection open."""
+    client = await _redis_client(settings)
+    try:
+        return await _start(settings, client)
+    except BaseException:
+        await client.aclose()
+        raise
+
+
+async def _start(settings: ServerSettings, client: AsyncRedis) -> tuple[FaultprintServer, int]:
     security = settings.security
     interceptors = _access(security)
     try:
@@ -147,8 +157,6 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     telemetry_setup.configure(settings.telemetry_exporter, settings.metrics_address)
     telemetry = ServerTelemetry.create()
     layout = RedisLayout(settings.redis_prefix)
-    client = await _redis_client(settings)
-    await _warn_of_legacy_keys(client, settings.redis_prefix)
     origin = uuid.uuid4().hex
     store = ReferenceStore(client, layout, origin)
     options = settings.batching
@@ -249,6 +257,7 @@ async def create_server(settings: ServerSettings) -> tuple[FaultprintServer, int
     server.sync.start()
     loop_lag.start()
     server.outbox_sweep.start()
+    await _warn_of_legacy_keys(client, settings.redis_prefix)
     log.info(
         "faultprint server listening on port %d (%s; model source: %s)",
         port, "mutual TLS" if security.tls_client_ca_file else "TLS" if security.tls else "plaintext",

@@ -127,7 +127,8 @@ async def test_onset_and_abated_reach_the_topic_in_order_paired_and_as_documente
     assert abated["closedLoopAlarmEnd"] == 190 * 60 * 1_000_000
     assert first["additionalEventParams"]["faultprint.departures"] == "code_register_504=+31.5"
     assert topic.requests == 4 + 3, "each refusal was retried"
-    assert server.onap.published == 4 and server.onap.dead_letters == 0
+    await eventually(lambda: server.onap.published == 4)  # counted once the topic's answer is read
+    assert server.onap.dead_letters == 0
 
 
 async def test_an_event_the_topic_keeps_refusing_is_set_aside_and_the_rest_go_on(

@@ -1,4 +1,5 @@
-"""Clients spread over replicas (a list of addresses, a DNS name) and servers send them on after a while."""
+"""Clients spread over replicas (a list of addresses, a DNS name) and servers send them on after a while;
+replicas behind one client share one Redis (or Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import grpc
 import pytest
 
 from faultprint.client.client import AsyncFaultprintClient
+from faultprint.registry.connection import connect
+from faultprint.registry.layout import RedisLayout
+from faultprint.registry.models import publish_artifact
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +33,27 @@ async def test_a_client_of_three_replicas_spreads_its_calls_and_survives_one_sto
         await stopped.stop()
         after = [(await client.embed(window))[1] for _ in range(20)]
     assert set(after) == versions - {stopped.host.current.version}
+
+
+async def test_three_replicas_behind_one_client_share_what_it_enrols_through_any_of_them(
+    start_server, artifact, redis_url, redis_prefix, windows
+) -> None:  # type: ignore[no-untyped-def]
+    with connect(redis_url) as registry:
+        publish_artifact(registry, RedisLayout(redis_prefix), artifact)
+    replicas = [await start_server() for _ in range(3)]  # each serves the registry's stable version
+    networks = ("net-1", "net-2", "net-3")
+    labels = ("normal", "hss_unreachable")
+    examples = {(n, label): windows(label, 1, seed=i)[0] for i, n in enumerate(networks) for label in labels}
+    async with AsyncFaultprintClient(",".join(address for _, address in replicas)) as spread:
+        for (network, label), window in examples.items():  # six enrolments over three replicas
+            await spread.create_reference_case(network, label, [window], case_id=label)
+        await eventually(lambda: all(server.host.holdings() == (3, 6) for server, _ in replicas))
+        for _, address in replicas:
+            async with AsyncFaultprintClient(address) as one:
+                for (network, label), window in examples.items():
+                    assert (await one.classify(network, "pcscf-1", window)).label == label
+        await spread.delete_reference_case("net-2", "hss_unreachable")
+        await eventually(lambda: all(server.host.holdings() == (3, 5) for server, _ in replicas))
 
 
 async def test_a_dns_target_reaches_the_replicas_its_name_resolves_to(
