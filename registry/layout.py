@@ -15,6 +15,7 @@ The deployment's keys:
   {P}:incidents:onap                hash: the ONAP publisher's cursor, lease and dead-letter count
   {P}:incidents:onap:dead           stream of events the ONAP topic kept refusing
   {P}:outboxes                      set of networks whose outbox may hold events to relay
+  {P}:outboxes:relayed              hash network -> the id of the newest outbox entry relayed
   {P}:model:{version}:artifact      the packed model artifact
   {P}:model:{version}:meta          hash: metadata JSON, sha256, signature and signing key id, publish
                                     time, rollout state and reason
@@ -132,6 +133,11 @@ class RedisLayout:
     @property
     def onap_dead_letters(self) -> str:
         return f"{self._deployment}:incidents:onap:dead"
+
+    @property
+    def relayed(self) -> str:
+        """Per network, the newest outbox entry copied to the deployment's streams."""
+        return f"{self._deployment}:outboxes:relayed"
 
     def model_artifact(self, version: str) -> str:
         return f"{self._deployment}:model:{version}:artifact"

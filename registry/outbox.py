@@ -6,9 +6,11 @@ its event are written together or not at all. The writer then relays the outbox:
 takes the lease of the network's relay, copies the entries in order to the deployment's
 streams ({P}:events, {P}:incidents), and deletes them from the outbox. Every replica
 also sweeps the outboxes of all networks now and then, so entries a crashed writer left
-are relayed by another. Delivery is at least once: a relayer killed between the copy and
-the delete leaves entries that the next relay copies again (consumers tell them apart by
-the event's identity: the case id, the incident id and kind).
+are relayed by another. The copy is one script in the deployment's slot that also
+records, per network, the newest outbox entry copied ({P}:outboxes:relayed), and skips
+entries up to it: a relayer killed between the copy and the delete leaves entries that
+the next relay deletes without copying them again. Outbox entry ids only grow (an
+emptied outbox is kept, with its last id), so each event reaches its stream once.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ RELAY_BATCH = 256
 # How long a relayer holds a network's relay, in ms: far above a step's few milliseconds,
 # short enough that entries a crashed relayer left wait little.
 RELAY_LEASE_MS = 5_000
-# Outbox fields that address the entry; the rest are the event's fields.
+# Outbox fields that address the entry (read by _COPY); the rest are the event's fields.
 STREAM_FIELD, MAX_LEN_FIELD = b"stream", b"max_len"
 
 # Lua that network scripts include: appends an event for the deployment stream named
@@ -54,15 +56,49 @@ else
 end
 return entries
 """
-# KEYS: outbox, lease. ARGV: relayer, then the ids relayed. An emptied outbox is deleted
-# (entry ids are times, so later ones still sort after), and its lease with it.
+# KEYS: relayed, events, incidents (the deployment's slot). ARGV: network, then per entry
+# its outbox id, its field count and fields (stream and max_len among them). Copies the
+# entries newer than the network's last copied one; returns how many.
+_COPY = """
+local function newer(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams > bms or (ams == bms and aseq > bseq)
+end
+local last = redis.call('HGET', KEYS[1], ARGV[1]) or '0-0'
+local newest, copied, i = last, 0, 2
+while i <= #ARGV do
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  local stream, max_len, fields = KEYS[3], '0', {}
+  for j = i + 2, i + 1 + n, 2 do
+    local name, value = ARGV[j], ARGV[j + 1]
+    if name == 'stream' then
+      if value == 'events' then stream = KEYS[2] end
+    elseif name == 'max_len' then
+      max_len = value
+    else
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
+  end
+  if newer(id, newest) then
+    redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', unpack(fields))
+    newest, copied = id, copied + 1
+  end
+  i = i + 2 + n
+end
+if newest ~= last then redis.call('HSET', KEYS[1], ARGV[1], newest) end
+return copied
+"""
+# KEYS: outbox, lease. ARGV: relayer, then the ids relayed. The outbox stays when emptied,
+# so that its next entry id is larger than every one relayed; its lease goes. Returns the
+# entries left.
 _DONE = """
 redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
-if redis.call('XLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1])
-  if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-end
-return 1
+local left = redis.call('XLEN', KEYS[1])
+if left == 0 and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return left
 """
 
 Entry = tuple[bytes, list[bytes]]
@@ -82,7 +118,7 @@ class Outbox:
         self._relayer = relayer
         self._take = client.register_script(_TAKE)
         self._done = client.register_script(_DONE)
-        self._streams = {b"events": layout.events, b"incidents": layout.incidents}
+        self._copy_script = client.register_script(_COPY)
         self.relayed = 0
 
     async def announce(self, networks: Sequence[str]) -> None:
@@ -101,19 +137,20 @@ class Outbox:
             if not taken:
                 return copied
             entries = [(cast(bytes, entry_id), cast(list[bytes], fields)) for entry_id, fields in taken]
-            await self._copy(entries)
-            await self._done(keys=keys, args=[self._relayer, *(entry_id for entry_id, _ in entries)])
-            copied += len(entries)
-            self.relayed += len(entries)
+            fresh = await self._copy(network, entries)
+            left = await self._done(keys=keys, args=[self._relayer, *(entry_id for entry_id, _ in entries)])
+            copied += fresh
+            self.relayed += fresh
+            if not left:
+                return copied
 
-    async def _copy(self, entries: Sequence[Entry]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for _entry_id, flat in entries:
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            stream = self._streams[fields.pop(STREAM_FIELD)]
-            max_len = int(fields.pop(MAX_LEN_FIELD))
-            pipe.xadd(stream, cast(Any, fields), maxlen=max_len, approximate=True)
-        await pipe.execute()
+    async def _copy(self, network: str, entries: Sequence[Entry]) -> int:
+        """Copies the entries to the deployment's streams, but none copied before; returns how many."""
+        args: list[Any] = [network]
+        for entry_id, flat in entries:
+            args += [entry_id, len(flat), *flat]
+        lay = self._layout
+        return int(await self._copy_script(keys=[lay.relayed, lay.events, lay.incidents], args=args))
 
     async def sweep(self) -> int:
         """Relays every announced network's outbox that holds entries; returns the entries copied."""

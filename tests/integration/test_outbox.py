@@ -1,5 +1,5 @@
 """Events reach the deployment's streams through network outboxes: relayed at once, after a writer
-died, in order, and under one relayer at a time; on a single Redis and on a Redis Cluster."""
+died, in order, once, and under one relayer at a time; on a single Redis and on a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -91,6 +91,32 @@ async def test_an_outbox_another_relayer_holds_is_left_to_it_until_its_lease_end
         assert [f[b"id"] for _, f in await client.xrange(layout.incidents)] == [
             f"i-{i}".encode() for i in range(5)
         ]
-        assert not await client.exists(layout.relay_lease("net-b"), layout.outbox("net-b"))
+        assert not await client.exists(layout.relay_lease("net-b"))
+        assert await client.xlen(layout.outbox("net-b")) == 0
+    finally:
+        await client.aclose()
+
+
+async def test_a_relayer_killed_between_copy_and_delete_leaves_nothing_copied_twice(
+    redis_url, redis_prefix
+) -> None:  # type: ignore[no-untyped-def]
+    client = await connect_async(redis_url)
+    layout = RedisLayout(redis_prefix)
+    try:
+        for seq in range(4):
+            await client.xadd(layout.outbox("net-c"), _event(seq, "net-c"))
+        taken = await client.xrange(layout.outbox("net-c"), count=3)
+        dead = Outbox(client, layout, "dead-relayer")
+        # It copied the first three, then died before deleting them from the outbox.
+        assert await dead._copy("net-c", [(i, [x for kv in f.items() for x in kv]) for i, f in taken]) == 3
+        await client.xadd(layout.outbox("net-c"), _event(4, "net-c"))
+        assert await Outbox(client, layout, "next-relayer").relay("net-c") == 2
+        assert [f[b"id"] for _, f in await client.xrange(layout.incidents)] == [
+            f"i-{i}".encode() for i in range(5)
+        ]
+        assert await client.xlen(layout.outbox("net-c")) == 0
+        await client.xadd(layout.outbox("net-c"), _event(5, "net-c"))  # an emptied outbox's ids go on growing
+        assert await Outbox(client, layout, "next-relayer").relay("net-c") == 1
+        assert await client.xlen(layout.incidents) == 6
     finally:
         await client.aclose()
