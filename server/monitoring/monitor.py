@@ -514,15 +514,30 @@ class NodeMonitor:
         for key in dirty:
             life = self.conditions.get(key)
             slot = windows.slot(key)
-            positions = sorted(rows.get(key, ()))
+            frontier = self.frontier(key, slot)
+            positions = self._settled_rows(key, slot, frontier, sorted(rows.get(key, ())))
             ring = windows.ring_rows(slot, positions) if slot is not None else []
             write = NodeWrite(
                 key[0], key[1], life.last_minute if life else -1, life.to_dict() if life else {},
-                frontier=self.frontier(key, slot),
+                frontier=frontier,
             )  # fmt: skip
             write.rows = [(p * windows.row_bytes, row) for p, row in zip(positions, ring, strict=True)]
             writes.append(write)
         return writes
+
+    def _settled_rows(self, key: NodeKey, slot: int | None, frontier: int, positions: list[int]) -> list[int]:
+        """The ring positions whose minute is settled (up to the frontier); the others wait for a
+        later flush. A row past the frontier would overwrite, in Redis, the row an hour older that
+        the windows of its still unsettled minutes need, so a replica resuming the node could not
+        diagnose the minutes its probe resends."""
+        if slot is None or not positions:
+            return positions
+        minutes = self._windows().row_minutes(slot, positions)
+        held = [p for p, minute in zip(positions, minutes, strict=True) if minute > frontier]
+        if not held:
+            return positions
+        self._dirty_rows.setdefault(key, set()).update(held)
+        return [p for p, minute in zip(positions, minutes, strict=True) if minute <= frontier]
 
     async def _event_write(self, key: NodeKey, event: _Event) -> EventWrite:
         kind, event_type = _EVENT_TYPES[event.kind]

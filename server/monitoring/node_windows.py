@@ -169,6 +169,11 @@ class NodeWindows:
         positions = wanted % self.steps
         return values[positions][minutes[positions] == wanted]
 
+    def row_minutes(self, slot: int, positions: list[int]) -> list[int]:
+        """The minute each ring row at positions holds."""
+        minutes, _, _ = self._at(slot)
+        return [int(minutes[p]) for p in positions]
+
     def ring_rows(self, slot: int, positions: list[int]) -> list[bytes]:
         """The ring rows at positions, as Redis keeps them."""
         minutes, values, _ = self._at(slot)

@@ -34,6 +34,15 @@ def baseline_artifact(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
+def slow_baseline_artifact(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """One window takes the encoder about a tenth of a second or more on two cores."""
+    from tests.conftest import make_artifact
+
+    return make_artifact(tmp_path_factory.mktemp("slow-stream-model"), seed=74, network_baseline=True,
+                         lstm_units=768)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
 def traffic() -> dict[str, np.ndarray]:
     """A normal day to enrol, and the streamed span with its fault."""
     profile = PROFILES["metro-eu"]
@@ -160,6 +169,41 @@ async def test_another_replica_resumes_a_node_from_redis_without_waiting_an_hour
         await call.done_writing()
         condition = await client.node_condition(NET, "pcscf-4")
     assert condition.last_minute == START + 70 and len(condition.recent_labels) > 0
+
+
+async def test_redis_holds_only_settled_rows_so_a_resuming_replica_can_diagnose_what_is_resent(
+    start_server, slow_baseline_artifact, traffic, redis_url, redis_prefix
+) -> None:  # type: ignore[no-untyped-def]
+    # A slow encoder, one window a batch: flushes run while minutes 60-69 are still in the encoder.
+    _first, first_target = await start_server(model_source=str(slow_baseline_artifact), max_batch_size=1,
+                                               node_flush_interval_s=0.05)  # fmt: skip
+    _second, second_target = await start_server(model_source=str(slow_baseline_artifact))
+    rows = traffic["streamed"]
+    layout = RedisLayout(redis_prefix)
+    store = connect(redis_url)
+    async with AsyncFaultprintClient(first_target) as client:
+        await _enrol(client, traffic)
+        call = client.stream_minutes()
+        await _send(call, 1, "pcscf-5", list(range(START, START + 60)), rows[:60])  # minute 59 diagnosed
+        await call.write(
+            minutes_request(2, NET, ["pcscf-5"] * 10, list(range(START + 60, START + 70)), rows[60:70])
+        )
+        await asyncio.sleep(0.15)  # flushes while minutes 60-69 wait for their batches
+        with store.pipeline(transaction=True) as pipe:  # one slot: the ring and its frontier together
+            pipe.get(layout.node_window(NET, "pcscf-5"))
+            pipe.hget(layout.node_condition(NET, "pcscf-5"), "frontier")
+            ring, frontier = pipe.execute()
+        call.cancel()  # the replica is lost before it answers: the probe resends minutes 60-69
+    held = np.frombuffer(ring, [("minute", "<i8"), ("values", "<f4", (rows.shape[1],))])["minute"]
+    assert int(frontier) < START + 69, "read while minutes were still in the encoder"
+    assert held.max() <= int(frontier), "no unsettled row overwrote the hour before it"
+    async with AsyncFaultprintClient(second_target) as client:
+        call = client.stream_minutes()
+        resent = await _send(call, 1, "pcscf-5", list(range(START + 60, START + 70)), rows[60:70])
+        await call.done_writing()
+    assert resent.accepted + resent.duplicates == 10 and resent.accepted >= 1
+    assert (resent.diagnosed, resent.not_diagnosed) == (resent.accepted, 0)
+    store.close()
 
 
 async def test_a_fault_raises_one_incident_cleared_when_the_node_is_back_watched_listed_and_acknowledged(
