@@ -161,9 +161,13 @@ def _keys(layout: RedisLayout) -> list[str]:
     return [layout.serving_version, layout.candidate_version, layout.history, layout.events]
 
 
-def _pointer_reads(layout: RedisLayout) -> tuple[tuple[str, str], ...]:
-    """The commands that read what a rollout move's metadata keys depend on."""
-    return (("GET", layout.serving_version), ("GET", layout.candidate_version), ("LINDEX", layout.history))
+def _queue_pointer_reads(pipe: Any, layout: RedisLayout) -> Any:
+    """Queues on pipe (sync or asyncio) the reads a rollout move's metadata keys depend on: the
+    serving and candidate versions and the last in history."""
+    pipe.get(layout.serving_version)
+    pipe.get(layout.candidate_version)
+    pipe.lindex(layout.history, 0)
+    return pipe
 
 
 def _move_input(layout: RedisLayout, pointed: list[Any], version: str, args: tuple[str | float, ...]
@@ -176,20 +180,6 @@ def _move_input(layout: RedisLayout, pointed: list[Any], version: str, args: tup
 
 def _text_or_empty(value: object) -> str:
     return "" if value is None else _text(value)
-
-
-def _read_pointers(client: SyncRedis, layout: RedisLayout) -> list[Any]:
-    pipe = client.pipeline(transaction=False)
-    for command, key in _pointer_reads(layout):
-        pipe.execute_command(command, key, *((0,) if command == "LINDEX" else ()))
-    return pipe.execute()
-
-
-async def _read_pointers_async(client: AsyncRedis, layout: RedisLayout) -> list[Any]:
-    pipe = client.pipeline(transaction=False)
-    for command, key in _pointer_reads(layout):
-        pipe.execute_command(command, key, *((0,) if command == "LINDEX" else ()))
-    return await pipe.execute()
 
 
 def store_artifact(client: SyncRedis, layout: RedisLayout, artifact_dir: Path,
@@ -264,7 +254,9 @@ def _run(client: SyncRedis, script: str, layout: RedisLayout, version: str,
     """Runs a rollout move of version; reads the pointers again while a concurrent move changes them."""
     run = client.register_script(script)
     for _ in range(_MOVE_ATTEMPTS):
-        keys, argv = _move_input(layout, _read_pointers(client, layout), version, args)
+        keys, argv = _move_input(
+            layout, _queue_pointer_reads(client.pipeline(transaction=False), layout).execute(), version, args
+        )
         try:
             reply = [_text(v) for v in run(keys=keys, args=argv)]
         except redis.exceptions.ResponseError as exc:
@@ -278,7 +270,12 @@ async def _run_async(client: AsyncRedis, script: str, layout: RedisLayout, versi
                      *args: str | float) -> list[str]:  # fmt: skip
     run = client.register_script(script)
     for _ in range(_MOVE_ATTEMPTS):
-        keys, argv = _move_input(layout, await _read_pointers_async(client, layout), version, args)
+        keys, argv = _move_input(
+            layout,
+            await _queue_pointer_reads(client.pipeline(transaction=False), layout).execute(),
+            version,
+            args,
+        )
         reply = [_text(v) for v in await run(keys=keys, args=argv)]
         if reply[0] != "retry":
             return reply
