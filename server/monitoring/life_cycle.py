@@ -5,19 +5,26 @@ for an hour after it ends. So, per node, from one diagnosis a minute:
 
 - raise: a fault (or unknown) label holds at least raise_minutes of the last
   of_last_minutes minutes, and the node's newest minutes depart from the network's normal
-  by raise_departure on the statistics that explain it (its *signature*: those departing
-  most, in units of each one's normal range, traffic/baseline.py). A window that still
-  holds a fault which has ended raises nothing, nor does traffic a diagnosis mistakes
-  for a fault while every statistic stays within its normal range;
+  (in units of each statistic's normal range, traffic/baseline.py): the raise_statistics
+  statistics departing most do so by raise_departure on average, or one statistic has
+  departed by raise_departure in each of the last raise_persistent_minutes minutes. A
+  window that still holds a fault which has ended raises nothing, nor does traffic a
+  diagnosis mistakes for a fault while the statistics stay within their normal range,
+  nor one sparse count that ticks once (healthy traffic does that). The statistics
+  departing most form the incident's *signature*;
 - clear: clear_minutes minutes in a row diagnosed normal, or signature_clear_minutes in a
-  row with every signature statistic back within clear_departure (by the clock: a minute
+  row with every signature statistic back within clear_departure, or within
+  clear_share_of_peak of the most it departed while raised (a decaying fault, such as a
+  registration storm, is over long before its sparsest counts stop; by the clock: a minute
   without a diagnosis does not break the run, a silence over MAX_SILENT_MINUTES does); The
   window's diagnosis lags the traffic by up to an hour; the signature does not;
 - change: while raised, another fault diagnosed in every one of the last of_last_minutes
   minutes (raise_minutes at least) ends the incident and raises a new one;
 - after a clear by signature, the same label is not raised again until it has not been
   diagnosed for of_last_minutes (the window no longer holds the ended fault) or its
-  signature departs again by reraise_departure.
+  signature departs again by reraise_departure, and by reraise_share_of_peak of its peak,
+  for reraise_minutes minutes in a row (the tail of a fault, or a flare of a fault easing
+  off within its hour, is not a new incident).
 
 Pure logic over numbers: the monitor feeds it and turns its transitions into events.
 """
@@ -43,8 +50,9 @@ MAX_SILENT_MINUTES = 5
 class LifeCycleOptions:
     """When incidents are raised and cleared (server settings incident_*).
 
-    The defaults scored best over a grid replayed on every minute of simulated networks
-    never trained on and of the foreign operators' traffic (benchmarks/life_cycle_tuning.py,
+    The defaults were measured by replaying the life cycle over every minute of the incident
+    scenario's simulated networks (never trained on) and of the foreign operators' traffic;
+    moving any one of them on its own does no better on both (benchmarks/life_cycle_tuning.py,
     benchmarks/results/life-cycle-tuning.md)."""
 
     # A fault or unknown label is raised when it is diagnosed in at least this many of
@@ -59,15 +67,29 @@ class LifeCycleOptions:
     signature_clear_minutes: int = 3
     # Statistics that form an incident's signature (those departing most from normal).
     signature_statistics: int = 5
-    # An incident is raised only while a signature statistic departs at least this much from
-    # the network's normal, in units of its normal range (1: as far as the 99th percentile of
-    # normal minutes). 0 turns signatures off: raise and clear on the diagnoses alone.
-    raise_departure: float = 3.0
-    # A signature statistic within this departure is back to normal.
+    # An incident is raised only while the incident_raise_statistics statistics departing most
+    # from the network's normal depart at least this much on average, in units of their normal
+    # range (1: as far as the 99th percentile of normal minutes). 0 turns signatures off: raise
+    # and clear on the diagnoses alone.
+    raise_departure: float = 2.0
+    # The statistics averaged for incident_raise_departure: one sparse count ticking once departs
+    # by 2-3 units in healthy traffic, a fault moves several statistics.
+    raise_statistics: int = 5
+    # ... or raised while one statistic has departed by incident_raise_departure in each of this
+    # many minutes in a row (a code a healthy node never answers, appearing steadily on a quiet
+    # node; one tick departs for departure_minutes only). 0: never on one statistic alone.
+    raise_persistent_minutes: int = 8
+    # A signature statistic within this departure is back to normal...
     clear_departure: float = 1.5
+    # ... as is one within this share of the most it departed while the incident was raised.
+    clear_share_of_peak: float = 0.2
     # After a clear by signature, the same label is raised again (while the window still
-    # holds the ended fault) only when a signature statistic departs this much.
-    reraise_departure: float = 3.0
+    # holds the ended fault) only when a signature statistic departs this much...
+    reraise_departure: float = 4.0
+    # ... and this share of the most it departed while the cleared incident was raised...
+    reraise_share_of_peak: float = 0.5
+    # ... in this many minutes in a row.
+    reraise_minutes: int = 3
 
     def __post_init__(self) -> None:
         if not 1 <= self.raise_minutes <= self.of_last_minutes:
@@ -80,11 +102,23 @@ class LifeCycleOptions:
                 "incident departures must rise (0 <= clear <= raise <= reraise_departure), "
                 f"got {self.clear_departure}, {self.raise_departure} and {self.reraise_departure}"
             )
-        if min(self.clear_minutes, self.signature_clear_minutes, self.signature_statistics) < 1:
+        if self.raise_persistent_minutes < 0:
             raise ValueError(
-                "incident_clear_minutes, incident_signature_clear_minutes and incident_signature_statistics "
-                f"must be at least 1, got {self.clear_minutes}, {self.signature_clear_minutes} and "
-                f"{self.signature_statistics}"
+                f"incident_raise_persistent_minutes must be at least 0, got {self.raise_persistent_minutes}"
+            )
+        counts = ("clear_minutes", "signature_clear_minutes", "signature_statistics", "reraise_minutes")
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise ValueError(f"incident_{name} must be at least 1, got {getattr(self, name)}")
+        if not (0 <= self.clear_share_of_peak < 1 and 0 <= self.reraise_share_of_peak <= 1):
+            raise ValueError(
+                "incident_clear_share_of_peak must be in [0, 1) and incident_reraise_share_of_peak in "
+                f"[0, 1], got {self.clear_share_of_peak} and {self.reraise_share_of_peak}"
+            )
+        if not 1 <= self.raise_statistics <= self.signature_statistics:
+            raise ValueError(
+                f"incident_raise_statistics ({self.raise_statistics}) must be between 1 and "
+                f"incident_signature_statistics ({self.signature_statistics})"
             )
 
 
@@ -120,6 +154,8 @@ class OpenIncident:
     # Column indices of the signature, and their departures over the newest minutes when raised.
     signature: list[int] = field(default_factory=list)
     departures: list[float] = field(default_factory=list)
+    # The most each signature statistic departed (absolute) while raised.
+    peaks: list[float] = field(default_factory=list)
     # [column, departure] pairs where the node departs most from the matched case (filled
     # when the onset is written).
     reference: list[list[float]] = field(default_factory=list)
@@ -153,11 +189,18 @@ class NodeLifeCycle:
     # A label cleared by its signature while its diagnoses still held it, and that signature.
     suppressed: str = ""
     suppressed_signature: list[int] = field(default_factory=list)
+    # The most each of that signature's statistics departed while it was raised.
+    suppressed_peaks: list[float] = field(default_factory=list)
     # The last minute the suppressed label was diagnosed: the suppression lifts once
     # of_last_minutes pass without it.
     suppressed_seen: int = -1
     # The minute the current condition (normal or the incident) began.
     since_minute: int = -1
+    # Minutes in a row the suppressed label was held with its signature departing by
+    # reraise_departure.
+    reraise_run: int = 0
+    # Per statistic departing by raise_departure this minute, the minutes in a row it has.
+    departing_runs: dict[int, int] = field(default_factory=dict)
 
     def observe(
         self, diagnosis: MinuteDiagnosis, departure: np.ndarray | None, options: LifeCycleOptions,
@@ -182,6 +225,10 @@ class NodeLifeCycle:
         if self.suppressed and diagnosis.label == self.suppressed:
             self.suppressed_seen = diagnosis.minute
         signatures = departure is not None and options.raise_departure > 0
+        if options.raise_persistent_minutes:
+            self._count_departing(
+                departure if signatures else None, options, diagnosis.minute - previous == 1
+            )
         held = self._held(options.raise_minutes)
         transitions: list[Transition] = []
         if self.incident is not None:
@@ -213,8 +260,12 @@ class NodeLifeCycle:
         back = diagnosis.label == NORMAL
         by_signature = False
         if not back and departure is not None and incident.signature:
-            by_signature = bool(np.all(np.abs(departure[incident.signature]) < options.clear_departure))
-            back = by_signature
+            now = np.abs(departure[incident.signature])
+            peaks = np.maximum(incident.peaks or now, now)
+            incident.peaks = peaks.tolist()
+            back = by_signature = bool(
+                np.all(now < np.maximum(options.clear_departure, options.clear_share_of_peak * peaks))
+            )
         if not back:
             incident.first_normal_minute, incident.run_by_signature = -1, False
             return []
@@ -240,26 +291,37 @@ class NodeLifeCycle:
             self.recent.popleft()
         self.suppressed = incident.label if suppress else ""
         self.suppressed_signature = list(incident.signature) if suppress else []
+        self.suppressed_peaks = list(incident.peaks) if suppress else []
         self.suppressed_seen = self.last_minute
+        self.reraise_run = 0
         return Transition("abated", incident, end_minute)
 
     def _raise(
         self, held: str, departure: np.ndarray | None, options: LifeCycleOptions, model_version: str
     ) -> Transition | None:
         if self.suppressed and self.last_minute - self.suppressed_seen >= self.of_last_minutes:
-            self.suppressed, self.suppressed_signature = "", []
+            self.suppressed, self.suppressed_signature, self.suppressed_peaks = "", [], []
+        if not held or held != self.suppressed:
+            self.reraise_run = 0
         if not held:
             return None
-        if held == self.suppressed and (
-            departure is None or not _departs(departure, self.suppressed_signature, options.reraise_departure)
-        ):
-            return None  # the window still holds the fault its signature showed over
+        if held == self.suppressed:
+            departs = departure is not None and self._flares(departure, options)
+            self.reraise_run = self.reraise_run + 1 if departs else 0
+            if self.reraise_run < options.reraise_minutes:
+                return None  # the window still holds the fault its signature showed over
         signature: list[int] = []
         if departure is not None:
             signature = largest(departure, options.signature_statistics)
-            if not _departs(departure, signature, options.raise_departure):
+            persistent = options.raise_persistent_minutes and (
+                max(self.departing_runs.values(), default=0) >= options.raise_persistent_minutes
+            )
+            if (
+                strength(departure, signature[: options.raise_statistics]) < options.raise_departure
+                and not persistent
+            ):
                 return None  # the window holds a fault the newest minutes no longer show
-        self.suppressed, self.suppressed_signature = "", []
+        self.suppressed, self.suppressed_signature, self.suppressed_peaks, self.reraise_run = "", [], [], 0
         supporting = [d for d in self.recent if d.label == held]
         margins = [d.margin for d in supporting if d.margin is not None]
         cases = Counter(d.case_id for d in supporting)
@@ -270,10 +332,33 @@ class NodeLifeCycle:
             margin=float(np.mean(margins)) if margins else None, case_id=cases.most_common(1)[0][0],
             signature=signature,
             departures=[float(departure[c]) for c in signature] if departure is not None else [],
+            peaks=[abs(float(departure[c])) for c in signature] if departure is not None else [],
         )  # fmt: skip
         self.incident = incident
         self.since_minute = start
         return Transition("onset", incident)
+
+    def _count_departing(
+        self, departure: np.ndarray | None, options: LifeCycleOptions, next_minute: bool
+    ) -> None:
+        """Counts, per statistic, the minutes in a row it departs by raise_departure (a skipped
+        minute starts every count again)."""
+        if departure is None:
+            self.departing_runs = {}
+            return
+        runs = self.departing_runs if next_minute else {}
+        columns = np.flatnonzero(np.abs(departure) >= options.raise_departure).tolist()
+        self.departing_runs = {c: runs.get(c, 0) + 1 for c in columns}
+
+    def _flares(self, departure: np.ndarray, options: LifeCycleOptions) -> bool:
+        """Whether a statistic of the suppressed signature departs by reraise_departure and by
+        reraise_share_of_peak of its peak."""
+        columns = self.suppressed_signature
+        if not columns:
+            return False
+        peaks = np.asarray(self.suppressed_peaks or np.zeros(len(columns)), dtype=np.float64)
+        needed = np.maximum(options.reraise_departure, options.reraise_share_of_peak * peaks)
+        return bool(np.any(np.abs(departure[columns]) >= needed))
 
     def _holds_alone(self, label: str, raise_minutes: int) -> bool:
         """Whether label is every diagnosis of the recent minutes, raise_minutes of them at least:
@@ -296,8 +381,11 @@ class NodeLifeCycle:
             "incident": asdict(self.incident) if self.incident else None,
             "suppressed": self.suppressed,
             "suppressed_signature": self.suppressed_signature,
+            "suppressed_peaks": self.suppressed_peaks,
             "suppressed_seen": self.suppressed_seen,
             "since_minute": self.since_minute,
+            "reraise_run": self.reraise_run,
+            "departing_runs": {str(c): run for c, run in self.departing_runs.items()},
         }
 
     @classmethod
@@ -309,8 +397,10 @@ class NodeLifeCycle:
         incident = OpenIncident(**state["incident"]) if state.get("incident") else None
         return cls(
             of_last_minutes, state["last_minute"], recent, incident, state.get("suppressed", ""),
-            list(state.get("suppressed_signature", [])), state.get("suppressed_seen", -1),
-            state.get("since_minute", -1),
+            list(state.get("suppressed_signature", [])), list(state.get("suppressed_peaks", [])),
+            state.get("suppressed_seen", -1),
+            state.get("since_minute", -1), state.get("reraise_run", 0),
+            {int(c): int(run) for c, run in state.get("departing_runs", {}).items()},
         )  # fmt: skip
 
 
@@ -320,5 +410,6 @@ def largest(departure: np.ndarray, count: int) -> list[int]:
     return [int(c) for c in order]
 
 
-def _departs(departure: np.ndarray, columns: list[int], threshold: float) -> bool:
-    return bool(columns) and bool(np.any(np.abs(departure[columns]) >= threshold))
+def strength(departure: np.ndarray, columns: list[int]) -> float:
+    """The mean absolute departure of columns (0 for none)."""
+    return float(np.mean(np.abs(departure[columns]))) if columns else 0.0

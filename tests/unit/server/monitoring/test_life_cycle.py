@@ -5,7 +5,7 @@ from JSON."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -29,14 +29,22 @@ T0 = 28_000_000
 
 # Diagnoses alone: signatures off (no departures are given).
 PLAIN = LifeCycleOptions(raise_minutes=4, of_last_minutes=6, clear_minutes=5)
-# With signatures: the three statistics departing most; raised while one departs 2 units, back to
-# normal within 1, raised again after a clear by signature at 4. Cleared by 3 minutes diagnosed
-# normal, or by 7 with the signature back while the diagnoses still name the fault. Every value
-# is set here, so that re-tuned defaults do not change what these tests check.
+# With signatures: the three statistics departing most; raised while the one departing most does
+# so by 2 units, back to normal within 1 (whatever the peak), raised again after a clear by
+# signature at 4 (in one minute, whatever the peak). Cleared by 3 minutes diagnosed normal, or
+# by 7 with the signature back while the diagnoses still name the fault. Every value is set
+# here, so that re-tuned defaults do not change what these tests check.
 SIGNED = LifeCycleOptions(
     raise_minutes=4, of_last_minutes=6, clear_minutes=3, signature_clear_minutes=7, signature_statistics=3,
-    raise_departure=2.0, clear_departure=1.0, reraise_departure=4.0,
+    raise_departure=2.0, raise_statistics=1, raise_persistent_minutes=0, clear_departure=1.0, clear_share_of_peak=0.0,
+    reraise_departure=4.0, reraise_share_of_peak=0.0, reraise_minutes=1,
 )  # fmt: skip
+# As SIGNED, but raised while the two statistics departing most do so by 2 on average, and raised
+# again after a clear by signature only in the second minute in a row departing by 4.
+AVERAGED = replace(SIGNED, raise_statistics=2, reraise_minutes=2)
+# As SIGNED, but a signature statistic is back within a fifth of its peak, and raised again only
+# at half its peak.
+PEAKED = replace(SIGNED, clear_share_of_peak=0.2, reraise_share_of_peak=0.5)
 
 
 def diag(minute: int, label: str, distance: float = 0.5, margin: float | None = 0.25, case: str = "c1"):
@@ -58,6 +66,10 @@ def hot(*columns: tuple[int, float]) -> np.ndarray:
 
 # The fault's signature: columns 20 (-8), 10 (+6) and 30 (+4) depart; 50 is a bystander.
 FAULTY = hot((10, 6.0), (20, -8.0), (30, 4.0))
+# A storm's signature at its height, and its tail: each statistic under a fifth of that height,
+# though above clear_departure (1) and, for column 20, above reraise_departure (4).
+STORM = hot((10, 30.0), (20, -40.0), (30, 20.0))
+TAIL = hot((10, 5.0), (20, -7.0), (30, 3.0))
 
 
 def feed(
@@ -427,6 +439,83 @@ def test_after_a_signature_clear_the_label_is_raised_again_when_its_signature_de
     assert life.suppressed == ""
 
 
+def test_one_statistic_departing_alone_raises_nothing_when_raise_statistics_are_averaged():
+    life = NodeLifeCycle(6)
+    # A sparse count ticks: one statistic at 3, the rest quiet (within 0.8): averaged over the
+    # two departing most, short of 2.
+    assert flat(feed(life, [FAULT] * 6, T0, AVERAGED, [hot((10, 3.0))] * 6)) == []
+    # Two statistics departing by 2.5 and 1.6 average 2.05: raised.
+    [onset] = life.observe(diag(T0 + 6, FAULT), hot((10, 2.5), (20, -1.6)), AVERAGED, VERSION)
+    assert onset.kind == "onset"
+    assert onset.incident.signature[:2] == [10, 20]
+
+
+def test_one_statistic_departing_minute_after_minute_raises_on_its_own():
+    persistent = replace(AVERAGED, raise_persistent_minutes=5)
+    life = NodeLifeCycle(6)
+    # One statistic at 3 (averaged with the next, short of 2) for four minutes: nothing yet.
+    assert flat(feed(life, [FAULT] * 4, T0, persistent, [hot((10, 3.0))] * 4)) == []
+    assert life.departing_runs == {10: 4}
+    [onset] = life.observe(diag(T0 + 4, FAULT), hot((10, 3.0)), persistent, VERSION)
+    assert onset.kind == "onset" and onset.incident.signature[0] == 10
+
+
+def test_a_skipped_minute_or_a_quiet_one_starts_the_persistent_count_again():
+    persistent = replace(AVERAGED, raise_persistent_minutes=5)
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, persistent, [hot((10, 3.0))] * 4)
+    feed(life, [FAULT] * 4, T0 + 5, persistent, [hot((10, 3.0))] * 4)  # T0 + 4 never came
+    assert life.departing_runs == {10: 4} and life.incident is None
+    feed(life, [FAULT], T0 + 9, persistent, [quiet()])
+    assert life.departing_runs == {}
+    # A minute without a baseline (no departures) counts nothing.
+    feed(life, [FAULT] * 3, T0 + 10, persistent, [hot((10, 3.0))] * 3)
+    assert life.departing_runs == {10: 3}
+    feed(life, [FAULT], T0 + 13, persistent, [None])
+    assert life.departing_runs == {}
+
+
+def test_after_a_signature_clear_the_label_is_raised_again_only_after_reraise_minutes_in_a_row():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, AVERAGED, [FAULTY] * 4)
+    feed(life, [FAULT] * 7, T0 + 4, AVERAGED, [quiet()] * 7)  # abated at T0 + 10
+    assert life.suppressed == FAULT
+    # The signature flares for a minute at a time: no new incident.
+    flares = [FAULTY, quiet()] * 4
+    assert flat(feed(life, [FAULT] * 8, T0 + 11, AVERAGED, flares)) == []
+    assert life.reraise_run == 0
+    # Two minutes in a row: raised again.
+    assert flat(feed(life, [FAULT], T0 + 19, AVERAGED, [FAULTY])) == []
+    assert life.reraise_run == 1
+    [onset] = life.observe(diag(T0 + 20, FAULT), FAULTY, AVERAGED, VERSION)
+    assert onset.kind == "onset" and life.suppressed == "" and life.reraise_run == 0
+
+
+def test_a_decaying_fault_clears_by_signature_within_clear_share_of_peak():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 4, T0, PEAKED, [FAULTY] * 4)
+    feed(life, [FAULT] * 3, T0 + 4, PEAKED, [STORM] * 3)
+    assert life.incident is not None and life.incident.peaks == pytest.approx([40.0, 30.0, 20.0])
+    per_minute = feed(life, [FAULT] * 7, T0 + 7, PEAKED, [TAIL] * 7)
+    assert flat(per_minute) == [("abated", FAULT, T0, T0 + 7)]
+    assert per_minute[-1] != []
+    assert life.suppressed_peaks == pytest.approx([40.0, 30.0, 20.0])
+    # Without a share of the peak, the tail holds the incident open.
+    held = NodeLifeCycle(6)
+    feed(held, [FAULT] * 7, T0, SIGNED, [FAULTY] * 4 + [STORM] * 3)
+    assert flat(feed(held, [FAULT] * 7, T0 + 7, SIGNED, [TAIL] * 7)) == []
+
+
+def test_the_tail_of_a_cleared_fault_raises_nothing_below_reraise_share_of_peak():
+    life = NodeLifeCycle(6)
+    feed(life, [FAULT] * 14, T0, PEAKED, [FAULTY] * 4 + [STORM] * 3 + [TAIL] * 7)
+    assert life.incident is None and life.suppressed == FAULT
+    # Column 20 departs by 19: past reraise_departure (4), short of half its peak (20).
+    assert flat(feed(life, [FAULT] * 10, T0 + 14, PEAKED, [hot((20, -19.0))] * 10)) == []
+    [onset] = life.observe(diag(T0 + 24, FAULT), hot((20, -20.0)), PEAKED, VERSION)
+    assert onset.kind == "onset" and life.suppressed_peaks == []
+
+
 def test_suppression_lifts_once_the_diagnoses_return_to_normal():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 4, T0, SIGNED, [FAULTY] * 4)
@@ -499,7 +588,7 @@ EPISODE = (
     + [OTHER] * 6  # OTHER alone for of_last_minutes: change of fault
     + [OTHER] * 7  # signature back to normal: abated by signature, suppressed
     + [OTHER] * 3
-    + [OTHER]  # the signature departs again by reraise_departure: onset
+    + [OTHER] * 2  # the signature departs again by reraise_departure, two minutes in a row: onset
     + [NORMAL] * 5  # abated after clear_minutes
     + [UNKNOWN] * 4  # onset of unknown
 )
@@ -510,9 +599,16 @@ EPISODE_DEPARTURES = (
     + [hot((50, 9.0), (60, 7.0))] * 6
     + [quiet()] * 7
     + [quiet()] * 3
-    + [hot((60, -4.0))]
+    + [hot((60, -4.0))] * 2
     + [hot((60, -4.0))] * 5
     + [hot((70, 3.0))] * 4
+)
+
+
+# The episode's options: SIGNED, raised again after a clear by signature in two minutes in a row,
+# with shares of the peak.
+EPISODIC = replace(
+    SIGNED, reraise_minutes=2, clear_share_of_peak=0.2, reraise_share_of_peak=0.5, raise_persistent_minutes=3
 )
 
 
@@ -527,7 +623,7 @@ def run_episode(restore_at: int | None) -> list[tuple[str, dict, int]]:
     for i, (label, departure) in enumerate(zip(EPISODE, EPISODE_DEPARTURES, strict=True)):
         if i == restore_at:
             life = NodeLifeCycle.from_dict(json.loads(json.dumps(life.to_dict())), 6)
-        seen += record([life.observe(diag(T0 + i, label, 0.1 * i, 0.01 * i, f"c{i % 3}"), departure, SIGNED,
+        seen += record([life.observe(diag(T0 + i, label, 0.1 * i, 0.01 * i, f"c{i % 3}"), departure, EPISODIC,
                                      VERSION)])  # fmt: skip
     return seen
 
@@ -540,7 +636,7 @@ def test_the_episode_exercises_every_kind_of_transition():
         ("onset", OTHER, -1),
         ("abated", OTHER, T0 + 18),
         ("onset", OTHER, -1),
-        ("abated", OTHER, T0 + 29),
+        ("abated", OTHER, T0 + 30),
         ("onset", UNKNOWN, -1),
     ]
 
@@ -595,6 +691,13 @@ def test_default_options_are_valid():
         {"clear_minutes": 0},
         {"signature_clear_minutes": 0},
         {"signature_statistics": 0},
+        {"reraise_minutes": 0},
+        {"raise_persistent_minutes": -1},
+        {"clear_share_of_peak": 1.0},
+        {"clear_share_of_peak": -0.1},
+        {"reraise_share_of_peak": 1.5},
+        {"raise_statistics": 0},
+        {"raise_statistics": 4, "signature_statistics": 3},
         {"clear_departure": -0.5, "raise_departure": 2.0, "reraise_departure": 3.0},
         {"clear_departure": 2.5, "raise_departure": 2.0, "reraise_departure": 3.0},
         {"clear_departure": 1.0, "raise_departure": 3.5, "reraise_departure": 3.0},
