@@ -50,10 +50,9 @@ MAX_SILENT_MINUTES = 5
 class LifeCycleOptions:
     """When incidents are raised and cleared (server settings incident_*).
 
-    The defaults were measured by replaying the life cycle over every minute of the incident
-    scenario's simulated networks (never trained on) and of the foreign operators' traffic;
-    moving any one of them on its own does no better on both (benchmarks/life_cycle_tuning.py,
-    benchmarks/results/life-cycle-tuning.md)."""
+    The defaults were measured by replaying the life cycle over every minute of simulated
+    networks never trained on and of the foreign operators' traffic, one option moved at a
+    time (benchmarks/life_cycle_tuning.py, benchmarks/results/life-cycle-tuning.md)."""
 
     # A fault or unknown label is raised when it is diagnosed in at least this many of
     # the node's last incident_of_last_minutes minutes.
