@@ -233,7 +233,8 @@ class NodeLifeCycle:
         if self.incident is not None:
             transitions += self._follow(diagnosis, held, departure if signatures else None, options)
         if self.incident is None:
-            held = self._held(options.raise_minutes)  # an incident that ended took its minutes
+            if transitions:  # an incident that ended took its minutes
+                held = self._held(options.raise_minutes)
             raised = self._raise(held, departure if signatures else None, options, model_version)
             if raised is not None:
                 transitions.append(raised)
@@ -242,7 +243,10 @@ class NodeLifeCycle:
     def _held(self, raise_minutes: int) -> str:
         """The non-normal label diagnosed in at least raise_minutes of the recent minutes
         (the most recent one on a tie), or ""."""
-        counts = Counter(d.label for d in self.recent if d.label and d.label != NORMAL)
+        labels = [d.label for d in self.recent if d.label and d.label != NORMAL]
+        if len(labels) < raise_minutes:
+            return ""
+        counts = Counter(labels)
         best = ""
         for d in reversed(self.recent):
             if counts.get(d.label, 0) >= raise_minutes and counts[d.label] > counts.get(best, 0):
@@ -312,11 +316,11 @@ class NodeLifeCycle:
         signature: list[int] = []
         if departure is not None:
             signature = largest(departure, options.signature_statistics)
-            persistent = options.raise_persistent_minutes and (
+            persistent = options.raise_persistent_minutes > 0 and (
                 max(self.departing_runs.values(), default=0) >= options.raise_persistent_minutes
             )
             if (
-                strength(departure, signature[: options.raise_statistics]) < options.raise_departure
+                _strength(departure, signature[: options.raise_statistics]) < options.raise_departure
                 and not persistent
             ):
                 return None  # the window holds a fault the newest minutes no longer show
@@ -345,9 +349,9 @@ class NodeLifeCycle:
         if departure is None:
             self.departing_runs = {}
             return
+        columns = (np.abs(departure) >= options.raise_departure).nonzero()[0].tolist()
         runs = self.departing_runs if next_minute else {}
-        columns = np.flatnonzero(np.abs(departure) >= options.raise_departure).tolist()
-        self.departing_runs = {c: runs.get(c, 0) + 1 for c in columns}
+        self.departing_runs = {c: runs.get(c, 0) + 1 for c in columns} if columns else {}
 
     def _flares(self, departure: np.ndarray, options: LifeCycleOptions) -> bool:
         """Whether a statistic of the suppressed signature departs by reraise_departure and by
@@ -409,6 +413,6 @@ def largest(departure: np.ndarray, count: int) -> list[int]:
     return [int(c) for c in order]
 
 
-def strength(departure: np.ndarray, columns: list[int]) -> float:
+def _strength(departure: np.ndarray, columns: list[int]) -> float:
     """The mean absolute departure of columns (0 for none)."""
     return float(np.mean(np.abs(departure[columns]))) if columns else 0.0
