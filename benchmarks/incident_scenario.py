@@ -165,7 +165,8 @@ def markdown(result: dict) -> str:  # type: ignore[type-arg]
         "| measure | value |", "|---|---:|",
     ]  # fmt: skip
     for key in ("episodes", "visible", "visible_ok", "visible_one_incident", "visible_label_right", "missed",
-                "split", "late_onsets", "late_abatements", "incidents", "false_incidents",
+                "split", "late_onsets", "late_abatements", "early_onsets", "early_abatements", "incidents",
+                "false_incidents",
                 "false_incidents_on_fault_free_nodes", "fault_free_node_days",
                 "false_incidents_per_fault_free_node_day", "never_abated", "duplicated_events"):  # fmt: skip
         lines.append(f"| {key.replace('_', ' ')} | {result[key]} |")

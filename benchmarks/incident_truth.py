@@ -9,8 +9,9 @@ so that both count the same way:
 - an episode is *visible* when the one-shot diagnosis of its most faulty window (its
   first 60 faulty minutes) names its fault;
 - a visible episode is right when exactly one incident overlaps it (within TOLERANCE
-  minutes), its ONSET decided at most TOLERANCE minutes after the episode's first minute
-  and its ABATED at most TOLERANCE minutes after its last;
+  minutes), its ONSET decided within TOLERANCE minutes of the episode's first minute and
+  its ABATED within TOLERANCE minutes of its last, on either side (an incident cleared
+  while its fault goes on tells a policy engine the node has healed when it has not);
 - an incident overlapping no episode is false; on fault-free nodes they are counted per
   node-day.
 """
@@ -157,7 +158,7 @@ def score(truths: list[Truth], fault_free: set[tuple[str, str]], node_days: int,
         one = found[mine[0]] if len(mine) == 1 else None
         onset = one.onset_minute - t.start if one and one.onset_minute is not None else None
         abated = one.abated_minute - t.end if one and one.abated_minute is not None else None
-        ok = onset is not None and abated is not None and onset <= TOLERANCE and abated <= TOLERANCE
+        ok = onset is not None and abated is not None and abs(onset) <= TOLERANCE and abs(abated) <= TOLERANCE
         onset_delay += [onset] if onset is not None else []
         abate_delay += [abated] if abated is not None else []
         rows.append({"label": t.label, "incidents": len(mine), "ok": ok,
@@ -174,6 +175,8 @@ def score(truths: list[Truth], fault_free: set[tuple[str, str]], node_days: int,
         "onset_delay_minutes": _quantiles(onset_delay), "abate_delay_minutes": _quantiles(abate_delay),
         "late_onsets": sum(d > TOLERANCE for d in onset_delay),
         "late_abatements": sum(d > TOLERANCE for d in abate_delay),
+        "early_onsets": sum(d < -TOLERANCE for d in onset_delay),
+        "early_abatements": sum(d < -TOLERANCE for d in abate_delay),
         "incidents": len(found), "false_incidents": len(false),
         "false_incidents_on_fault_free_nodes": len(on_fault_free), "fault_free_node_days": node_days,
         "false_incidents_per_fault_free_node_day": len(on_fault_free) / max(node_days, 1),

@@ -241,10 +241,10 @@ SWEEP: dict[str, tuple[Any, ...]] = {
     "raise_departure": (1.5, 3.0),
     "raise_statistics": (1, 3),
     "raise_persistent_minutes": (0, 6, 10),
-    "clear_departure": (1.0, 2.0),
+    "clear_departure": (0.8, 1.5),
     "clear_share_of_peak": (0.0, 0.3),
     "reraise_share_of_peak": (0.0, 0.7),
-    "reraise_minutes": (1, 5),
+    "reraise_minutes": (1, 8),
     "signature_clear_minutes": (5,),
 }
 
@@ -305,7 +305,7 @@ def _brief(row: dict) -> dict:  # type: ignore[type-arg]
     for name, s in row.items():
         if name != "setting":
             out[name] = {k: s[k] for k in ("visible", "visible_ok", "split", "missed", "late_onsets",
-                                           "late_abatements", "false_incidents",
+                                           "late_abatements", "early_abatements", "false_incidents",
                                            "false_incidents_on_fault_free_nodes")}  # fmt: skip
     return out
 
@@ -314,7 +314,8 @@ def markdown(rows: list[dict]) -> str:  # type: ignore[type-arg]
     """The defaults, then each setting of the sweep by the option it moves."""
     names = [k for k in rows[0] if k != "setting"]
     head = "| setting | " + " | ".join(
-        f"{n}: right / visible, split, missed, late on / off, false (on fault-free nodes)" for n in names
+        f"{n}: right / visible, split, missed, late on / off, early off, false (on fault-free nodes)"
+        for n in names
     )
     lines = ["# Incident settings replayed", "",
              "The defaults, then each option moved on its own (the others at their defaults).", "",
@@ -326,7 +327,8 @@ def markdown(rows: list[dict]) -> str:  # type: ignore[type-arg]
         for n in names:
             s = row[n]
             cells.append(f"{s['visible_ok']} / {s['visible']}, {s['split']}, {s['missed']}, "
-                         f"{s['late_onsets']} / {s['late_abatements']}, {s['false_incidents']} "
+                         f"{s['late_onsets']} / {s['late_abatements']}, {s['early_abatements']}, "
+                         f"{s['false_incidents']} "
                          f"({s['false_incidents_on_fault_free_nodes']})")  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -16,7 +16,9 @@ that column differently, and interpolating would invent the column.
 A window takes a fault's label when that fault covers at least min_fault_minutes of
 it (the original design labels a window by any fault inside it; a fault seen for a
 minute or two is indistinguishable from normal, so such windows are dropped as
-ambiguous rather than mislabelled).
+ambiguous rather than mislabelled). With min_onset_minutes, a window whose last minutes
+are a fault that began inside it takes the fault's label from that many minutes on: the
+window a node streams a few minutes into a fault, which a model must name early.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class WindowingOptions:
     max_gap_minutes: int = 5
     # Minutes a fault must cover for a window to take its label.
     min_fault_minutes: int = 20
+    # A window ending in a fault's first minutes takes its label when its last this many
+    # minutes are all that fault; 0: only min_fault_minutes labels a window.
+    min_onset_minutes: int = 0
     # When out-of-contract values make a window unusable (traffic/contract.py).
     window_rule: WindowRule = WINDOW_RULE
 
@@ -221,7 +226,7 @@ def _node_windows(
     complete = usable_windows(grid, violation, starts, options, report)
     kept, labels = [], []
     for start in starts[complete]:
-        label = _window_label(minute_labels[start : start + steps], options.min_fault_minutes)
+        label = _window_label(minute_labels[start : start + steps], options)
         if label is None:
             report.dropped_ambiguous += 1
             continue
@@ -259,10 +264,16 @@ def _window_sums(flags: np.ndarray, starts: np.ndarray, steps: int) -> np.ndarra
     return total[starts + steps] - total[starts]
 
 
-def _window_label(minute_labels: np.ndarray, min_fault_minutes: int) -> str | None:
-    """The dominant fault if it covers enough minutes, normal if none; None when ambiguous."""
+def _window_label(minute_labels: np.ndarray, options: WindowingOptions) -> str | None:
+    """The dominant fault if it covers enough minutes (or, with min_onset_minutes, the fault
+    filling the window's last minutes), normal if none; None when ambiguous."""
     faults = Counter(label for label in minute_labels if label not in ("", NORMAL))
     if not faults:
         return NORMAL if (minute_labels == NORMAL).any() else ""
     fault, minutes = faults.most_common(1)[0]
-    return fault if minutes >= min_fault_minutes else None
+    if minutes >= options.min_fault_minutes:
+        return fault
+    onset = options.min_onset_minutes
+    if onset and (minute_labels[-onset:] == minute_labels[-1]).all() and minute_labels[-1] in faults:
+        return str(minute_labels[-1])
+    return None

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from faultprint.registry.connection import SyncRedis
     from faultprint.registry.layout import RedisLayout
     from faultprint.registry.models import RolloutStatus
-    from faultprint.traffic.windowing import WindowSet
+    from faultprint.traffic.windowing import WindowingOptions, WindowSet
     from faultprint.trainer.config import TrainingConfig
     from faultprint.trainer.evaluation import EvaluationOptions, EvaluationReport, EvaluationSplit
 
@@ -93,12 +93,13 @@ def _windows_from_rows(paths: list[str], conditions: tuple[str, ...],
     return cut.windows, cut.labels
 
 
-def _cut_rows(paths: list[str], conditions: tuple[str, ...], network: str | None = None) -> WindowSet:
+def _cut_rows(paths: list[str], conditions: tuple[str, ...], network: str | None = None,
+              windowing: WindowingOptions | None = None) -> WindowSet:  # fmt: skip
     """Labelled windows of the row files, with their origin (of one network only, if given)."""
     from faultprint.trainer.networks import labelled_windows
 
     try:
-        return labelled_windows([Path(p) for p in paths], conditions, network)
+        return labelled_windows([Path(p) for p in paths], conditions, network, windowing)
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
 
@@ -107,12 +108,16 @@ def _training_data(args: argparse.Namespace,
                    config: TrainingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
     """(windows as the tower reads them, labels, the network of each window or None)."""
     from faultprint.traffic.simulator import PROFILES, simulate_windows
+    from faultprint.traffic.windowing import WindowingOptions
     from faultprint.trainer.networks import normalise_by_first_day, simulate_random_networks
 
     if args.rows or config.random_networks:
-        cut = (_cut_rows(args.rows, config.conditions) if args.rows else simulate_random_networks(
-            config.random_networks, config.nodes_per_network, config.days_per_network, config.faults_per_day,
-            config.conditions, config.seed))  # fmt: skip
+        windowing = WindowingOptions(min_onset_minutes=config.onset_minutes)
+        cut = (_cut_rows(args.rows, config.conditions, windowing=windowing) if args.rows
+               else simulate_random_networks(config.random_networks, config.nodes_per_network,
+                                             config.days_per_network, config.faults_per_day,
+                                             config.conditions, config.seed,
+                                             windowing=windowing))  # fmt: skip
         source = ", ".join(args.rows) if args.rows else f"{config.random_networks} random networks"
         logging.info("training on %d windows of %d networks from %s", len(cut.labels),
                      len(set(cut.network)), source)  # fmt: skip

@@ -34,6 +34,10 @@ class TrainingConfig:
     conditions: tuple[str, ...] = CONDITIONS
     # Simulated training windows per condition and network.
     windows_per_condition: int = 120
+    # Training windows ending this many minutes or more into a fault that began inside them
+    # take its label (traffic/windowing.py min_onset_minutes), so the model names a fault a
+    # node streams from its first minutes; 0: a fault must cover 20 minutes of a window.
+    onset_minutes: int = 0
     # Share of windows held out for validation and for fitting the distance threshold.
     validation_fraction: float = 0.2
     # Most passes over the training windows.
@@ -84,6 +88,8 @@ class TrainingConfig:
             raise ValueError("validation_networks must be positive and fewer than random_networks")
         if self.random_networks and self.days_per_network < 2:
             raise ValueError("days_per_network must be at least 2: the first day is each network's baseline")
+        if self.onset_minutes < 0:
+            raise ValueError(f"onset_minutes must be 0 or positive, got {self.onset_minutes}")
         if not 0 <= self.statistic_dropout < 1 or not 0 < self.gain_range[0] <= self.gain_range[1]:
             raise ValueError(f"statistic_dropout must be in [0, 1) and gain_range ascending and positive, "
                              f"got {self.statistic_dropout}, {self.gain_range}")  # fmt: skip
@@ -135,10 +141,12 @@ PRESETS: dict[str, TrainingConfig] = {
     # A couple of minutes on 2 CPU cores: for the demo.
     "small": TrainingConfig(tower=_tower(64, 64, 10), windows_per_condition=80, epochs=6),
     # For networks never seen: 100 random networks read relative to their own baselines, an
-    # LSTM and a summary branch, weights averaged over epochs 3-8; about 4 minutes on 2 CPU cores.
+    # LSTM and a summary branch, windows labelled from a fault's third minute, weights averaged
+    # over epochs 3-8; about 4 minutes on 2 CPU cores.
     "transfer": TrainingConfig(
         tower=_tower(64, 128, 32, summary=256),
         random_networks=100,
+        onset_minutes=3,
         validation_networks=8,
         epochs=8,
         early_stopping_patience=8,

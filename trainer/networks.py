@@ -19,7 +19,7 @@ import numpy as np
 from faultprint.traffic.baseline import NetworkBaseline
 from faultprint.traffic.rows import Rows, read_rows
 from faultprint.traffic.simulator import ProbeDamage, random_profile, simulate_node_rows
-from faultprint.traffic.windowing import WindowSet, cut_windows
+from faultprint.traffic.windowing import WindowingOptions, WindowSet, cut_windows
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,10 @@ def random_damage(rng: np.random.Generator) -> ProbeDamage:
 
 def simulate_random_networks(
     count: int, nodes: int, days: int, faults_per_day: float, conditions: tuple[str, ...], seed: int,
-    prefix: str = "sim",
+    prefix: str = "sim", windowing: WindowingOptions | None = None,
 ) -> WindowSet:  # fmt: skip
-    """Windows of count random networks (named prefix-0, prefix-1, ...), nodes x days each.
+    """Windows of count random networks (named prefix-0, prefix-1, ...), nodes x days each, cut
+    with the windowing options given.
 
     Each network's fault rate is drawn within +-30 % of faults_per_day.
     """
@@ -56,7 +57,7 @@ def simulate_random_networks(
         parts += [simulate_node_rows(profile, f"pcscf-{n}", SIMULATION_START_MINUTE, days * 1440,
                                      int(rng.integers(1 << 31)), rate, damage, conditions)
                   for n in range(nodes)]  # fmt: skip
-    cut = cut_windows(Rows.concat(parts))
+    cut = cut_windows(Rows.concat(parts), windowing or WindowingOptions())
     log.info("simulated %d random networks: %s", count, cut.report.summary())
     return cut
 
@@ -90,11 +91,13 @@ def evaluation_networks(faults_per_day: float, conditions: tuple[str, ...], seed
 
 
 def labelled_windows(
-    paths: Sequence[Path], conditions: tuple[str, ...], network: str | None = None
-) -> WindowSet:
-    """Labelled windows of row files, with their origin (of one network only, if given), keeping
-    the conditions given; the repairs and the data contract's findings are logged. ValueError
-    when the files hold no labels or no usable window."""
+    paths: Sequence[Path], conditions: tuple[str, ...], network: str | None = None,
+    windowing: WindowingOptions | None = None,
+) -> WindowSet:  # fmt: skip
+    """Labelled windows of row files, with their origin (of one network only, if given), cut with
+    the windowing options given and keeping the conditions given; the repairs and the data
+    contract's findings are logged. ValueError when the files hold no labels or no usable
+    window."""
     parts = [read_rows(p) for p in paths]
     unlabelled = [p for r, p in zip(parts, paths, strict=True) if r.label is None]
     if unlabelled:
@@ -105,7 +108,7 @@ def labelled_windows(
         merged = merged.select(merged.network == network)
         if not len(merged):
             raise ValueError(f"no rows of network {network!r} in {', '.join(map(str, paths))}")
-    cut = cut_windows(merged)
+    cut = cut_windows(merged, windowing or WindowingOptions())
     labels, report = cut.labels, cut.report
     log.info("windowing: %s", report.summary())
     # Out-of-contract values mean an exporter that fills a column differently: said loudly.

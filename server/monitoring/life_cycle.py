@@ -78,8 +78,10 @@ class LifeCycleOptions:
     # many minutes in a row (a code a healthy node never answers, appearing steadily on a quiet
     # node; one tick departs for departure_minutes only). 0: never on one statistic alone.
     raise_persistent_minutes: int = 8
-    # A signature statistic within this departure is back to normal...
-    clear_departure: float = 1.5
+    # A signature statistic within this departure is back to normal (1: within the range of
+    # the network's healthy minutes; a fault healing to a third of its height, such as an
+    # S-CSCF failover, still departs by 1-1.5)...
+    clear_departure: float = 1.0
     # ... as is one within this share of the most it departed while the incident was raised.
     clear_share_of_peak: float = 0.2
     # After a clear by signature, the same label is raised again (while the window still

@@ -80,6 +80,22 @@ def test_a_window_takes_a_fault_label_only_when_the_fault_covers_enough_of_it() 
     assert list(labels) == ["dns_failure", "dns_failure", "normal"]
 
 
+def test_with_onset_minutes_a_window_ending_in_a_fault_that_began_inside_it_takes_its_label() -> None:
+    onset = clean_rows(120)
+    assert onset.label is not None
+    onset.label[55:] = "dns_failure"  # the window at 0 ends 5 minutes into the fault
+    ended = clean_rows(120)
+    assert ended.label is not None
+    ended.label[40:50] = "dns_failure"  # 10 minutes inside the windows at 0 and 30, over before they end
+    strict = WindowingOptions(stride_minutes=30, min_fault_minutes=20)
+    assert list(make_windows(onset, strict)[1]) == ["dns_failure", "dns_failure"]  # windows at 30 | 60
+    for minutes, expected in ((5, ["dns_failure"] * 3), (6, ["dns_failure"] * 2)):
+        options = WindowingOptions(stride_minutes=30, min_fault_minutes=20, min_onset_minutes=minutes)
+        assert list(make_windows(onset, options)[1]) == expected
+        _, labels, report = make_windows(ended, options)
+        assert list(labels) == ["normal"] and report.dropped_ambiguous == 2
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_simulated_rows_round_trip_through_the_file_format_and_window_cleanly(
     tmp_path: Path, suffix: str
