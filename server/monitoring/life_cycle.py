@@ -4,7 +4,9 @@ A diagnosis that flickers for a minute must not page anyone, and a window holds 
 for an hour after it ends. So, per node, from one diagnosis a minute:
 
 - raise: a fault (or unknown) label holds at least raise_minutes of the last
-  of_last_minutes minutes, and the node's newest minutes depart from the network's normal
+  of_last_minutes minutes, including the newest (traffic a diagnosis mistook for one
+  condition is not raised as it when another begins), and the node's newest minutes
+  depart from the network's normal
   (in units of each statistic's normal range, traffic/baseline.py): the raise_statistics
   statistics departing most do so by raise_departure on average, or one statistic has
   departed by raise_departure in each of the last raise_persistent_minutes minutes. A
@@ -306,6 +308,8 @@ class NodeLifeCycle:
     ) -> Transition | None:
         if self.suppressed and self.last_minute - self.suppressed_seen >= self.of_last_minutes:
             self.suppressed, self.suppressed_signature, self.suppressed_peaks = "", [], []
+        if held and self.recent[-1].label != held:
+            held = ""  # the newest minute names another condition: what departs now may be that
         if not held or held != self.suppressed:
             self.reraise_run = 0
         if not held:

@@ -358,6 +358,16 @@ def test_no_raise_while_the_newest_departure_is_back_to_normal():
     assert onset.incident.start_minute == T0 + 3
 
 
+def test_a_label_held_on_quiet_traffic_is_not_raised_when_another_condition_departs():
+    life = NodeLifeCycle(6)
+    # Normal traffic mistaken for OTHER (at a time of day no normal case covers) stays below the gate.
+    assert flat(feed(life, [OTHER] * 6, T0, SIGNED, [quiet()] * 6)) == []
+    # FAULT begins: its departures open the gate while OTHER still holds most recent minutes.
+    per_minute = feed(life, [FAULT] * 4, T0 + 6, SIGNED, [FAULTY] * 4)
+    assert flat(per_minute) == [("onset", FAULT, T0 + 6, -1)]
+    assert per_minute[-1] != []  # raised once FAULT holds raise_minutes, never as OTHER
+
+
 def test_signature_is_the_top_signature_statistics_columns_by_absolute_departure():
     life = NodeLifeCycle(6)
     departure = hot((10, 6.0), (20, -8.0), (30, 4.0), (40, -3.0))
