@@ -245,17 +245,13 @@ class NodeLifeCycle:
         return transitions
 
     def _held(self, raise_minutes: int) -> str:
-        """The non-normal label diagnosed in at least raise_minutes of the recent minutes
-        (the most recent one on a tie), or ""."""
-        labels = [d.label for d in self.recent if d.label and d.label != NORMAL]
-        if len(labels) < raise_minutes:
+        """The newest minute's label when it is a fault (or unknown) diagnosed in at least
+        raise_minutes of the recent minutes, or "": traffic a diagnosis mistook for one
+        condition is not raised as it when another begins."""
+        label = self.recent[-1].label
+        if not label or label == NORMAL:
             return ""
-        counts = Counter(labels)
-        best = ""
-        for d in reversed(self.recent):
-            if counts.get(d.label, 0) >= raise_minutes and counts[d.label] > counts.get(best, 0):
-                best = d.label
-        return best
+        return label if sum(d.label == label for d in self.recent) >= raise_minutes else ""
 
     def _follow(
         self, diagnosis: MinuteDiagnosis, held: str, departure: np.ndarray | None, options: LifeCycleOptions
@@ -308,8 +304,6 @@ class NodeLifeCycle:
     ) -> Transition | None:
         if self.suppressed and self.last_minute - self.suppressed_seen >= self.of_last_minutes:
             self.suppressed, self.suppressed_signature, self.suppressed_peaks = "", [], []
-        if held and self.recent[-1].label != held:
-            held = ""  # the newest minute names another condition: what departs now may be that
         if not held or held != self.suppressed:
             self.reraise_run = 0
         if not held:
