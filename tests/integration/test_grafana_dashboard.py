@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -110,10 +111,17 @@ def test_every_series_the_dashboard_queries_is_exported_by_a_real_server(
         with FaultprintClient(server.target) as client:
             client.create_reference_case("net-g", "normal", [windows("normal", 1)[0]])
             client.classify("net-g", "pcscf-1", windows("normal", 1, seed=1)[0])
-        text = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5).read().decode()
-    parsed = [s for family in text_string_to_metric_families(text) for s in family.samples]
-    samples = {s.name for s in parsed}
-    missing = _queried_series(_dashboard()) - samples - ABSENT_UNTIL_FIRST_EVENT
+        # Periodic series (the event loop's lag, probed every 0.1 s) appear with their first
+        # probe: scrape until every queried series is there, for 10 s at most.
+        queried = _queried_series(_dashboard()) - ABSENT_UNTIL_FIRST_EVENT
+        deadline = time.monotonic() + 10
+        while True:
+            text = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5).read().decode()
+            parsed = [s for family in text_string_to_metric_families(text) for s in family.samples]
+            missing = queried - {s.name for s in parsed}
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     assert not missing, f"the dashboard queries series the server does not export: {sorted(missing)}"
     rejected = {s.labels["reason"]: s.value for s in parsed if s.name == "faultprint_requests_rejected_total"}
     assert rejected["queue_full"] == 0  # present before any refusal
