@@ -13,7 +13,10 @@ so that both count the same way:
   its ABATED within TOLERANCE minutes of its last, on either side (an incident cleared
   while its fault goes on tells a policy engine the node has healed when it has not);
 - an incident overlapping no episode is false; on fault-free nodes they are counted per
-  node-day.
+  node-day;
+- the episode a reference case was enrolled from (the foreign replay enrols a fault the
+  first day lacks from its first episode, on one node) is not scored, and an incident
+  overlapping it is not false.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class Truth:
     end: int  # the minute after the last labelled one
     peak: np.ndarray  # its most faulty window
     visible: bool = False
+    # A reference case was enrolled from this episode: not scored, and its incidents not false.
+    enrolled: bool = False
 
 
 @dataclass
@@ -153,7 +158,7 @@ def score(truths: list[Truth], fault_free: set[tuple[str, str]], node_days: int,
     for t in truths:
         mine = [i for i in by_node[(t.network, t.node)] if _overlaps(found[i], t)]
         matched.update(mine)
-        if not t.visible:
+        if not t.visible or t.enrolled:
             continue
         one = found[mine[0]] if len(mine) == 1 else None
         onset = one.onset_minute - t.start if one and one.onset_minute is not None else None
@@ -168,7 +173,8 @@ def score(truths: list[Truth], fault_free: set[tuple[str, str]], node_days: int,
     per_label = Counter(r["label"] for r in rows)
     ok_per_label = Counter(r["label"] for r in rows if r["ok"])
     return {
-        "episodes": len(truths), "visible": len(rows), "visible_ok": sum(r["ok"] for r in rows),
+        "episodes": sum(not t.enrolled for t in truths), "enrolled_episodes": sum(t.enrolled for t in truths),
+        "visible": len(rows), "visible_ok": sum(r["ok"] for r in rows),
         "visible_one_incident": sum(r["incidents"] == 1 for r in rows),
         "visible_label_right": sum(r["label_right"] for r in rows),
         "missed": sum(r["incidents"] == 0 for r in rows), "split": sum(r["incidents"] > 1 for r in rows),

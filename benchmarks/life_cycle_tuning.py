@@ -9,7 +9,7 @@ server's own pieces, every minute of
   did not write; never trained on): per network the first day is the baseline and the
   normal references, each fault is enrolled from its first window, and the later days are
   streamed; a fault first seen after the first day is enrolled from its first episode,
-  which is then not scored;
+  which is then not scored (that node's episode only: the same fault on other nodes is);
 
 each node's minutes going through NodeWindows (the server's ring and repairs), the model
 (read against the network's baseline), the reference index's match and the departure from
@@ -133,7 +133,7 @@ def _visible(node: NodeDiagnoses, truths: list[Truth]) -> None:
     the node's own diagnosis names right, as the server diagnosed it."""
     labels = {d.minute: d.label for d in node.diagnoses}
     for t in truths:
-        t.visible = labels.get(min(t.end - 1, t.start + WINDOW_STEPS - 1)) == t.label
+        t.visible = not t.enrolled and labels.get(min(t.end - 1, t.start + WINDOW_STEPS - 1)) == t.label
 
 
 def simulated_corpus(model: Model, options: FleetOptions) -> Corpus:
@@ -172,7 +172,7 @@ def foreign_corpus(model: Model) -> Corpus | None:
         for label in sorted(set(everything.labels) - {NORMAL, ""}):
             at = int(np.flatnonzero(everything.labels == label)[0])
             faults[label] = everything.windows[at]
-            enrolled_at[label] = int(everything.start_minute[at])
+            enrolled_at[label] = (str(everything.node[at]), int(everything.start_minute[at]))
         index = index_of(model, baseline, cut.windows[cut.labels == NORMAL], faults)
         later = rows.select(rows.minute >= first_day_end)
         for node in np.unique(later.node):
@@ -193,9 +193,10 @@ def foreign_corpus(model: Model) -> Corpus | None:
 
 
 def _label_runs(network: str, node: str, minutes: np.ndarray, labels: np.ndarray, values: np.ndarray,
-                enrolled_at: dict[str, int], merge_gap: int = 10) -> list[Truth]:  # fmt: skip
-    """Episodes: runs of one fault's label (gaps up to merge_gap minutes joined), except the one a
-    case was enrolled from."""
+                enrolled_at: dict[str, tuple[str, int]], merge_gap: int = 10) -> list[Truth]:  # fmt: skip
+    """Episodes: runs of one fault's label (gaps up to merge_gap minutes joined); the run a case
+    was enrolled from (enrolled_at: label -> node and first minute of the enrolled window) is
+    marked enrolled."""
     found: list[Truth] = []
     faulty = np.flatnonzero(labels != NORMAL)
     start = None
@@ -206,11 +207,11 @@ def _label_runs(network: str, node: str, minutes: np.ndarray, labels: np.ndarray
         if nxt is None or labels[nxt] != labels[i] or minutes[nxt] - minutes[i] > merge_gap:
             label = str(labels[i])
             first, last = int(minutes[start]), int(minutes[i])
-            if not first <= enrolled_at.get(label, -1) + WINDOW_STEPS <= last + WINDOW_STEPS:
-                peak_end = int(np.searchsorted(minutes, min(last, first + WINDOW_STEPS - 1), side="right"))
-                peak = values[max(0, peak_end - WINDOW_STEPS) : peak_end]
-                if len(peak) == WINDOW_STEPS:
-                    found.append(Truth(network, node, label, first, last + 1, peak))
+            enrolled_node, enrolled_start = enrolled_at.get(label, ("", -1))
+            enrolled = enrolled_node == node and first <= enrolled_start + WINDOW_STEPS <= last + WINDOW_STEPS
+            peak_end = int(np.searchsorted(minutes, min(last, first + WINDOW_STEPS - 1), side="right"))
+            peak = values[max(0, peak_end - WINDOW_STEPS) : peak_end]
+            found.append(Truth(network, node, label, first, last + 1, peak, enrolled=enrolled))
             start = None
     return found
 

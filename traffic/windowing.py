@@ -197,18 +197,22 @@ def repair_grid(grid: np.ndarray, options: WindowingOptions, report: RepairRepor
 
 
 def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
-    """Fills, in place, runs of NaN no longer than max_gap that have values on both sides."""
+    """Fills, in place, runs of NaN no longer than max_gap: between two values by linear
+    interpolation; at the grid's first or last minutes with the nearest value (a stream's
+    newest minute has no later value yet, the oldest minute of a window read from a ring no
+    earlier one)."""
     filled = 0
     for column in np.flatnonzero(np.isnan(grid).any(axis=0)):
         values = grid[:, column]
         valid = np.flatnonzero(~np.isnan(values))
         gaps = np.flatnonzero(np.isnan(values))
-        if len(valid) < 2:
+        if not len(valid):
             continue
         after = np.searchsorted(valid, gaps)
-        inside = (after > 0) & (after < len(valid))
-        before_at, after_at = valid[np.maximum(after - 1, 0)], valid[np.minimum(after, len(valid) - 1)]
-        short = inside & (after_at - before_at - 1 <= max_gap)
+        before_at = np.where(after > 0, valid[np.maximum(after - 1, 0)], -1)
+        after_at = np.where(after < len(valid), valid[np.minimum(after, len(valid) - 1)], len(values))
+        short = after_at - before_at - 1 <= max_gap
+        # np.interp holds the first and last values beyond the ends.
         values[gaps[short]] = np.interp(gaps[short], valid, values[valid])
         filled += int(short.sum())
     return filled

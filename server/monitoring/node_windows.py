@@ -11,7 +11,9 @@ beyond one row copy; whether a row needs repair is decided for a whole request a
 A window whose minutes all arrived clean (no lost value, counter reset or value out of
 contract) is read straight from the ring; any other is repaired by the trainer's own
 windowing code (traffic/windowing.py: repair_grid, usable_windows) and dropped when it
-cannot be, every repair counted in one RepairReport.
+cannot be, every repair counted in one RepairReport. A value lost in the newest minute (no
+later minute yet) or in the oldest one (no earlier minute left in the ring) holds the
+nearest value, as the trainer's windowing does at a node's first and last minutes.
 """
 
 from __future__ import annotations

@@ -55,6 +55,22 @@ def test_counter_resets_and_lost_values_are_repaired_and_counted() -> None:
     assert windows[1, 10, 3] == 71.0
 
 
+def test_values_lost_at_a_nodes_first_and_last_minutes_hold_the_nearest_value() -> None:
+    rows = clean_rows()
+    rows.values[0, 3] = np.nan
+    rows.values[-2:, 4] = np.nan
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert len(windows) == 3 and report.dropped_gap == 0 and report.values_interpolated == 3
+    assert windows[0, 0, 3] == windows[0, 1, 3] and windows[-1, -1, 4] == windows[-1, -3, 4]
+
+
+def test_values_lost_for_more_than_five_first_minutes_drop_the_first_window() -> None:
+    rows = clean_rows()
+    rows.values[:6, 3] = np.nan
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert len(windows) == 2 and report.dropped_gap == 1
+
+
 def test_duplicate_minutes_keep_the_last_row() -> None:
     rows = clean_rows()
     dup = Rows(

@@ -175,20 +175,22 @@ def test_a_short_gap_is_interpolated_exactly_as_cut_windows_does(minutes):
     assert np.all((window[30:35] >= low - 1e-3 * np.abs(low)) & (window[30:35] <= high + 1e-3 * np.abs(high)))
 
 
-def test_a_gap_longer_than_five_minutes_gives_no_window_until_it_leaves_the_window(minutes):
+def test_a_gap_longer_than_five_minutes_gives_no_window_until_five_at_most_are_left_in_it(minutes):
     windows, slot = ring()
-    missing = set(range(70, 76))  # 6 minutes
-    put_all(windows, slot, minutes, range(70))
+    put_all(windows, slot, minutes, range(70))  # then minutes 70-75 (6) are missing
     assert windows.window(slot) is not None
     for newest in range(76, 180):
         windows.put(slot, T0 + newest, minutes[newest])
         window = windows.window(slot)
-        if newest - STEPS + 1 <= max(missing):
+        oldest = newest - STEPS + 1
+        if oldest <= 70:
             assert window is None, newest
-        else:
-            assert_array_equal(window, minutes[newest - STEPS + 1 : newest + 1])
+        else:  # what is left of the gap, at the window's oldest minutes, holds the next value
+            expected = minutes[oldest : newest + 1].copy()
+            expected[: max(0, 76 - oldest)] = minutes[76]
+            assert_array_equal(window, expected)
     assert windows.report.missing_minutes == 6
-    assert windows.report.dropped_gap == 135 - 76
+    assert windows.report.dropped_gap == 130 - 76
 
 
 def test_a_gap_longer_than_the_window_restarts_the_hour(minutes):
@@ -374,17 +376,46 @@ def test_more_nodes_than_a_chunk_grow_the_storage(minutes):
     assert windows.key(last) == keys[-1]
 
 
-def test_a_reset_or_gap_at_the_first_minute_of_the_window_drops_it_as_cut_windows_does(minutes):
+def _cut(rows: np.ndarray, first: int, last: int):
+    n = last - first
+    return cut_windows(Rows(np.full(n, KEY[1], dtype=object), np.full(n, KEY[0], dtype=object),
+                            np.arange(T0 + first, T0 + last), rows[first:last].astype(np.float64), None))  # fmt: skip
+
+
+def test_a_reset_at_the_oldest_minute_of_the_window_holds_the_next_value_as_cut_windows_does(minutes):
     rows = minutes.copy()
     column = int(np.flatnonzero(IS_COUNT & (rows[40] > 10))[0])
     rows[40, column] = -1.0  # nothing before it in the window to interpolate from
     windows, slot = ring()
     put_all(windows, slot, rows, range(100))
+    window = windows.window(slot)
+    assert window is not None and window[0, column] == rows[41, column]
+    cut = _cut(rows, 40, 100)
+    assert_array_equal(window, cut.windows[0])
+    assert windows.report.values_interpolated == cut.report.values_interpolated == 1
+
+
+def test_a_value_lost_in_the_newest_minute_holds_the_one_before(minutes):
+    rows = minutes.copy()
+    rows[99, [3, 100]] = np.nan  # no later minute yet to interpolate towards
+    windows, slot = ring()
+    put_all(windows, slot, rows, range(100))
+    window = windows.window(slot)
+    assert window is not None
+    assert_array_equal(window[-1, [3, 100]], rows[98, [3, 100]])
+    assert_array_equal(window, _cut(rows, 40, 100).windows[0])
+    # The next minute arrives: the lost values now lie between their neighbours.
+    windows.put(slot, T0 + 100, rows[100])
+    assert_array_equal(windows.window(slot)[-2, 3], (rows[98, 3] + rows[100, 3]) / 2)
+
+
+def test_values_lost_for_more_than_five_newest_minutes_give_no_window(minutes):
+    rows = minutes.copy()
+    rows[94:100, 7] = np.nan  # 6 minutes
+    windows, slot = ring()
+    put_all(windows, slot, rows, range(100))
     assert windows.window(slot) is None
-    n = STEPS
-    cut = cut_windows(Rows(np.full(n, KEY[1], dtype=object), np.full(n, KEY[0], dtype=object),
-                           np.arange(T0 + 40, T0 + 100), rows[40:100].astype(np.float64), None))  # fmt: skip
-    assert len(cut.windows) == 0 and cut.report.dropped_gap == 1
+    assert len(_cut(rows, 40, 100).windows) == 0
 
 
 def test_newest_rows_of_a_node_with_no_minutes_is_empty():
