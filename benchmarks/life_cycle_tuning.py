@@ -241,6 +241,7 @@ SWEEP: dict[str, tuple[Any, ...]] = {
     "raise_minutes": (4,),
     "raise_departure": (1.5, 3.0),
     "raise_statistics": (1, 3),
+    "raise_departing_statistics": (0, 2),
     "raise_persistent_minutes": (0, 6, 10),
     "clear_departure": (0.8, 1.5),
     "clear_share_of_peak": (0.0, 0.3),

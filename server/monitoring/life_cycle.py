@@ -8,7 +8,8 @@ for an hour after it ends. So, per node, from one diagnosis a minute:
   condition is not raised as it when another begins), and the node's newest minutes
   depart from the network's normal
   (in units of each statistic's normal range, traffic/baseline.py): the raise_statistics
-  statistics departing most do so by raise_departure on average, or one statistic has
+  statistics departing most do so by raise_departure on average, raise_departing_statistics of
+  them beyond clear_departure, or one statistic has
   departed by raise_departure in each of the last raise_persistent_minutes minutes. A
   window that still holds a fault which has ended raises nothing, nor does traffic a
   diagnosis mistakes for a fault while the statistics stay within their normal range,
@@ -76,6 +77,11 @@ class LifeCycleOptions:
     # The statistics averaged for incident_raise_departure: one sparse count ticking once departs
     # by 2-3 units in healthy traffic, a fault moves several statistics.
     raise_statistics: int = 5
+    # ... of which at least this many (all of them, when fewer) must depart beyond
+    # incident_clear_departure: one event that two statistics count (a REGISTER answered 408 and
+    # its timer F expiry) departs by 4-5 in each, enough for the average alone. 0: the average
+    # alone.
+    raise_departing_statistics: int = 3
     # ... or raised while one statistic has departed by incident_raise_departure in each of this
     # many minutes in a row (a code a healthy node never answers, appearing steadily on a quiet
     # node; one tick departs for departure_minutes only). 0: never on one statistic alone.
@@ -122,6 +128,11 @@ class LifeCycleOptions:
             raise ValueError(
                 f"incident_raise_statistics ({self.raise_statistics}) must be between 1 and "
                 f"incident_signature_statistics ({self.signature_statistics})"
+            )
+        if self.raise_departing_statistics < 0:
+            raise ValueError(
+                "incident_raise_departing_statistics must be at least 0, "
+                f"got {self.raise_departing_statistics}"
             )
 
 
@@ -319,10 +330,7 @@ class NodeLifeCycle:
             persistent = options.raise_persistent_minutes > 0 and (
                 max(self.departing_runs.values(), default=0) >= options.raise_persistent_minutes
             )
-            if (
-                _strength(departure, signature[: options.raise_statistics]) < options.raise_departure
-                and not persistent
-            ):
+            if not persistent and not _departs(departure, signature[: options.raise_statistics], options):
                 return None  # the window holds a fault the newest minutes no longer show
         self.suppressed, self.suppressed_signature, self.suppressed_peaks, self.reraise_run = "", [], [], 0
         supporting = [d for d in self.recent if d.label == held]
@@ -413,6 +421,13 @@ def largest(departure: np.ndarray, count: int) -> list[int]:
     return [int(c) for c in order]
 
 
-def _strength(departure: np.ndarray, columns: list[int]) -> float:
-    """The mean absolute departure of columns (0 for none)."""
-    return float(np.mean(np.abs(departure[columns]))) if columns else 0.0
+def _departs(departure: np.ndarray, columns: list[int], options: LifeCycleOptions) -> bool:
+    """Whether columns depart by raise_departure on average, raise_departing_statistics of them
+    beyond clear_departure."""
+    if not columns:
+        return False
+    moved = np.abs(departure[columns])
+    return bool(
+        moved.mean() >= options.raise_departure
+        and (moved > options.clear_departure).sum() >= min(options.raise_departing_statistics, len(columns))
+    )

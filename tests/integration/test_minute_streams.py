@@ -110,9 +110,9 @@ async def test_duplicates_late_and_reordered_minutes_gaps_and_counter_resets_are
         again = await _send(call, 4, "pcscf-2", list(range(START + 66, START + 68)), rows[66:68])
         assert (again.accepted, again.duplicates) == (0, 2)
         reset = await _send(call, 5, "pcscf-2", list(range(START + 70, START + 80)), rows[70:80])
-        # The reset minute is repaired by interpolation once the next minute has come: diagnosed
-        # a minute later, as the trainer drops a window that ends in a lost value.
-        assert (reset.accepted, reset.diagnosed, reset.not_diagnosed) == (10, 9, 1)
+        # The reset minute, the newest of its window when it arrives, holds the minute before's
+        # value (no later one yet to interpolate towards): every minute is diagnosed.
+        assert (reset.accepted, reset.diagnosed, reset.not_diagnosed) == (10, 10, 0)
         late = await _send(call, 6, "pcscf-2", [START + 5], rows[5:6])
         assert (late.accepted, late.late) == (0, 1)
         # A gap longer than windowing repairs leaves the node undiagnosed until it leaves the window.

@@ -36,8 +36,8 @@ PLAIN = LifeCycleOptions(raise_minutes=4, of_last_minutes=6, clear_minutes=5)
 # here, so that re-tuned defaults do not change what these tests check.
 SIGNED = LifeCycleOptions(
     raise_minutes=4, of_last_minutes=6, clear_minutes=3, signature_clear_minutes=7, signature_statistics=3,
-    raise_departure=2.0, raise_statistics=1, raise_persistent_minutes=0, clear_departure=1.0, clear_share_of_peak=0.0,
-    reraise_departure=4.0, reraise_share_of_peak=0.0, reraise_minutes=1,
+    raise_departure=2.0, raise_statistics=1, raise_departing_statistics=1, raise_persistent_minutes=0,
+    clear_departure=1.0, clear_share_of_peak=0.0, reraise_departure=4.0, reraise_share_of_peak=0.0, reraise_minutes=1,
 )  # fmt: skip
 # As SIGNED, but raised while the two statistics departing most do so by 2 on average, and raised
 # again after a clear by signature only in the second minute in a row departing by 4.
@@ -460,6 +460,19 @@ def test_one_statistic_departing_alone_raises_nothing_when_raise_statistics_are_
     assert onset.incident.signature[:2] == [10, 20]
 
 
+def test_one_event_two_statistics_count_raises_nothing_until_a_third_departs():
+    # Averaged over the five departing most, of which three must depart beyond 1.
+    five = replace(SIGNED, signature_statistics=5, raise_statistics=5, raise_departing_statistics=3)
+    life = NodeLifeCycle(6)
+    # A REGISTER answered 408 and its timer F expiry: 4.6 each, the rest within 0.8, which
+    # averages over 2 (the mean of the five departing most) with two statistics beyond 1.
+    one_event = hot((10, 4.6), (20, 4.6))
+    assert np.sort(np.abs(one_event))[-5:].mean() >= 2.0
+    assert flat(feed(life, [FAULT] * 6, T0, five, [one_event] * 6)) == []
+    [onset] = life.observe(diag(T0 + 6, FAULT), hot((10, 4.6), (20, 4.6), (30, 1.5)), five, VERSION)
+    assert onset.kind == "onset" and onset.incident.signature[:3] == [10, 20, 30]
+
+
 def test_one_statistic_departing_minute_after_minute_raises_on_its_own():
     persistent = replace(AVERAGED, raise_persistent_minutes=5)
     life = NodeLifeCycle(6)
@@ -703,6 +716,7 @@ def test_default_options_are_valid():
         {"signature_statistics": 0},
         {"reraise_minutes": 0},
         {"raise_persistent_minutes": -1},
+        {"raise_departing_statistics": -1},
         {"clear_share_of_peak": 1.0},
         {"clear_share_of_peak": -0.1},
         {"reraise_share_of_peak": 1.5},
