@@ -51,7 +51,7 @@ class Truth:
     label: str
     start: int  # first minute labelled with the fault
     end: int  # the minute after the last labelled one
-    peak: np.ndarray  # its most faulty window
+    peak: np.ndarray  # its most faulty window (shorter when the node's minutes begin within it)
     visible: bool = False
     # A reference case was enrolled from this episode: not scored, and its incidents not false.
     enrolled: bool = False
