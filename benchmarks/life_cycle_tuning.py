@@ -8,7 +8,8 @@ server's own pieces, every minute of
 - the foreign operators' traffic (../shared/foreign-traffic, from a generator the project
   did not write; never trained on): per network the first day is the baseline and the
   normal references, each fault is enrolled from its first window, and the later days are
-  streamed; a fault first seen after the first day is enrolled from its first episode,
+  streamed, each node's ring holding the first day's last hour as a streaming server's
+  would; a fault first seen after the first day is enrolled from its first episode,
   which is then not scored (that node's episode only: the same fault on other nodes is);
 
 each node's minutes going through NodeWindows (the server's ring and repairs), the model
@@ -45,10 +46,11 @@ from benchmarks.incident_truth import (
 )
 from benchmarks.launcher import ROOT
 from faultprint.server.monitoring.life_cycle import LifeCycleOptions, MinuteDiagnosis, NodeLifeCycle
-from faultprint.server.monitoring.node_windows import NodeWindows
+from faultprint.server.monitoring.node_windows import Arrival, NodeWindows
 from faultprint.server.references.index import CaseEmbeddings, NetworkIndex
 from faultprint.traffic.baseline import NetworkBaseline
 from faultprint.traffic.catalogue import WINDOW_STEPS
+from faultprint.traffic.rows import Rows, read_rows
 from faultprint.traffic.simulator import NORMAL
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -106,14 +108,22 @@ def index_of(
     return NetworkIndex(cases)
 
 
-def diagnose_node(model: Model, baseline: NetworkBaseline, index: NetworkIndex, network: str, node: str,
-                  minutes: np.ndarray, rows: np.ndarray) -> NodeDiagnoses:  # fmt: skip
-    """Every minute of a node through the server's ring, model, match and departure."""
+def diagnose_node(
+    model: Model, baseline: NetworkBaseline, index: NetworkIndex, network: str, node: str,
+    minutes: np.ndarray, rows: np.ndarray, before: Rows | None = None,
+) -> NodeDiagnoses:  # fmt: skip
+    """Every minute of a node that becomes its newest through the server's ring, model, match and
+    departure; the rows before (its earlier minutes, which a server streaming it holds) fill the
+    ring first."""
     ring = NodeWindows(WINDOW_STEPS, rows.shape[1])
     slot = ring.add((network, node))
+    if before is not None:
+        for minute, row in zip(before.minute.tolist(), before.values.astype(np.float32), strict=True):
+            ring.put(slot, minute, row)
     at, windows, departures = [], [], []
     for minute, row in zip(minutes.tolist(), rows, strict=True):
-        ring.put(slot, minute, row)
+        if ring.put(slot, minute, row) is not Arrival.NEWEST:
+            continue  # as the monitor: a repeated or reordered minute is kept, not diagnosed
         window = ring.window(slot)
         if window is not None:
             at.append(minute)
@@ -154,7 +164,6 @@ def simulated_corpus(model: Model, options: FleetOptions) -> Corpus:
 
 
 def foreign_corpus(model: Model) -> Corpus | None:
-    from faultprint.traffic.rows import read_rows
     from faultprint.traffic.windowing import WindowingOptions, cut_windows
 
     paths = sorted(FOREIGN.glob("*.parquet")) if FOREIGN.is_dir() else []
@@ -175,6 +184,7 @@ def foreign_corpus(model: Model) -> Corpus | None:
             enrolled_at[label] = (str(everything.node[at]), int(everything.start_minute[at]))
         index = index_of(model, baseline, cut.windows[cut.labels == NORMAL], faults)
         later = rows.select(rows.minute >= first_day_end)
+        last_hour = rows.select((rows.minute < first_day_end) & (rows.minute >= first_day_end - WINDOW_STEPS))
         for node in np.unique(later.node):
             mine = later.select(later.node == node)
             order = np.argsort(mine.minute)
@@ -184,7 +194,9 @@ def foreign_corpus(model: Model) -> Corpus | None:
                 mine.label[order],
             )
             network = str(mine.network[0])
-            nodes.append(diagnose_node(model, baseline, index, network, str(node), minutes, values))
+            before = last_hour.select(last_hour.node == node)
+            before = before.select(np.argsort(before.minute))
+            nodes.append(diagnose_node(model, baseline, index, network, str(node), minutes, values, before))
             found = _label_runs(network, str(node), minutes, labels, values, enrolled_at)
             _visible(nodes[-1], found)
             truths += found

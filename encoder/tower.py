@@ -51,6 +51,9 @@ class TowerConfig:
     l2_normalize: bool = True
     # Units of the dense layer over per-statistic window summaries beside the LSTMs (0: none).
     summary_units: int = 0
+    # The summaries also hold each statistic's mean over the window's newest this many minutes
+    # (0: not): what a fault's first minutes move, before the last 20 minutes' mean shows it.
+    summary_newest_minutes: int = 0
     # The tower reads windows normalised by their network's baseline (traffic/baseline.py);
     # the server and the evaluation normalise each window with its network's baseline first.
     network_baseline: bool = False
@@ -64,6 +67,10 @@ class TowerConfig:
         }
         if self.summary_units < 0:
             raise ValueError(f"TowerConfig.summary_units must not be negative, got {self.summary_units}")
+        if not 0 <= self.summary_newest_minutes <= self.steps:
+            raise ValueError(
+                f"TowerConfig.summary_newest_minutes must be in [0, steps], got {self.summary_newest_minutes}"
+            )
         for name, value in {**sizes, "lstm_units": min(self.lstm_units)}.items():
             if value < 1:
                 raise ValueError(f"TowerConfig.{name} must be at least 1, got {value}")
@@ -86,25 +93,31 @@ SUMMARY_RECENT_MINUTES = 20
 
 @keras.saving.register_keras_serializable(package="faultprint")
 class WindowSummary(keras.layers.Layer):
-    """(batch, steps, features) -> (batch, 5 x features): per statistic the mean of the last
-    recent_minutes, and the window's mean, maximum, minimum and standard deviation."""
+    """(batch, steps, features) -> (batch, 5 or 6 x features): per statistic the mean of the last
+    recent_minutes, and the window's mean, maximum, minimum and standard deviation; with
+    newest_minutes, first the mean of the last newest_minutes."""
 
-    def __init__(self, recent_minutes: int = SUMMARY_RECENT_MINUTES, **kwargs: object) -> None:
+    def __init__(
+        self, recent_minutes: int = SUMMARY_RECENT_MINUTES, newest_minutes: int = 0, **kwargs: object
+    ) -> None:
         super().__init__(**kwargs)
         self.recent_minutes = recent_minutes
+        self.newest_minutes = newest_minutes
 
     def call(self, inputs):
+        newest = [ops.mean(inputs[:, -self.newest_minutes :], axis=1)] if self.newest_minutes else []
         recent = ops.mean(inputs[:, -self.recent_minutes :], axis=1)
         return ops.concatenate(
-            [recent, ops.mean(inputs, axis=1), ops.max(inputs, axis=1), ops.min(inputs, axis=1),
+            [*newest, recent, ops.mean(inputs, axis=1), ops.max(inputs, axis=1), ops.min(inputs, axis=1),
              ops.std(inputs, axis=1)], axis=-1,
         )  # fmt: skip
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], 5 * input_shape[-1])
+        return (input_shape[0], (6 if self.newest_minutes else 5) * input_shape[-1])
 
     def get_config(self) -> dict[str, object]:
-        return {**super().get_config(), "recent_minutes": self.recent_minutes}
+        config = super().get_config()
+        return {**config, "recent_minutes": self.recent_minutes, "newest_minutes": self.newest_minutes}
 
 
 def build_tower(config: TowerConfig) -> keras.Model:
@@ -116,7 +129,9 @@ def build_tower(config: TowerConfig) -> keras.Model:
     )
     x = keras.layers.LSTM(config.lstm_units[1], name="lstm_2", **CUDNN_LSTM_SETTINGS)(x)
     if config.summary_units:
-        summary = WindowSummary(min(SUMMARY_RECENT_MINUTES, config.steps), name="window_summary")(windows)
+        summary = WindowSummary(
+            min(SUMMARY_RECENT_MINUTES, config.steps), config.summary_newest_minutes, name="window_summary"
+        )(windows)
         summary = keras.layers.Dense(config.summary_units, activation="relu", name="summary_dense")(summary)
         x = keras.layers.Concatenate(name="lstm_and_summary")([x, summary])
     x = keras.layers.BatchNormalization(name="bn_1")(x)

@@ -707,6 +707,10 @@ class ProbeDamage:
     counter_noise: float = 0.01
     # Minutes whose counters reset (a probe restart): the exported delta goes negative.
     counter_reset_rate: float = 0.001
+    # Minutes that start a probe outage (a run of absent rows, its length drawn log-uniformly
+    # within outage_minutes); 0: none.
+    outage_rate: float = 0.0
+    outage_minutes: tuple[int, int] = (6, 90)
 
 
 COUNTER_COLUMNS = np.array([n.startswith(("req_", "resp_", "code_")) for n in FEATURE_NAMES])
@@ -725,6 +729,12 @@ def damage_rows(
     # A delta taken across a restart: the new counter minus the old cumulative total.
     noisy[np.ix_(resets, counters)] -= rng.uniform(100, 10_000, (len(resets), len(counters)))
     kept = np.asarray(rng.random(values.shape[0]) >= damage.missing_minute_rate)
+    if damage.outage_rate > 0:
+        starts = np.flatnonzero(rng.random(values.shape[0]) < damage.outage_rate)
+        low, high = damage.outage_minutes
+        lengths = np.exp(rng.uniform(np.log(low), np.log(high + 1), len(starts))).astype(int)
+        for start, length in zip(starts, lengths, strict=True):
+            kept[start : start + length] = False
     return noisy, kept
 
 

@@ -1,9 +1,11 @@
 """Turns per-minute probe rows into labelled 60-minute windows, repairing what probes damage.
 
-Real exports have missing minutes, values lost in export, and counter resets (a probe
-restart makes a counter's delta negative). Short gaps are interpolated; a window that
-still holds a gap is dropped; every repair and drop is counted in a RepairReport so a
-training run says what it did to its data instead of failing on one bad row.
+Real exports have missing minutes, values lost in export, probe outages, and counter
+resets (a probe restart makes a counter's delta negative). Short gaps are interpolated,
+and an outage is bridged unless it is a window's newest minutes (a stream has nothing
+after them yet); a window that still holds a gap is dropped; every repair and drop is
+counted in a RepairReport so a training run says what it did to its data instead of
+failing on one bad row.
 
 Rows are checked against the probe data contract (traffic/contract.py) on the way in:
 a value out of its column's valid range is counted by column and treated as lost (so
@@ -39,8 +41,16 @@ class WindowingOptions:
     steps: int = WINDOW_STEPS
     # Minutes between the starts of consecutive windows of one node.
     stride_minutes: int = 15
-    # Runs of up to this many missing minutes (or values) are interpolated; longer ones are not.
+    # Runs of up to this many missing minutes (or values) are interpolated, and held from the
+    # nearest minute at either end of a node's minutes.
     max_gap_minutes: int = 5
+    # A probe outage: a run of up to this many missing minutes (or values) is bridged too, unless
+    # it is a window's newest minutes: linearly between the minutes either side, or by holding the
+    # first minute after it at a window's oldest end. A window in which a statistic lost more
+    # minutes than this in all, or its newest max_gap_minutes + 1, is dropped. Outages of 6 to
+    # 30 minutes then leave a streaming node diagnosed from its first minute back, where they
+    # left it undiagnosed for the hour its window held them.
+    max_outage_minutes: int = 30
     # Minutes a fault must cover for a window to take its label.
     min_fault_minutes: int = 20
     # A window ending in a fault's first minutes takes its label when its last this many
@@ -48,6 +58,13 @@ class WindowingOptions:
     min_onset_minutes: int = 0
     # When out-of-contract values make a window unusable (traffic/contract.py).
     window_rule: WindowRule = WINDOW_RULE
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_gap_minutes <= self.max_outage_minutes < self.steps:
+            raise ValueError(
+                f"windowing needs 0 <= max_gap_minutes ({self.max_gap_minutes}) <= max_outage_minutes "
+                f"({self.max_outage_minutes}) < steps ({self.steps})"
+            )
 
 
 @dataclass
@@ -130,10 +147,10 @@ def cut_windows(rows: Rows, options: WindowingOptions = WindowingOptions()) -> W
     for key in np.unique(keys):
         at = np.flatnonzero(keys == key)
         report.nodes += 1
-        grid, minute_labels, violation = _node_grid(
+        grid, minute_labels, repair = _node_grid(
             rows.minute[at], rows.values[at], labels_in[at].astype(str), options, report
         )
-        node_windows, node_labels, starts = _node_windows(grid, minute_labels, violation, options, report)
+        node_windows, node_labels, starts = _node_windows(grid, minute_labels, repair, options, report)
         windows.append(node_windows)
         labels.extend(node_labels)
         first = int(rows.minute[at].min())
@@ -156,9 +173,8 @@ def make_windows(
 
 
 def _node_grid(minute: np.ndarray, values: np.ndarray, labels: np.ndarray, options: WindowingOptions,
-               report: RepairReport) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """A node's rows on a full minute grid, with resets and short gaps repaired; and where the
-    rows broke the data contract (a boolean grid)."""
+               report: RepairReport) -> tuple[np.ndarray, np.ndarray, Repair]:  # fmt: skip
+    """A node's rows on a full minute grid, with resets and gaps repaired; and what was repaired."""
     order = np.argsort(minute, kind="stable")
     minute, values, labels = minute[order], values[order], labels[order]
     last = np.r_[minute[1:] != minute[:-1], True]  # keep the last row of a repeated minute
@@ -170,17 +186,26 @@ def _node_grid(minute: np.ndarray, values: np.ndarray, labels: np.ndarray, optio
     grid[minute - minute[0]] = values
     grid_labels[minute - minute[0]] = labels
     report.missing_minutes += span - len(minute)
-    violation = repair_grid(grid, options, report)
-    return grid, grid_labels, violation
+    return grid, grid_labels, repair_grid(grid, options, report)
 
 
-def repair_grid(grid: np.ndarray, options: WindowingOptions, report: RepairReport) -> np.ndarray:
+@dataclass(frozen=True)
+class Repair:
+    """Where a grid's rows broke the data contract, and where a value was lost (a missing
+    minute, a lost value, a counter reset or a value out of contract), before repair:
+    boolean grids."""
+
+    violation: np.ndarray
+    lost: np.ndarray
+
+
+def repair_grid(grid: np.ndarray, options: WindowingOptions, report: RepairReport) -> Repair:
     """Repairs, in place, a node's minutes on a full minute grid (NaN where a minute or value
-    is missing); returns where the rows broke the data contract (a boolean grid).
+    is missing); returns what it found.
 
     The trainer's windowing and the server's minute streams share this: a counter reset
-    and an out-of-contract value are lost values, and short runs of lost values are
-    interpolated (at most options.max_gap_minutes).
+    and an out-of-contract value are lost values, short runs of lost values are
+    interpolated (options.max_gap_minutes) and outages bridged (options.max_outage_minutes).
     """
     lost = np.isnan(grid)
     report.missing_values += int(lost[~lost.all(axis=1)].sum())  # in minutes that arrived
@@ -192,15 +217,17 @@ def repair_grid(grid: np.ndarray, options: WindowingOptions, report: RepairRepor
     counts = violation.sum(axis=0)
     report.out_of_contract.update({FEATURE_NAMES[c]: int(counts[c]) for c in np.flatnonzero(counts)})
     grid[reset | violation] = np.nan
-    report.values_interpolated += _interpolate_short_gaps(grid, options.max_gap_minutes)
-    return violation
+    lost = np.isnan(grid)
+    report.values_interpolated += _fill_gaps(grid, options.max_gap_minutes, options.max_outage_minutes)
+    return Repair(violation, lost)
 
 
-def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
-    """Fills, in place, runs of NaN no longer than max_gap: between two values by linear
-    interpolation; at the grid's first or last minutes with the nearest value (a stream's
-    newest minute has no later value yet, the oldest minute of a window read from a ring no
-    earlier one)."""
+def _fill_gaps(grid: np.ndarray, max_gap: int, max_outage: int) -> int:
+    """Fills, in place, runs of NaN between two values no longer than max_outage by linear
+    interpolation; at the grid's first minutes, up to max_outage, and at its last, up to
+    max_gap, with the nearest value (the oldest minute of a window read from a ring has no
+    earlier one; a stream's newest minute has no later value yet, and holding one for long
+    would invent its traffic)."""
     filled = 0
     for column in np.flatnonzero(np.isnan(grid).any(axis=0)):
         values = grid[:, column]
@@ -211,7 +238,7 @@ def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
         after = np.searchsorted(valid, gaps)
         before_at = np.where(after > 0, valid[np.maximum(after - 1, 0)], -1)
         after_at = np.where(after < len(valid), valid[np.minimum(after, len(valid) - 1)], len(values))
-        short = after_at - before_at - 1 <= max_gap
+        short = after_at - before_at - 1 <= np.where(after_at == len(values), max_gap, max_outage)
         # np.interp holds the first and last values beyond the ends.
         values[gaps[short]] = np.interp(gaps[short], valid, values[valid])
         filled += int(short.sum())
@@ -219,7 +246,7 @@ def _interpolate_short_gaps(grid: np.ndarray, max_gap: int) -> int:
 
 
 def _node_windows(
-    grid: np.ndarray, minute_labels: np.ndarray, violation: np.ndarray, options: WindowingOptions,
+    grid: np.ndarray, minute_labels: np.ndarray, repair: Repair, options: WindowingOptions,
     report: RepairReport,
 ) -> tuple[np.ndarray, list[str], list[int]]:  # fmt: skip
     """A node's usable windows, their labels and their start offsets on the grid."""
@@ -227,7 +254,7 @@ def _node_windows(
     if len(grid) < steps:
         return np.zeros((0, steps, grid.shape[1]), np.float32), [], []
     starts = np.arange(0, len(grid) - steps + 1, options.stride_minutes)
-    complete = usable_windows(grid, violation, starts, options, report)
+    complete = usable_windows(grid, repair, starts, options, report)
     kept, labels = [], []
     for start in starts[complete]:
         label = _window_label(minute_labels[start : start + steps], options)
@@ -241,13 +268,15 @@ def _node_windows(
 
 
 def usable_windows(
-    grid: np.ndarray, violation: np.ndarray, starts: np.ndarray, options: WindowingOptions,
+    grid: np.ndarray, repair: Repair, starts: np.ndarray, options: WindowingOptions,
     report: RepairReport,
 ) -> np.ndarray:  # fmt: skip
     """Which windows of a repaired grid (options.steps long, at starts) can be read: none that
-    the contract's WindowRule finds unusable, or that still holds a lost value; each drop
-    is counted. Shared by the trainer's windowing and the server's minute streams."""
-    steps = options.steps
+    the contract's WindowRule finds unusable, that still holds a lost value, in which a
+    statistic lost more than options.max_outage_minutes minutes, or whose newest minutes
+    were bridged (from a minute after the window, which a stream does not have yet); each
+    drop is counted. Shared by the trainer's windowing and the server's minute streams."""
+    steps, violation = options.steps, repair.violation
     # Out-of-contract values per window and column, and whether any was left unrepaired.
     per_column = _window_sums(violation, starts, steps)
     unrepaired = _window_sums((violation & np.isnan(grid)).any(axis=1, keepdims=True), starts, steps)[:, 0]
@@ -256,7 +285,12 @@ def usable_windows(
     report.dropped_out_of_contract_by_column.update(
         FEATURE_NAMES[i] for i in per_column[unusable].argmax(axis=1)
     )
-    has_gap = _window_sums(np.isnan(grid).any(axis=1, keepdims=True), starts, steps)[:, 0] > 0
+    tail = options.max_gap_minutes + 1
+    has_gap = (
+        (_window_sums(np.isnan(grid).any(axis=1, keepdims=True), starts, steps)[:, 0] > 0)
+        | (_window_sums(repair.lost, starts, steps).max(axis=1) > options.max_outage_minutes)
+        | (_window_sums(repair.lost, starts + steps - tail, tail).max(axis=1) >= tail)
+    )
     report.dropped_gap += int((~unusable & has_gap).sum())
     return ~unusable & ~has_gap
 

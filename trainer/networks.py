@@ -36,6 +36,8 @@ def random_damage(rng: np.random.Generator) -> ProbeDamage:
         missing_value_rate=float(rng.uniform(0.0, 0.003)),
         counter_noise=float(rng.uniform(0.005, 0.03)),
         counter_reset_rate=float(rng.uniform(0.0, 0.002)),
+        # Up to 1.4 outages a node-day, 0.7 on average.
+        outage_rate=float(rng.uniform(0.0, 0.001)),
     )
 
 

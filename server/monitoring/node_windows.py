@@ -12,8 +12,10 @@ A window whose minutes all arrived clean (no lost value, counter reset or value 
 contract) is read straight from the ring; any other is repaired by the trainer's own
 windowing code (traffic/windowing.py: repair_grid, usable_windows) and dropped when it
 cannot be, every repair counted in one RepairReport. A value lost in the newest minute (no
-later minute yet) or in the oldest one (no earlier minute left in the ring) holds the
-nearest value, as the trainer's windowing does at a node's first and last minutes.
+later minute yet) or in the oldest ones (no earlier minute left in the ring) holds the
+nearest value, as the trainer's windowing does at a node's first and last minutes; a probe
+outage of up to max_outage_minutes is bridged, so a node is diagnosed again from its first
+minute back.
 """
 
 from __future__ import annotations
@@ -154,8 +156,8 @@ class NodeWindows:
             return values[order]
         grid = values[order].astype(np.float64)
         grid[~present] = np.nan
-        violation = repair_grid(grid, self.options, self.report)
-        if not usable_windows(grid, violation, np.zeros(1, np.int64), self.options, self.report)[0]:
+        repair = repair_grid(grid, self.options, self.report)
+        if not usable_windows(grid, repair, np.zeros(1, np.int64), self.options, self.report)[0]:
             return None
         self.report.windows += 1
         return grid.astype(np.float32)

@@ -115,12 +115,17 @@ async def test_duplicates_late_and_reordered_minutes_gaps_and_counter_resets_are
         assert (reset.accepted, reset.diagnosed, reset.not_diagnosed) == (10, 10, 0)
         late = await _send(call, 6, "pcscf-2", [START + 5], rows[5:6])
         assert (late.accepted, late.late) == (0, 1)
-        # A gap longer than windowing repairs leaves the node undiagnosed until it leaves the window.
-        gap = await _send(call, 7, "pcscf-2", list(range(START + 90, START + 95)), rows[90:95])
+        # A probe outage of 10 minutes is bridged: the node is diagnosed from its first minute back.
+        outage = await _send(call, 7, "pcscf-2", list(range(START + 90, START + 95)), rows[90:95])
+        assert (outage.accepted, outage.diagnosed, outage.not_diagnosed) == (5, 5, 0)
+        # One longer than windowing bridges (31 minutes) leaves the node undiagnosed until at most
+        # 30 minutes of it are left in the window.
+        gap = await _send(call, 8, "pcscf-2", list(range(START + 126, START + 131)), rows[126:131])
         assert (gap.accepted, gap.diagnosed, gap.not_diagnosed) == (5, 0, 5)
         await call.done_writing()
     report = server.monitor.windows.report
-    assert report.missing_minutes >= 5 + 9 and report.counter_resets >= 1 and report.values_interpolated > 0
+    assert report.missing_minutes >= 5 + 10 + 31 and report.counter_resets >= 1
+    assert report.values_interpolated > 0
     stats = server.monitor.stats
     assert (stats.duplicates, stats.late, stats.reordered) == (2, 1, 5)
 

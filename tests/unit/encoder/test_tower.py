@@ -124,3 +124,26 @@ def test_the_summary_branch_reads_recent_mean_mean_max_min_and_spread(tmp_path) 
     back = keras.saving.load_model(tmp_path / "t.keras", compile=False)
     assert np.allclose(back.predict(windows, verbose=0), tower.predict(windows, verbose=0), atol=1e-6)
     assert TowerConfig.from_dict(config.to_dict()) == config
+
+
+def test_the_summary_branch_can_read_the_newest_minutes_mean_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import keras
+    import numpy as np
+
+    from faultprint.encoder.tower import WindowSummary
+
+    windows = np.arange(2 * 30 * 3, dtype=np.float32).reshape(2, 30, 3)
+    out = np.asarray(WindowSummary(10, newest_minutes=4)(windows))
+    assert out.shape == (2, 18)
+    assert np.allclose(out[:, :3], windows[:, -4:].mean(1))
+    assert np.allclose(out[:, 3:], WindowSummary(10)(windows))
+    config = TowerConfig(steps=30, features=3, lstm_units=(4, 4), dense_units=8, embedding_size=3,
+                         summary_units=6, summary_newest_minutes=4, network_baseline=True)  # fmt: skip
+    tower = build_tower(config)
+    tower.save(tmp_path / "t.keras")
+    back = keras.saving.load_model(tmp_path / "t.keras", compile=False)
+    assert np.allclose(back.predict(windows, verbose=0), tower.predict(windows, verbose=0), atol=1e-6)
+    older = {k: v for k, v in config.to_dict().items() if k != "summary_newest_minutes"}
+    assert TowerConfig.from_dict(older).summary_newest_minutes == 0  # a model trained without it
+    with pytest.raises(ValueError, match="summary_newest_minutes"):
+        TowerConfig(steps=30, summary_newest_minutes=31)

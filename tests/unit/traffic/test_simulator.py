@@ -150,6 +150,19 @@ def test_node_rows_are_deterministic_and_carry_probe_damage() -> None:
     assert set(a["label"]) - {"normal"}, "a day at 6 faults per day has fault minutes"
 
 
+def test_probe_outages_remove_runs_of_minutes_within_their_lengths() -> None:
+    from faultprint.traffic.simulator import ProbeDamage, damage_rows
+
+    values = np.full((20_000, NUM_FEATURES), 0.5)
+    damage = ProbeDamage(missing_minute_rate=0.0, outage_rate=0.0005, outage_minutes=(6, 40))
+    _, kept = damage_rows(values, damage, np.random.default_rng(3))
+    edges = np.flatnonzero(np.diff(np.r_[1, kept.astype(int), 1]))
+    runs = edges[1::2] - edges[::2]  # lengths of the runs of absent minutes
+    assert 3 <= len(runs) <= 20 and runs.min() >= 6 and runs.max() <= 40 * 2  # outages may touch
+    _, kept = damage_rows(values, ProbeDamage(missing_minute_rate=0.0), np.random.default_rng(3))
+    assert kept.all()
+
+
 def test_every_column_of_every_profile_and_condition_obeys_the_data_contract() -> None:
     """Windows as the trainer simulates them, and a node's day of damaged rows with every fault."""
     from faultprint.traffic.contract import count_out_of_contract, describe_counts

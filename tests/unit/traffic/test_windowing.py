@@ -33,16 +33,47 @@ def test_clean_rows_give_strided_windows_of_60_minutes() -> None:
     assert windows[1, 0, 0] == 31 and report.windows == 5 and report.missing_minutes == 0
 
 
-def test_short_gaps_are_interpolated_and_long_gaps_drop_the_windows_that_span_them() -> None:
-    rows = clean_rows()
-    keep = np.ones(180, dtype=bool)
-    keep[10:13] = False  # 3 missing minutes: repaired
-    keep[100:120] = False  # 20 missing minutes: windows over them are dropped
-    rows = Rows(rows.node[keep], rows.network[keep], rows.minute[keep], rows.values[keep], rows.label[keep])  # type: ignore[index]
-    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=10))
-    assert report.missing_minutes == 23 and report.dropped_gap > 0
-    assert np.isfinite(windows).all()
-    assert windows[0, 10:13, 5].tolist() == [11.0, 12.0, 13.0]  # the straight line through the gap
+def _without(rows: Rows, *spans: tuple[int, int]) -> Rows:
+    keep = np.ones(len(rows), dtype=bool)
+    for start, stop in spans:
+        keep[start:stop] = False
+    return Rows(rows.node[keep], rows.network[keep], rows.minute[keep], rows.values[keep], rows.label[keep])  # type: ignore[index]
+
+
+def test_short_gaps_are_interpolated_and_outages_bridged_unless_they_end_a_window() -> None:
+    # 3 missing minutes, then a 20-minute outage: both repaired by the straight line through them.
+    rows = _without(clean_rows(), (10, 13), (100, 120))
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=1))
+    starts = list(range(0, 121))  # windows ending at minutes 59..179
+    ends_in_outage = [s for s in starts if 105 <= s + 59 < 120]  # its newest 6 or more minutes missing
+    assert report.missing_minutes == 23 and report.dropped_gap == len(ends_in_outage) == 15
+    assert len(windows) == len(starts) - 15 and np.isfinite(windows).all()
+    assert windows[0, 10:13, 5].tolist() == [11.0, 12.0, 13.0]
+    assert windows[61 - 15, 39:59, 5].tolist() == list(np.arange(101.0, 121.0))  # the window from minute 61
+
+
+def test_an_outage_longer_than_max_outage_minutes_drops_the_windows_that_hold_it() -> None:
+    rows = _without(clean_rows(), (60, 91))  # 31 minutes
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert len(windows) == 2 and report.dropped_gap == 1  # the window of minutes 60..119
+    rows = _without(clean_rows(), (60, 90))  # 30 minutes: bridged
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert len(windows) == 3 and report.dropped_gap == 0
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60, max_outage_minutes=5))
+    assert len(windows) == 2 and report.dropped_gap == 1
+
+
+def test_two_outages_in_one_window_count_together() -> None:
+    rows = _without(clean_rows(), (62, 82), (95, 112))  # 20 + 17 minutes in the window of minutes 60..119
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert len(windows) == 2 and report.dropped_gap == 1
+
+
+def test_windowing_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_outage_minutes"):
+        WindowingOptions(max_gap_minutes=10, max_outage_minutes=5)
+    with pytest.raises(ValueError, match="steps"):
+        WindowingOptions(max_outage_minutes=60)
 
 
 def test_counter_resets_and_lost_values_are_repaired_and_counted() -> None:
@@ -64,9 +95,19 @@ def test_values_lost_at_a_nodes_first_and_last_minutes_hold_the_nearest_value() 
     assert windows[0, 0, 3] == windows[0, 1, 3] and windows[-1, -1, 4] == windows[-1, -3, 4]
 
 
-def test_values_lost_for_more_than_five_first_minutes_drop_the_first_window() -> None:
+def test_values_lost_in_a_nodes_first_minutes_hold_up_to_max_outage_minutes() -> None:
     rows = clean_rows()
-    rows.values[:6, 3] = np.nan
+    rows.values[:30, 3] = np.nan
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert len(windows) == 3 and report.dropped_gap == 0 and (windows[0, :31, 3] == 31).all()
+    rows.values[30, 3] = np.nan
+    windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
+    assert len(windows) == 2 and report.dropped_gap == 1
+
+
+def test_values_lost_for_more_than_five_last_minutes_drop_the_last_window() -> None:
+    rows = clean_rows()
+    rows.values[-6:, 3] = np.nan
     windows, _, report = make_windows(rows, WindowingOptions(stride_minutes=60))
     assert len(windows) == 2 and report.dropped_gap == 1
 

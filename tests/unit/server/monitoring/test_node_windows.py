@@ -133,14 +133,14 @@ def test_the_oldest_minute_of_the_window_is_not_late(minutes):
 
 def test_a_reordered_minute_fills_a_hole_and_makes_the_window_usable(minutes):
     windows, slot = ring()
-    missing = range(60, 67)  # 7 minutes: more than can be interpolated
+    missing = range(40, 71)  # 31 minutes: more than an outage that is bridged
     assert set(put_all(windows, slot, minutes, [i for i in range(80) if i not in missing])) == {
         Arrival.NEWEST
     }
-    assert windows.report.missing_minutes == 7
+    assert windows.report.missing_minutes == 31
     assert windows.window(slot) is None
     arrivals = put_all(windows, slot, minutes, missing)
-    assert arrivals == [Arrival.REORDERED] * 7
+    assert arrivals == [Arrival.REORDERED] * 31
     assert windows.newest(slot) == T0 + 79
     assert_array_equal(windows.window(slot), minutes[20:80])
 
@@ -175,22 +175,37 @@ def test_a_short_gap_is_interpolated_exactly_as_cut_windows_does(minutes):
     assert np.all((window[30:35] >= low - 1e-3 * np.abs(low)) & (window[30:35] <= high + 1e-3 * np.abs(high)))
 
 
-def test_a_gap_longer_than_five_minutes_gives_no_window_until_five_at_most_are_left_in_it(minutes):
+def test_a_probe_outage_is_bridged_from_the_first_minute_back_exactly_as_cut_windows_does(minutes):
     windows, slot = ring()
-    put_all(windows, slot, minutes, range(70))  # then minutes 70-75 (6) are missing
+    put_all(windows, slot, minutes, range(50))  # then minutes 50-79 (30) are missing
+    put_all(windows, slot, minutes, [80])
+    window = windows.window(slot)
+    assert window is not None  # the node's first minute back is diagnosed
+    low, high = np.minimum(minutes[49], minutes[80]), np.maximum(minutes[49], minutes[80])
+    assert np.all((window[29:59] >= low - 1e-3 * np.abs(low)) & (window[29:59] <= high + 1e-3 * np.abs(high)))
+    put_all(windows, slot, minutes, range(81, 100))
+    present = [i for i in range(40, 100) if not 50 <= i < 80]
+    expected, trainer = trainer_window(minutes, present)
+    assert_array_equal(windows.window(slot), expected)
+    assert trainer.dropped_gap == 0 and windows.report.missing_minutes == 30
+
+
+def test_an_outage_longer_than_max_outage_gives_no_window_until_at_most_that_is_left_in_it(minutes):
+    windows, slot = ring()
+    put_all(windows, slot, minutes, range(70))  # then minutes 70-100 (31) are missing
     assert windows.window(slot) is not None
-    for newest in range(76, 180):
+    for newest in range(101, 180):
         windows.put(slot, T0 + newest, minutes[newest])
         window = windows.window(slot)
         oldest = newest - STEPS + 1
         if oldest <= 70:
             assert window is None, newest
-        else:  # what is left of the gap, at the window's oldest minutes, holds the next value
+        else:  # what is left of the outage, at the window's oldest minutes, holds the next value
             expected = minutes[oldest : newest + 1].copy()
-            expected[: max(0, 76 - oldest)] = minutes[76]
+            expected[: max(0, 101 - oldest)] = minutes[101]
             assert_array_equal(window, expected)
-    assert windows.report.missing_minutes == 6
-    assert windows.report.dropped_gap == 130 - 76
+    assert windows.report.missing_minutes == 31
+    assert windows.report.dropped_gap == 129 - 101 + 1
 
 
 def test_a_gap_longer_than_the_window_restarts_the_hour(minutes):
