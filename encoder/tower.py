@@ -7,8 +7,9 @@ tracing the tower on a GPU gets the fused cuDNN kernel.
 
 A tower for networks it has never seen reads windows already normalised by their
 network's baseline (traffic/baseline.py: ``network_baseline``) and adds a summary
-branch beside the LSTMs: per statistic, the mean of the last 20 minutes, and the mean,
-maximum, minimum and spread of the window (``summary_units``). Faults are departures
+branch beside the LSTMs: per statistic, the mean of the newest minutes
+(``summary_newest_minutes``, if set) and of the last 20, and the mean, maximum, minimum and
+spread of the window (``summary_units``). Faults are departures
 from a network's own normal; the summaries carry their size and the LSTMs their shape.
 """
 
@@ -67,9 +68,12 @@ class TowerConfig:
         }
         if self.summary_units < 0:
             raise ValueError(f"TowerConfig.summary_units must not be negative, got {self.summary_units}")
-        if not 0 <= self.summary_newest_minutes <= self.steps:
+        if not 0 <= self.summary_newest_minutes <= self.steps or (
+            self.summary_newest_minutes and not self.summary_units
+        ):
             raise ValueError(
-                f"TowerConfig.summary_newest_minutes must be in [0, steps], got {self.summary_newest_minutes}"
+                f"TowerConfig.summary_newest_minutes must be in [0, steps] and needs summary_units, got "
+                f"{self.summary_newest_minutes} with summary_units {self.summary_units}"
             )
         for name, value in {**sizes, "lstm_units": min(self.lstm_units)}.items():
             if value < 1:

@@ -2,10 +2,19 @@
 
 Real exports have missing minutes, values lost in export, probe outages, and counter
 resets (a probe restart makes a counter's delta negative). Short gaps are interpolated,
-and an outage is bridged unless it is a window's newest minutes (a stream has nothing
-after them yet); a window that still holds a gap is dropped; every repair and drop is
-counted in a RepairReport so a training run says what it did to its data instead of
-failing on one bad row.
+and an outage is bridged unless it runs into a window's newest minutes (a stream has
+nothing after them yet); a window that still holds a gap is dropped; every repair and
+drop is counted in a RepairReport so a training run says what it did to its data instead
+of failing on one bad row.
+
+The trainer repairs a node's whole run of minutes, the server's minute streams the 60 in a
+node's ring, with the same code, so the two differ only where a lost run crosses a
+window's edge: the trainer interpolates across the edge towards a minute the window does
+not hold (so a window whose newest 1-5 minutes were lost lies on the line towards the
+minute after them), where the server holds the nearest value of the window; and a run
+longer than max_outage_minutes that has partly left the window drops the trainer's
+window, where the server holds what is left of it (up to max_outage_minutes) at the
+window's oldest minutes.
 
 Rows are checked against the probe data contract (traffic/contract.py) on the way in:
 a value out of its column's valid range is counted by column and treated as lost (so
@@ -42,14 +51,13 @@ class WindowingOptions:
     # Minutes between the starts of consecutive windows of one node.
     stride_minutes: int = 15
     # Runs of up to this many missing minutes (or values) are interpolated, and held from the
-    # nearest minute at either end of a node's minutes.
+    # nearest minute at the end of a node's minutes.
     max_gap_minutes: int = 5
     # A probe outage: a run of up to this many missing minutes (or values) is bridged too, unless
     # it is a window's newest minutes: linearly between the minutes either side, or by holding the
     # first minute after it at a window's oldest end. A window in which a statistic lost more
-    # minutes than this in all, or its newest max_gap_minutes + 1, is dropped. Outages of 6 to
-    # 30 minutes then leave a streaming node diagnosed from its first minute back, where they
-    # left it undiagnosed for the hour its window held them.
+    # minutes than this in all, or its newest max_gap_minutes + 1, is dropped. A streaming node
+    # is then diagnosed from its first minute back after an outage of up to this many minutes.
     max_outage_minutes: int = 30
     # Minutes a fault must cover for a window to take its label.
     min_fault_minutes: int = 20
@@ -58,6 +66,13 @@ class WindowingOptions:
     min_onset_minutes: int = 0
     # When out-of-contract values make a window unusable (traffic/contract.py).
     window_rule: WindowRule = WINDOW_RULE
+
+    @classmethod
+    def for_steps(cls, steps: int) -> WindowingOptions:
+        """The defaults for windows of `steps` minutes: a short window bridges at most half of
+        itself, and interpolates no more than it bridges."""
+        outage = min(cls.max_outage_minutes, steps // 2)
+        return cls(steps=steps, max_gap_minutes=min(cls.max_gap_minutes, outage), max_outage_minutes=outage)
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_gap_minutes <= self.max_outage_minutes < self.steps:

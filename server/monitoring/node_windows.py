@@ -13,9 +13,10 @@ contract) is read straight from the ring; any other is repaired by the trainer's
 windowing code (traffic/windowing.py: repair_grid, usable_windows) and dropped when it
 cannot be, every repair counted in one RepairReport. A value lost in the newest minute (no
 later minute yet) or in the oldest ones (no earlier minute left in the ring) holds the
-nearest value, as the trainer's windowing does at a node's first and last minutes; a probe
-outage of up to max_outage_minutes is bridged, so a node is diagnosed again from its first
-minute back.
+nearest value, as the trainer's windowing does at a node's last and first minutes (where a
+lost run crosses a window's edge, the trainer, which holds the node's minutes either side,
+interpolates instead: traffic/windowing.py); a probe outage of up to max_outage_minutes is
+bridged, so a node is diagnosed from its first minute back.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class NodeWindows:
         self.features = features
         self.dtype = row_dtype(features)
         self.row_bytes = self.dtype.itemsize
-        self.options = options or WindowingOptions(steps=steps)
+        self.options = options or WindowingOptions.for_steps(steps)
         self.report = RepairReport()
         # For each ring position a window may start at, the positions of its rows in order.
         self._orders = [np.roll(np.arange(steps), -start) for start in range(steps)]

@@ -146,4 +146,6 @@ def test_the_summary_branch_can_read_the_newest_minutes_mean_first(tmp_path) -> 
     older = {k: v for k, v in config.to_dict().items() if k != "summary_newest_minutes"}
     assert TowerConfig.from_dict(older).summary_newest_minutes == 0  # a model trained without it
     with pytest.raises(ValueError, match="summary_newest_minutes"):
-        TowerConfig(steps=30, summary_newest_minutes=31)
+        TowerConfig(steps=30, summary_units=6, summary_newest_minutes=31)
+    with pytest.raises(ValueError, match="needs summary_units"):
+        TowerConfig(steps=30, summary_newest_minutes=4)

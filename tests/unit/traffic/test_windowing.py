@@ -74,6 +74,9 @@ def test_windowing_options_are_checked() -> None:
         WindowingOptions(max_gap_minutes=10, max_outage_minutes=5)
     with pytest.raises(ValueError, match="steps"):
         WindowingOptions(max_outage_minutes=60)
+    short = WindowingOptions.for_steps(8)  # a short window bridges at most half of itself
+    assert (short.steps, short.max_outage_minutes, short.max_gap_minutes) == (8, 4, 4)
+    assert WindowingOptions.for_steps(60) == WindowingOptions()
 
 
 def test_counter_resets_and_lost_values_are_repaired_and_counted() -> None:

@@ -756,7 +756,7 @@ def test_options_accept_raise_minutes_equal_to_of_last_minutes():
 def test_diagnoses_older_than_of_last_minutes_do_not_count_after_a_gap():
     life = NodeLifeCycle(6)
     feed(life, [FAULT] * 3, T0)
-    # The node sends nothing diagnosable for an hour (a gap > 5 minutes empties its window).
+    # The node sends nothing diagnosable for an hour (a silence longer than its window).
     transitions = life.observe(diag(T0 + 70, FAULT), None, PLAIN, VERSION)
     assert transitions == []  # 1 fault minute in the last 6 minutes (T0+65 .. T0+70)
 

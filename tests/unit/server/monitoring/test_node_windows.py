@@ -433,6 +433,14 @@ def test_values_lost_for_more_than_five_newest_minutes_give_no_window(minutes):
     assert len(_cut(rows, 40, 100).windows) == 0
 
 
+def test_a_model_of_short_windows_gets_a_ring_that_bridges_half_of_one(minutes):
+    windows = NodeWindows(8, NUM_FEATURES)
+    slot = windows.add(KEY)
+    assert windows.options.max_outage_minutes == 4
+    put_all(windows, slot, minutes, [0, 1, 2, 7])  # minutes 3-6 lost: bridged
+    assert_array_equal(windows.window(slot)[[0, 1, 2, 7]], minutes[[0, 1, 2, 7]])
+
+
 def test_newest_rows_of_a_node_with_no_minutes_is_empty():
     windows, slot = ring()
     assert windows.newest_rows(slot, 5).shape == (0, NUM_FEATURES)
